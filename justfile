@@ -1,10 +1,25 @@
 # grouploss task runner. `just --list` shows the recipes.
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-venv := ".venv"
+# The venv (torch==2.11.0 for libtorch, the Python references, just itself) lives outside the
+# clone, like CARGO_TARGET_DIR, so every clone and CI run reuses it and the libtorch path baked
+# into `gl` (RUNPATH) stays valid.
+cache := env_var_or_default("GL_CACHE", home_directory() / ".cache/grouploss")
+venv := env_var_or_default("GL_VENV", cache / "venv")
 py := venv / "bin/python"
 
-# Create or refresh .venv from requirements-dev.txt (skipped when it is already current).
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", cache / "target")
+export PIP_CACHE_DIR := env_var_or_default("PIP_CACHE_DIR", cache / "pip")
+export LIBTORCH_USE_PYTORCH := "1"
+export GL_PYTHON := py
+export PATH := venv / "bin" + ":" + env_var("PATH")
+
+# Build the tests and the `gl` binary (one shared dev profile) and run every test.
+test: setup
+    cargo test --locked
+    {{py}} -m pytest -q tests/reference
+
+# Create or refresh the venv from requirements-dev.txt (skipped when it is already current).
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -15,10 +30,29 @@ setup:
     "{{py}}" -m pip install -q -r requirements-dev.txt
     echo "$want" > "$stamp"
 
-# Run the tests: today the reference suite (tests/reference); see README "Status".
-test: setup
-    {{py}} -m pytest -q tests/reference
+# Build `gl` (dev profile, shared with the tests).
+build: setup
+    cargo build --locked --bin gl
 
-# Time the PyTorch-eager reference loss at the CUB and SOP shapes (JSON on stdout).
+# Run the CLI with any arguments, building it first if needed: `just gl verify-loss ../shared/golden/group_loss`.
+gl *ARGS: build
+    "$CARGO_TARGET_DIR/debug/gl" {{ARGS}}
+
+# Every benchmark; each ends with `SPEEDUP <name> <x>` lines (reference time / ours).
+bench *ARGS: build
+    "$CARGO_TARGET_DIR/debug/gl" bench loss {{ARGS}}
+
+# Time the PyTorch-eager reference loss alone (JSON on stdout).
 bench-reference: setup
     {{py}} tests/reference/group_loss_ref.py bench
+
+# Lints the CI does not run but every change should pass.
+lint: setup
+    cargo fmt --all -- --check
+    cargo clippy --locked --all-targets -- -D warnings
+
+# Copy `gl` and what the GPU smoke test reads into dist/ (ignored), for the device machine.
+dist: build
+    mkdir -p dist/golden
+    cp "$CARGO_TARGET_DIR/debug/gl" dist/gl
+    cp ../shared/golden/group_loss/* dist/golden/

@@ -82,23 +82,36 @@ def group_loss(f, z, labels, anchor_mask, tau, steps, ce_weight=1.0, zero_diagon
     return lg, lce, lg + ce_weight * lce, x
 
 
-def bench(repeats: int, threads: int) -> dict:
-    """Median forward+backward seconds at the CUB and SOP shapes, f32, CPU."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(repeats: int, threads: int, device: str = "cpu") -> dict:
+    """Median forward+backward seconds at the CUB and SOP shapes, f32, on ``device``.
+
+    The device is synchronised before and after each timed run (same protocol as
+    ``gl bench loss``); labels and the anchor mask are built once, outside the clock.
+    """
     torch.set_num_threads(threads)
+    dev = torch.device(device)
     shapes = {"cub": (6, 9, 1024, 100, 2, 24.0), "sop": (10, 6, 1024, 11318, 2, 54.0)}
-    out = {"torch": torch.__version__, "threads": threads, "repeats": repeats}
+    out = {"torch": torch.__version__, "threads": threads, "repeats": repeats, "device": device}
     for name, (ncls, per, d, m, k, tau) in shapes.items():
         g = torch.Generator().manual_seed(0)
         n = ncls * per
-        f = torch.relu(torch.randn(n, d, generator=g)).requires_grad_()
-        z = torch.randn(n, m, generator=g).requires_grad_()
+        f = torch.relu(torch.randn(n, d, generator=g)).to(dev).requires_grad_()
+        z = torch.randn(n, m, generator=g).to(dev).requires_grad_()
         labels = torch.arange(ncls).repeat_interleave(per)
-        mask = first_k_anchor_mask(labels, k)
+        mask = first_k_anchor_mask(labels, k).to(dev)
+        labels = labels.to(dev)
         times = []
         for i in range(repeats + 3):
+            _sync(dev)
             t0 = time.perf_counter()
             _, _, loss, _ = group_loss(f, z, labels, mask, tau, 1)
             loss.backward()
+            _sync(dev)
             dt = time.perf_counter() - t0
             f.grad = None
             z.grad = None
@@ -114,9 +127,10 @@ def main(argv: list[str]) -> int:
     b = sub.add_parser("bench", help="time forward+backward, print JSON")
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--threads", type=int, default=torch.get_num_threads())
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     a = p.parse_args(argv)
     if a.cmd == "bench":
-        print(json.dumps(bench(a.repeats, a.threads)))
+        print(json.dumps(bench(a.repeats, a.threads, a.device)))
     return 0
 
 

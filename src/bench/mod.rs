@@ -1,0 +1,143 @@
+//! Benchmark plumbing shared by every `gl bench …`: timing with device synchronisation, the
+//! Python reference run in the same invocation, and the closing `SPEEDUP <name> <x>` lines.
+
+use crate::cli::ReferenceArgs;
+use anyhow::{bail, ensure, Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+use tch::Device;
+
+/// Runs `f` `warmup + repeats` times, synchronising `device` after each run, and returns the
+/// median wall time of the timed runs in seconds.
+pub fn median_seconds<F: FnMut() -> Result<()>>(
+    device: Device,
+    warmup: usize,
+    repeats: usize,
+    mut f: F,
+) -> Result<f64> {
+    ensure!(repeats > 0, "repeats must be ≥ 1");
+    let mut times = Vec::with_capacity(repeats);
+    for i in 0..warmup + repeats {
+        crate::device::synchronize(device);
+        let t0 = Instant::now();
+        f()?;
+        crate::device::synchronize(device);
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(&mut times))
+}
+
+/// Median of a non-empty slice (mean of the two middle values for even lengths).
+pub fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// A validated way to run a Python reference script.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub python: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Reference {
+    pub fn resolve(args: ReferenceArgs) -> Result<Self> {
+        let ReferenceArgs {
+            python,
+            reference_dir,
+        } = args;
+        ensure!(
+            reference_dir.is_dir(),
+            "reference directory {} not found (run from the repository root or pass --reference-dir)",
+            reference_dir.display()
+        );
+        Ok(Reference {
+            python,
+            dir: reference_dir,
+        })
+    }
+
+    /// Runs `python <dir>/<script> <args…>` and parses its standard output as one JSON object.
+    pub fn run_json(&self, script: &str, args: &[String]) -> Result<serde_json::Value> {
+        let path = self.dir.join(script);
+        ensure!(
+            path.is_file(),
+            "reference script {} not found",
+            path.display()
+        );
+        let out = Command::new(&self.python)
+            .arg(&path)
+            .args(args)
+            .envs(crate::runtime::allocator_env())
+            .output()
+            .with_context(|| {
+                format!(
+                    "starting {} (set --python or GL_PYTHON)",
+                    self.python.display()
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "{} {} failed ({}): {}",
+                self.python.display(),
+                path.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim())
+            .with_context(|| format!("parsing the JSON printed by {}: {text}", path.display()))
+    }
+}
+
+/// One comparison: our time against the reference's, for the same work.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub name: String,
+    pub ours_s: f64,
+    pub reference_s: f64,
+}
+
+impl Comparison {
+    /// reference / ours: above 1 means we are faster.
+    pub fn speedup(&self) -> f64 {
+        self.reference_s / self.ours_s
+    }
+}
+
+/// Prints the closing lines, exactly `SPEEDUP <name> <reference_time / our_time>`.
+pub fn print_speedups(comparisons: &[Comparison]) {
+    for c in comparisons {
+        println!("SPEEDUP {} {:.3}", c.name, c.speedup());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn speedup_is_reference_over_ours() {
+        let c = Comparison {
+            name: "x".into(),
+            ours_s: 0.5,
+            reference_s: 1.0,
+        };
+        assert_eq!(c.speedup(), 2.0);
+    }
+}

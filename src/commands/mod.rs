@@ -1,0 +1,5 @@
+//! One module per `gl` subcommand: `Settings::resolve(args)` validates, `run(settings)` works.
+
+pub mod bench_loss;
+pub mod env;
+pub mod verify_loss;

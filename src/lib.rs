@@ -1,0 +1,12 @@
+//! grouploss: reproduce, audit and extend *The Group Loss for Deep Metric Learning*
+//! (Elezi et al., ECCV 2020).
+//!
+//! The library holds every concept in its own module; the `gl` binary (`src/main.rs`) parses
+//! arguments, resolves them into settings and calls one command function per subcommand.
+
+pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod device;
+pub mod loss;
+pub mod runtime;

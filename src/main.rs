@@ -1,0 +1,46 @@
+//! `gl`: parse the command line, resolve settings, run one command, print errors with their
+//! chain.
+
+use clap::Parser;
+use grouploss::cli::{BenchCommand, Cli, Command};
+use grouploss::commands::{bench_loss, env, verify_loss};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    grouploss::runtime::tune_allocator();
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n);
+    }
+    let result = match cli.command {
+        Command::Env(args) => env::run(args),
+        Command::VerifyLoss(args) => {
+            verify_loss::Settings::resolve(args).and_then(verify_loss::run)
+        }
+        Command::Bench(BenchCommand::Loss(args)) => {
+            bench_loss::Settings::resolve(args).and_then(bench_loss::run)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
