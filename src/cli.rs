@@ -92,9 +92,10 @@ pub struct BenchLossArgs {
 /// Where the Python reference of a benchmark lives.
 #[derive(Debug, clap::Args)]
 pub struct ReferenceArgs {
-    /// Python interpreter with torch (the venv's).
-    #[arg(long, env = "GL_PYTHON", default_value = "python3")]
-    pub python: PathBuf,
+    /// Python interpreter with torch [default: the venv whose torch `gl` was built against,
+    /// else python3].
+    #[arg(long, env = "GL_PYTHON")]
+    pub python: Option<PathBuf>,
     /// Directory holding the reference scripts.
     #[arg(long, env = "GL_REFERENCE_DIR", default_value = "tests/reference")]
     pub reference_dir: PathBuf,

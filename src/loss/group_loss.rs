@@ -134,6 +134,8 @@ pub struct Targets {
     classes: Option<Tensor>,
     /// n×1 bool, true for anchors.
     anchors: Tensor,
+    /// n zeros: NLL over the gathered n×1 column of X is −mean(log(·)) in one kernel.
+    first_column: Tensor,
 }
 
 impl Targets {
@@ -253,6 +255,7 @@ impl GroupLoss {
             columns,
             classes,
             anchors: Tensor::from_slice(anchors).to_device(device).view([n, 1]),
+            first_column: Tensor::zeros([n], (Kind::Int64, device)),
         })
     }
 
@@ -276,8 +279,7 @@ impl GroupLoss {
             .f_gather(1, &targets.columns.f_view([targets.n, 1])?, false)?
             .f_add_scalar(LOG_EPS)?
             .f_log()?
-            .f_mean(None::<Kind>)?
-            .f_neg()?;
+            .f_nll_loss::<Tensor>(&targets.first_column, None, Reduction::Mean, -100)?;
         let loss_ce = logits
             .f_log_softmax(1, logits.kind())?
             .f_nll_loss::<Tensor>(&targets.labels, None, Reduction::Mean, -100)?;
@@ -374,14 +376,10 @@ pub fn pearson_relu(f: &Tensor, zero_diagonal: bool) -> Result<Tensor, GroupLoss
         .f_clamp_min(tiny)?;
     let u = centred.f_div(&norm)?;
     let w = u.f_matmul(&u.f_tr()?)?.f_relu()?;
-    let n = f.size()[0];
-    let eye = Tensor::f_eye(n, (kind, f.device()))?;
-    let off = w.f_mul(&eye.f_neg()?.f_add_scalar(1.0)?)?;
-    if zero_diagonal {
-        Ok(off)
-    } else {
-        Ok(off.f_add(&eye)?)
-    }
+    // Setting the diagonal with one masked fill equals W⊙(1−I) + dI exactly, in two kernels
+    // instead of five (it matters on a GPU, where this loss is launch-bound).
+    let diagonal = Tensor::f_eye(f.size()[0], (Kind::Bool, f.device()))?;
+    Ok(w.f_masked_fill(&diagonal, if zero_diagonal { 0.0 } else { 1.0 })?)
 }
 
 /// T replicator steps X ← X⊙(WX), rows renormalised to sum 1.
