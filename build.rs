@@ -15,6 +15,11 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_CATALOG").is_some()
+        && std::env::var_os("CARGO_FEATURE_DUCKDB_BUNDLED").is_none()
+    {
+        duckdb_rpath();
+    }
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
         println!("cargo:warning=torch-sys did not report its libtorch directory; no rpath added");
         return;
@@ -26,6 +31,23 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+}
+
+/// libduckdb-sys links `-lduckdb` from `DUCKDB_LIB_DIR` but adds no RPATH: without one `gl` and
+/// the tests fail with `libduckdb.so: cannot open shared object file`. `$ORIGIN` first, so a
+/// `libduckdb.so` shipped beside the binary wins; then the fetched copy.
+fn duckdb_rpath() {
+    println!("cargo:rerun-if-env-changed=DUCKDB_LIB_DIR");
+    match std::env::var("DUCKDB_LIB_DIR") {
+        Ok(dir) => {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN");
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        }
+        Err(_) => println!(
+            "cargo:warning=DUCKDB_LIB_DIR is not set: run `just duckdb` (scripts/fetch-libduckdb.sh) \
+             and export DUCKDB_LIB_DIR, or build with --no-default-features (no catalogue)"
+        ),
     }
 }
 

@@ -12,10 +12,11 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", cache / "targe
 export PIP_CACHE_DIR := env_var_or_default("PIP_CACHE_DIR", cache / "pip")
 export LIBTORCH_USE_PYTORCH := "1"
 export GL_PYTHON := py
+export DUCKDB_LIB_DIR := env_var_or_default("DUCKDB_LIB_DIR", cache / "duckdb-1.5.6")
 export PATH := venv / "bin" + ":" + env_var("PATH")
 
 # Build the tests and the `gl` binary (one shared dev profile) and run every test.
-test: setup
+test: setup duckdb
     cargo test --locked
     {{py}} -m pytest -q tests/reference
 
@@ -30,8 +31,12 @@ setup:
     "{{py}}" -m pip install -q -r requirements-dev.txt
     echo "$want" > "$stamp"
 
+# Fetch the prebuilt libduckdb.so once (sha256-verified; GL_LIBDUCKDB_ZIP=… uses DuckDB's own zip).
+duckdb:
+    GL_DUCKDB_DIR="$DUCKDB_LIB_DIR" scripts/fetch-libduckdb.sh >/dev/null
+
 # Build `gl` (dev profile, shared with the tests).
-build: setup
+build: setup duckdb
     cargo build --locked --bin gl
 
 # Run the CLI with any arguments, building it first if needed: `just gl verify-loss ../shared/golden/group_loss`.
@@ -47,12 +52,14 @@ bench-reference: setup
     {{py}} tests/reference/group_loss_ref.py bench
 
 # Lints the CI does not run but every change should pass.
-lint: setup
+lint: setup duckdb
     cargo fmt --all -- --check
     cargo clippy --locked --all-targets -- -D warnings
 
-# Copy `gl` and what the GPU smoke test reads into dist/ (ignored), for the device machine.
-dist: build
+# A `gl` without the catalogue (no libduckdb.so needed) and what the GPU smoke test reads, in
+# dist/ (ignored), to carry to a GPU machine or cluster node.
+dist: setup
+    cargo build --locked --bin gl --no-default-features
     mkdir -p dist/golden
     cp "$CARGO_TARGET_DIR/debug/gl" dist/gl
     cp ../shared/golden/group_loss/* dist/golden/

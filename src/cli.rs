@@ -12,6 +12,13 @@ pub struct Cli {
     /// libtorch intra-op threads (default: libtorch's own choice, usually the core count).
     #[arg(long, global = true, env = "GL_THREADS")]
     pub threads: Option<i32>,
+    /// Project root (the directory with pipeline/) [default: nearest ancestor of the working
+    /// directory that has pipeline/datasets.toml].
+    #[arg(long, global = true, env = "GL_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Data directory: downloads, extracted datasets, the catalogue [default: <project>/data].
+    #[arg(long, global = true, env = "GL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// More log output (-v info, -vv debug); RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -28,6 +35,64 @@ pub enum Command {
     /// Benchmarks against a reference timed in the same run; ends with `SPEEDUP <name> <x>` lines.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Download (or take from --from), verify, extract, parse and index a dataset.
+    Fetch(FetchArgs),
+    /// Run a read-only SQL query on the catalogue (data/catalog.duckdb).
+    Sql(SqlArgs),
+    /// Write a synthetic dataset in the SOP layout (tiny images) and register it for `gl fetch`.
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Dataset name from pipeline/datasets.toml (or data/registry.d/).
+    pub dataset: String,
+    /// Use a file you downloaded by hand instead of the network.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// Re-extract even when the files are unchanged.
+    #[arg(long)]
+    pub force: bool,
+    /// Retries per mirror for transient network errors.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Output format of `gl sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqlFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// One SQL statement, e.g. "select split, count(*) from images group by split".
+    pub query: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: SqlFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SynthArgs {
+    /// Registry name of the generated dataset.
+    #[arg(long, default_value = "synth_sop")]
+    pub name: String,
+    /// Classes in total (SOP: 22,634 = 11,318 train + 11,316 test).
+    #[arg(long, default_value_t = 22634)]
+    pub classes: u32,
+    /// Images per class.
+    #[arg(long, default_value_t = 5)]
+    pub per_class: u32,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 8)]
+    pub size: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]

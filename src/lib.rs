@@ -5,8 +5,14 @@
 //! arguments, resolves them into settings and calls one command function per subcommand.
 
 pub mod bench;
+#[cfg(feature = "catalog")]
+pub mod catalog;
 pub mod cli;
 pub mod commands;
+pub mod data;
 pub mod device;
+pub mod fsutil;
 pub mod loss;
+pub mod project;
 pub mod runtime;
+pub mod stages;

@@ -3,7 +3,8 @@
 
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
-use grouploss::commands::{bench_loss, env, verify_loss};
+use grouploss::commands::{bench_loss, env, fetch, synth, verify_loss};
+use grouploss::project::Project;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,6 +14,8 @@ fn main() -> ExitCode {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
     }
+    let (project_dir, data_dir) = (cli.project_dir, cli.data_dir);
+    let project = move || Project::resolve(project_dir, data_dir);
     let result = match cli.command {
         Command::Env(args) => env::run(args),
         Command::VerifyLoss(args) => {
@@ -21,6 +24,16 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Loss(args)) => {
             bench_loss::Settings::resolve(args).and_then(bench_loss::run)
         }
+        Command::Fetch(args) => project()
+            .and_then(|p| fetch::resolve(args, p))
+            .and_then(fetch::run),
+        #[cfg(feature = "catalog")]
+        Command::Sql(args) => project().and_then(|p| grouploss::commands::sql::run(args, p)),
+        #[cfg(not(feature = "catalog"))]
+        Command::Sql(_) => Err(anyhow::anyhow!(
+            "this gl was built without the catalogue (feature `catalog`)"
+        )),
+        Command::Synth(args) => project().and_then(|p| synth::run(args, p)),
     };
     match result {
         Ok(code) => code,

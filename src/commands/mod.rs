@@ -2,4 +2,8 @@
 
 pub mod bench_loss;
 pub mod env;
+pub mod fetch;
+#[cfg(feature = "catalog")]
+pub mod sql;
+pub mod synth;
 pub mod verify_loss;

@@ -1,0 +1,85 @@
+//! Recording a finished stage in the catalogue: the stage wrote its files; this turns them into
+//! rows in one transaction, so the catalogue has all of a stage's rows or none.
+
+use super::records::{
+    record_stage_run, replace_dataset, DatasetRecord, StageRunRecord, StageStatus,
+};
+use super::Catalog;
+use crate::stages::fetch::Outcome;
+use anyhow::Result;
+use std::time::SystemTime;
+
+/// Set (to anything) to make [`ingest_fetch`] fail after inserting its rows — the test hook for
+/// "a stage killed mid-way leaves the catalogue as before".
+pub const FAIL_INJECTION_ENV: &str = "GL_TEST_FAIL_AFTER_INSERT";
+
+/// Replaces the dataset's rows and records the fetch run, atomically.
+pub fn ingest_fetch(cat: &mut Catalog, outcome: &Outcome, started_at: SystemTime) -> Result<i64> {
+    let record = DatasetRecord {
+        name: outcome.dataset.clone(),
+        kind: outcome.layout.clone(),
+        source: outcome
+            .files
+            .first()
+            .map(|f| f.source.clone())
+            .unwrap_or_else(|| outcome.root.display().to_string()),
+        archive_checksum: (!outcome.files.is_empty()).then(|| {
+            outcome
+                .files
+                .iter()
+                .map(|f| format!("{}:sha256:{}", f.name, f.sha256))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        license: Some(outcome.license.clone()),
+        n_images: outcome.counts.images as i64,
+        n_classes: outcome.counts.classes as i64,
+        n_train: outcome.counts.train_images as i64,
+        n_test: outcome.counts.test_images as i64,
+        root: outcome.root.display().to_string(),
+        fetched_at: SystemTime::now(),
+    };
+    let run = StageRunRecord {
+        stage: "fetch".into(),
+        subject: outcome.dataset.clone(),
+        inputs_fingerprint: outcome.fingerprint.clone(),
+        started_at,
+        finished_at: Some(SystemTime::now()),
+        status: StageStatus::Succeeded,
+        outputs: Some(serde_json::to_value(outcome)?),
+        error: None,
+    };
+    cat.transaction(|tx| {
+        replace_dataset(tx, &record, &outcome.index.images)?;
+        let id = record_stage_run(tx, &run)?;
+        if std::env::var_os(FAIL_INJECTION_ENV).is_some() {
+            anyhow::bail!(
+                "injected failure after inserting the rows of `{}` ({FAIL_INJECTION_ENV})",
+                outcome.dataset
+            );
+        }
+        Ok(id)
+    })
+}
+
+/// Records a failed stage run (its own small transaction; no data rows).
+pub fn record_failure(
+    cat: &mut Catalog,
+    stage: &str,
+    subject: &str,
+    started_at: SystemTime,
+    error: &str,
+) -> Result<()> {
+    let run = StageRunRecord {
+        stage: stage.into(),
+        subject: subject.into(),
+        inputs_fingerprint: String::new(),
+        started_at,
+        finished_at: Some(SystemTime::now()),
+        status: StageStatus::Failed,
+        outputs: None,
+        error: Some(error.to_string()),
+    };
+    cat.transaction(|tx| Ok(record_stage_run(tx, &run)?))?;
+    Ok(())
+}

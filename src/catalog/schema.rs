@@ -1,0 +1,172 @@
+//! Versioned schema migrations.
+//!
+//! [`MIGRATIONS`] is an ordered, append-only list: version `n` is the `n`-th entry and is never
+//! edited once released — a change is a new migration. Each migration runs in its own transaction
+//! together with the `schema_version` row that records it, so a crash leaves either the old or the
+//! new schema, never a mix.
+//!
+//! Foreign keys are deliberately not declared: DuckDB checks them eagerly, which rejects deleting
+//! a dataset and its images in the same transaction. [`super::records::replace_dataset`] keeps
+//! `images` and `datasets` consistent instead.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use duckdb::{params, Connection};
+
+use super::records::timestamp;
+use super::CatalogError;
+
+/// One schema change: its version (1-based, consecutive), a short name, and the SQL to run.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// All migrations this binary knows, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "datasets, images, stage_runs, artifacts",
+    sql: r#"
+CREATE TABLE datasets (
+    name             VARCHAR PRIMARY KEY,
+    kind             VARCHAR NOT NULL,
+    source           VARCHAR NOT NULL,
+    archive_checksum VARCHAR,
+    license          VARCHAR,
+    n_images         BIGINT NOT NULL,
+    n_classes        BIGINT NOT NULL,
+    n_train          BIGINT NOT NULL,
+    n_test           BIGINT NOT NULL,
+    root             VARCHAR NOT NULL,
+    fetched_at       TIMESTAMP NOT NULL
+);
+CREATE TABLE images (
+    dataset  VARCHAR NOT NULL,
+    image_id BIGINT NOT NULL,
+    rel_path VARCHAR NOT NULL,
+    class_id BIGINT NOT NULL,
+    split    VARCHAR NOT NULL CHECK (split IN ('train', 'test', 'val')),
+    bbox_x1  DOUBLE,
+    bbox_y1  DOUBLE,
+    bbox_x2  DOUBLE,
+    bbox_y2  DOUBLE,
+    PRIMARY KEY (dataset, image_id)
+);
+CREATE SEQUENCE stage_run_ids START 1;
+CREATE TABLE stage_runs (
+    run_id             BIGINT PRIMARY KEY DEFAULT nextval('stage_run_ids'),
+    stage              VARCHAR NOT NULL,
+    subject            VARCHAR NOT NULL,
+    inputs_fingerprint VARCHAR NOT NULL,
+    started_at         TIMESTAMP NOT NULL,
+    finished_at        TIMESTAMP,
+    status             VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    outputs            JSON,
+    error              VARCHAR
+);
+CREATE TABLE artifacts (
+    path         VARCHAR PRIMARY KEY,
+    kind         VARCHAR NOT NULL,
+    sha256       VARCHAR NOT NULL,
+    bytes        BIGINT NOT NULL,
+    stage_run_id BIGINT,
+    created_at   TIMESTAMP NOT NULL
+);
+"#,
+}];
+
+/// The newest schema version this binary can read and write.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       VARCHAR NOT NULL,
+    applied_at TIMESTAMP NOT NULL
+)";
+
+/// Brings the catalogue at `path` up to [`latest_version`]; returns the version it ends at.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, CatalogError> {
+    let migration_err = |m: &Migration| {
+        let (version, name) = (m.version, m.name);
+        move |source| CatalogError::Migration {
+            path: path.to_path_buf(),
+            version,
+            name,
+            source,
+        }
+    };
+    conn.execute_batch(CREATE_VERSION_TABLE)
+        .map_err(|source| CatalogError::ReadVersion {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let found = current_version(conn, path)?;
+    check_not_newer(found, path)?;
+    let mut current = found;
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let tx = conn.transaction().map_err(migration_err(m))?;
+        tx.execute_batch(m.sql).map_err(migration_err(m))?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+            params![m.version, m.name, timestamp(SystemTime::now())],
+        )
+        .map_err(migration_err(m))?;
+        tx.commit().map_err(migration_err(m))?;
+        current = m.version;
+    }
+    Ok(current)
+}
+
+/// The highest version recorded in `schema_version` (0 for a catalogue without the table).
+pub(super) fn current_version(conn: &Connection, path: &Path) -> Result<u32, CatalogError> {
+    let read_err = |source| CatalogError::ReadVersion {
+        path: path.to_path_buf(),
+        source,
+    };
+    let has_table: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM duckdb_tables() \
+             WHERE database_name = current_database() AND schema_name = 'main' \
+             AND table_name = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(read_err)?;
+    if !has_table {
+        return Ok(0);
+    }
+    let version: Option<u32> = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })
+        .map_err(read_err)?;
+    Ok(version.unwrap_or(0))
+}
+
+/// Refuses a catalogue written by a newer binary, whose tables this one does not know.
+pub(super) fn check_not_newer(found: u32, path: &Path) -> Result<(), CatalogError> {
+    if found > latest_version() {
+        return Err(CatalogError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: latest_version(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "migration {}", m.name);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! `gl fetch <dataset>`: run the fetch stage, then index its outputs into the catalogue.
+
+use crate::cli::FetchArgs;
+use crate::data::fetch::FetchOptions;
+use crate::project::Project;
+use crate::stages::fetch::{self, Settings};
+use anyhow::{ensure, Result};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+pub fn resolve(args: FetchArgs, project: Project) -> Result<Settings> {
+    let FetchArgs {
+        dataset,
+        from,
+        force,
+        retries,
+        quiet,
+    } = args;
+    if let Some(f) = &from {
+        ensure!(f.is_file(), "--from {}: no such file", f.display());
+    }
+    Ok(Settings {
+        project,
+        dataset,
+        from: from.map(std::path::absolute).transpose()?,
+        options: FetchOptions {
+            retries,
+            backoff: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+            progress: !quiet,
+        },
+        force,
+    })
+}
+
+pub fn run(s: Settings) -> Result<ExitCode> {
+    let (started_at, clock) = (SystemTime::now(), Instant::now());
+    let result = fetch::run(&s);
+    #[cfg(feature = "catalog")]
+    let result = {
+        let mut cat = crate::catalog::Catalog::open(s.project.catalog_path())?;
+        match result {
+            Ok(outcome) => crate::catalog::ingest::ingest_fetch(&mut cat, &outcome, started_at)
+                .map(|_| outcome),
+            Err(e) => {
+                let message = format!("{e:#}");
+                if let Err(r) = crate::catalog::ingest::record_failure(
+                    &mut cat, "fetch", &s.dataset, started_at, &message,
+                ) {
+                    tracing::warn!("could not record the failed run: {r:#}");
+                }
+                Err(e)
+            }
+        }
+    };
+    let outcome = result?;
+    let c = outcome.counts;
+    println!(
+        "{}: {} images, {} classes (train {} images / {} classes, test {} / {}){} in {:.1} s",
+        outcome.dataset,
+        c.images,
+        c.classes,
+        c.train_images,
+        c.train_classes,
+        c.test_images,
+        c.test_classes,
+        if outcome.extracted {
+            ", extracted"
+        } else {
+            ", files unchanged"
+        },
+        clock.elapsed().as_secs_f64()
+    );
+    if cfg!(not(feature = "catalog")) {
+        println!(
+            "(built without the catalogue: wrote {}, nothing indexed)",
+            s.project.dataset_dir(&s.dataset).display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

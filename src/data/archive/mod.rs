@@ -1,0 +1,143 @@
+//! Safe extraction of dataset archives (.tar.gz/.tgz, .tar, .zip).
+//!
+//! Archives come from the internet, so every entry is treated as hostile: absolute paths,
+//! `..` components, links that point outside the archive, writes through links and special
+//! files (devices, fifos) are rejected with the entry's name. Extraction happens in a temp
+//! directory beside `dest` (same filesystem), which is renamed onto `dest` only after the
+//! whole archive — including the gzip trailer — has been read successfully; on any error the
+//! temp directory is removed and an existing `dest` is left as it was.
+//!
+//! Submodules: `error` ([`ArchiveError`]), `extractor` (writing validated entries into the
+//! staging directory), `paths` (entry-path and link containment checks), and the two
+//! readers `tar` and `zip`.
+
+mod error;
+mod extractor;
+mod paths;
+mod tar;
+mod zip;
+
+use std::fs::{self, File};
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+pub use error::ArchiveError;
+
+use error::io_err;
+use extractor::{set_mode, Extractor};
+
+/// Archive formats we extract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    TarGz,
+    Tar,
+    Zip,
+}
+
+impl ArchiveKind {
+    /// Detects the format from the file name (`.tgz`, `.tar.gz`, `.tar`, `.zip`, any case).
+    pub fn from_path(path: &Path) -> Result<ArchiveKind, ArchiveError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            Ok(ArchiveKind::TarGz)
+        } else if name.ends_with(".tar") {
+            Ok(ArchiveKind::Tar)
+        } else if name.ends_with(".zip") {
+            Ok(ArchiveKind::Zip)
+        } else {
+            Err(ArchiveError::UnknownKind {
+                path: path.to_owned(),
+            })
+        }
+    }
+}
+
+/// What an extraction produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtractSummary {
+    /// Regular files written (hard links included; directories and symlinks not).
+    pub files: u64,
+    /// Bytes of regular file content written.
+    pub bytes: u64,
+}
+
+/// Extracts `archive` into the directory `dest`, replacing an existing `dest` only after the
+/// whole archive was extracted; see the module documentation for what is rejected.
+pub fn extract(
+    archive: &Path,
+    kind: ArchiveKind,
+    dest: &Path,
+) -> Result<ExtractSummary, ArchiveError> {
+    let dest_name = dest
+        .file_name()
+        .ok_or_else(|| ArchiveError::InvalidDest {
+            dest: dest.to_owned(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(io_err("creating directory", &parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{dest_name}.extract-"))
+        .tempdir_in(&parent)
+        .map_err(io_err("creating a temp directory in", &parent))?;
+    let file = File::open(archive).map_err(|source| ArchiveError::Open {
+        archive: archive.to_owned(),
+        source,
+    })?;
+    let mut out = Extractor::new(archive, staging.path());
+    match kind {
+        ArchiveKind::TarGz => out.tar(GzDecoder::new(BufReader::new(file)))?,
+        ArchiveKind::Tar => out.tar(BufReader::new(file))?,
+        ArchiveKind::Zip => out.zip(file)?,
+    }
+    out.check_symlinks()?;
+    let summary = out.summary;
+    // The temp dir is created private (0700); the extracted tree should look like any
+    // directory made by mkdir.
+    set_mode(staging.path(), Some(0o755))?;
+    replace_dir(staging, dest, &parent, &dest_name)?;
+    Ok(summary)
+}
+
+/// Renames the finished staging directory onto `dest`. An existing `dest` is first moved
+/// into a temp directory (removed afterwards) and moved back if the final rename fails.
+fn replace_dir(
+    staging: tempfile::TempDir,
+    dest: &Path,
+    parent: &Path,
+    dest_name: &str,
+) -> Result<(), ArchiveError> {
+    let exists = fs::symlink_metadata(dest).is_ok();
+    if !exists {
+        fs::rename(staging.path(), dest).map_err(io_err("renaming into place", dest))?;
+        let _ = staging.keep();
+        return Ok(());
+    }
+    let old = tempfile::Builder::new()
+        .prefix(&format!(".{dest_name}.old-"))
+        .tempdir_in(parent)
+        .map_err(io_err("creating a temp directory in", parent))?;
+    let aside = old.path().join("previous");
+    fs::rename(dest, &aside).map_err(io_err("moving aside the previous", dest))?;
+    if let Err(e) = fs::rename(staging.path(), dest) {
+        // Put the previous tree back; if even that fails, say where it is.
+        return match fs::rename(&aside, dest) {
+            Ok(()) => Err(io_err("renaming into place", dest)(e)),
+            Err(_) => {
+                let kept = old.keep();
+                Err(io_err("renaming into place (previous tree kept in)", &kept)(e))
+            }
+        };
+    }
+    let _ = staging.keep();
+    Ok(())
+}

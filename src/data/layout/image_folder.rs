@@ -1,0 +1,187 @@
+//! A user's own images: one folder per class under the root, or a CSV `path,class[,split]`.
+
+use super::{read_text, LayoutError};
+use crate::data::index::{class_halves, DatasetIndex, ImageEntry, Split};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Image file extensions an `image_folder` picks up (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "webp", "gif"];
+
+/// How an `image_folder` dataset is split into class-disjoint train and test classes.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SplitRule {
+    /// The first half of the classes (sorted by name) train, the rest test — the paper's rule.
+    #[default]
+    ClassHalves,
+    /// Classes shuffled with a seed; the first `train_fraction` of them train.
+    SeededShuffle { seed: u64, train_fraction: f64 },
+    /// The CSV's `split` column (`train`/`test`); classes must not straddle the split.
+    Column,
+}
+
+pub fn parse(
+    root: &Path,
+    csv: Option<&str>,
+    rule: &SplitRule,
+) -> Result<DatasetIndex, LayoutError> {
+    // (relative path, class name, split given by the CSV)
+    let rows: Vec<(String, String, Option<Split>)> = match csv {
+        Some(csv) => csv_rows(&root.join(csv))?,
+        None => folder_rows(root)?,
+    };
+    if rows.is_empty() {
+        return Err(LayoutError::Invalid {
+            path: root.to_path_buf(),
+            message: "no images found".into(),
+        });
+    }
+    // Class ids 1..c in sorted class-name order.
+    let mut class_ids: BTreeMap<&str, i64> = rows.iter().map(|r| (r.1.as_str(), 0)).collect();
+    for (i, id) in class_ids.values_mut().enumerate() {
+        *id = i as i64 + 1;
+    }
+    let split_of: Box<dyn Fn(i64, Option<Split>) -> Result<Split, String>> = match rule {
+        SplitRule::ClassHalves => {
+            let halves = class_halves(class_ids.values().copied());
+            Box::new(move |c, _| Ok(halves(c)))
+        }
+        SplitRule::SeededShuffle {
+            seed,
+            train_fraction,
+        } => {
+            if !(0.0..=1.0).contains(train_fraction) {
+                return Err(LayoutError::Invalid {
+                    path: root.to_path_buf(),
+                    message: format!("train_fraction must be in [0, 1], got {train_fraction}"),
+                });
+            }
+            let mut ids: Vec<i64> = class_ids.values().copied().collect();
+            ids.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(*seed));
+            let n_train = (ids.len() as f64 * train_fraction).round() as usize;
+            let train: std::collections::HashSet<i64> = ids[..n_train].iter().copied().collect();
+            Box::new(move |c, _| {
+                Ok(if train.contains(&c) {
+                    Split::Train
+                } else {
+                    Split::Test
+                })
+            })
+        }
+        SplitRule::Column => Box::new(|_, s| {
+            s.ok_or_else(|| "split rule `column` needs a `split` column".to_string())
+        }),
+    };
+    let mut images = Vec::with_capacity(rows.len());
+    for (i, (rel_path, class, given)) in rows.iter().enumerate() {
+        let class_id = class_ids[class.as_str()];
+        let split = split_of(class_id, *given).map_err(|message| LayoutError::Invalid {
+            path: root.join(csv.unwrap_or("")),
+            message,
+        })?;
+        images.push(ImageEntry {
+            image_id: i as i64 + 1,
+            rel_path: rel_path.clone(),
+            class_id,
+            split,
+            bbox: None,
+        });
+    }
+    Ok(DatasetIndex { images })
+}
+
+fn is_image(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+}
+
+/// `root/<class>/<image>` in sorted order; files directly under the root are ignored.
+fn folder_rows(root: &Path) -> Result<Vec<(String, String, Option<Split>)>, LayoutError> {
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> LayoutError + '_ {
+        move |source| LayoutError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    let mut classes: Vec<_> = std::fs::read_dir(root)
+        .map_err(io(root))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io(root))?
+        .into_iter()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    let mut rows = Vec::new();
+    for class in classes {
+        let dir = root.join(&class);
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io(&dir))?
+            .into_iter()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| is_image(n))
+            .collect();
+        files.sort();
+        rows.extend(
+            files
+                .into_iter()
+                .map(|f| (format!("{class}/{f}"), class.clone(), None)),
+        );
+    }
+    Ok(rows)
+}
+
+/// A CSV with a header naming `path` and `class` (and optionally `split`) columns.
+fn csv_rows(path: &Path) -> Result<Vec<(String, String, Option<Split>)>, LayoutError> {
+    let text = read_text(path)?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let header: Vec<String> = lines
+        .next()
+        .map(|(_, h)| {
+            h.split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (Some(p), Some(c)) = (col("path"), col("class")) else {
+        return Err(LayoutError::Parse {
+            path: path.into(),
+            line: 1,
+            message: "header must name `path` and `class` columns".into(),
+        });
+    };
+    let s = col("split");
+    lines
+        .map(|(i, l)| {
+            let row: Vec<&str> = l.split(',').map(str::trim).collect();
+            let err = |message: String| LayoutError::Parse {
+                path: path.into(),
+                line: i + 1,
+                message,
+            };
+            let get = |j: usize| {
+                row.get(j)
+                    .copied()
+                    .ok_or_else(|| err(format!("missing column {}", j + 1)))
+            };
+            let split = match s.map(get).transpose()? {
+                None => None,
+                Some("train") => Some(Split::Train),
+                Some("test") => Some(Split::Test),
+                Some(other) => {
+                    return Err(err(format!("split `{other}` is neither train nor test")))
+                }
+            };
+            Ok((get(p)?.to_string(), get(c)?.to_string(), split))
+        })
+        .collect()
+}

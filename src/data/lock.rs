@@ -1,0 +1,110 @@
+//! `pipeline/datasets.lock`: sha256 of every dataset file, pinned on its first successful
+//! download (like Cargo.lock) and verified on every later use — the files without a published
+//! checksum are otherwise unverifiable.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Where the lock file lives, relative to the project root.
+pub const LOCK_FILE: &str = "pipeline/datasets.lock";
+
+/// One pinned file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    pub dataset: String,
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockDoc {
+    #[serde(default, rename = "file")]
+    files: Vec<Pin>,
+}
+
+/// The lock file in memory.
+#[derive(Debug)]
+pub struct Lock {
+    path: PathBuf,
+    doc: LockDoc,
+}
+
+impl Lock {
+    /// Reads the lock file (a missing file is an empty lock).
+    pub fn load(project_root: &Path) -> Result<Self> {
+        let path = project_root.join(LOCK_FILE);
+        let doc = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LockDoc::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Lock { path, doc })
+    }
+
+    /// The pin of `dataset`/`file`, if any.
+    pub fn get(&self, dataset: &str, file: &str) -> Option<&Pin> {
+        self.doc
+            .files
+            .iter()
+            .find(|p| p.dataset == dataset && p.file == file)
+    }
+
+    /// Records a pin and rewrites the file atomically (temp file + rename), sorted by
+    /// dataset and file so diffs stay small.
+    pub fn pin(&mut self, pin: Pin) -> Result<()> {
+        self.doc
+            .files
+            .retain(|p| !(p.dataset == pin.dataset && p.file == pin.file));
+        self.doc.files.push(pin);
+        self.doc
+            .files
+            .sort_by(|a, b| (&a.dataset, &a.file).cmp(&(&b.dataset, &b.file)));
+        let body = toml::to_string(&self.doc).context("serialising the lock file")?;
+        let text = format!(
+            "# Pinned sha256 of dataset files, written by `gl fetch` on first download and\n\
+             # verified on every later use. Commit it.\n\n{body}"
+        );
+        crate::fsutil::write_atomic(&self.path, text.as_bytes())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_round_trip_and_replace() {
+        let d = tempfile::tempdir().unwrap();
+        let mut lock = Lock::load(d.path()).unwrap();
+        assert!(lock.get("cars", "car_ims.tgz").is_none());
+        let pin = |sha: &str| Pin {
+            dataset: "cars".into(),
+            file: "car_ims.tgz".into(),
+            sha256: sha.into(),
+            bytes: 3,
+        };
+        lock.pin(pin("aa")).unwrap();
+        lock.pin(pin("bb")).unwrap();
+        let again = Lock::load(d.path()).unwrap();
+        assert_eq!(again.get("cars", "car_ims.tgz"), Some(&pin("bb")));
+        assert_eq!(again.doc.files.len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_lock_names_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("pipeline")).unwrap();
+        std::fs::write(d.path().join(LOCK_FILE), "[[file]]\ndataset = 3\n").unwrap();
+        let e = format!("{:#}", Lock::load(d.path()).unwrap_err());
+        assert!(e.contains("datasets.lock"), "{e}");
+    }
+}

@@ -1,0 +1,12 @@
+//! Datasets: the registry (`pipeline/datasets.toml`), fetching with checksums and resume, safe
+//! extraction, the layout parsers, the parsed index with its structural checks, and the
+//! synthetic SOP-scale generator.
+
+pub mod archive;
+pub mod fetch;
+pub mod index;
+pub mod index_file;
+pub mod layout;
+pub mod lock;
+pub mod registry;
+pub mod synth;

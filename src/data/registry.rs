@@ -1,0 +1,202 @@
+//! The dataset registry: `pipeline/datasets.toml` plus any `data/registry.d/*.toml` (datasets a
+//! user or `gl synth` adds locally), read through figment so a wrong key or type is an error
+//! naming the key path and the file.
+
+use crate::data::index::ExpectedCounts;
+use crate::data::layout::Layout;
+use anyhow::{bail, Context, Result};
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the project's registry lives, relative to the project root.
+pub const REGISTRY_FILE: &str = "pipeline/datasets.toml";
+/// Extra registry files, relative to the data directory.
+pub const LOCAL_REGISTRY_DIR: &str = "registry.d";
+
+/// Every dataset the pipeline knows, by name.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub datasets: BTreeMap<String, DatasetSpec>,
+}
+
+/// One dataset: where its files come from, how they are laid out, what they must contain.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub title: String,
+    /// Who may use the data and how (shown in the catalogue; the datasets are research-only).
+    pub license: String,
+    /// Files to fetch; archives are extracted, other files copied beside them.
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
+    /// An existing local directory instead of files to fetch (`image_folder` datasets);
+    /// relative paths are relative to the project root.
+    #[serde(default)]
+    pub local_root: Option<PathBuf>,
+    /// Directory inside the extracted files where the layout's files are.
+    #[serde(default)]
+    pub root: String,
+    pub layout: Layout,
+    /// Published counts; the fetch stage fails when the parsed dataset differs.
+    #[serde(default)]
+    pub expect: ExpectedCounts,
+}
+
+/// One file of a dataset.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// File name on disk (under `data/downloads/<dataset>/`).
+    pub name: String,
+    /// Mirrors, tried in order: `https://…`, `http://…`, `file:///abs/path`, or `file:rel/path`
+    /// (relative to the project root, for the embedded demo data).
+    pub urls: Vec<String>,
+    /// Published checksums, where one exists; otherwise the sha256 is pinned in
+    /// `pipeline/datasets.lock` on the first successful download.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub md5: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+}
+
+impl Registry {
+    /// Reads `<project>/pipeline/datasets.toml` and `<data_dir>/registry.d/*.toml` (sorted);
+    /// a later file may add datasets but not redefine one.
+    pub fn load(project_root: &Path, data_dir: &Path) -> Result<Self> {
+        let main = project_root.join(REGISTRY_FILE);
+        if !main.is_file() {
+            bail!("dataset registry {} not found", main.display());
+        }
+        let mut files = vec![main];
+        let local = data_dir.join(LOCAL_REGISTRY_DIR);
+        if local.is_dir() {
+            let mut extra: Vec<PathBuf> = std::fs::read_dir(&local)
+                .with_context(|| format!("listing {}", local.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            extra.sort();
+            files.extend(extra);
+        }
+        let mut registry = Registry {
+            datasets: BTreeMap::new(),
+        };
+        for file in files {
+            let part: Registry = Figment::new()
+                .merge(Toml::file_exact(&file))
+                .extract()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for (name, spec) in part.datasets {
+                if registry.datasets.contains_key(&name) {
+                    bail!("{}: dataset `{name}` is already defined", file.display());
+                }
+                registry.datasets.insert(name, spec);
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The dataset `name`, or an error listing the known ones.
+    pub fn get(&self, name: &str) -> Result<&DatasetSpec> {
+        self.datasets.get(name).with_context(|| {
+            let known: Vec<&str> = self.datasets.keys().map(String::as_str).collect();
+            format!("unknown dataset `{name}` (known: {})", known.join(", "))
+        })
+    }
+}
+
+/// Turns `file:rel/path` into an absolute `file://` URL under `project_root`; other URLs pass.
+pub fn resolve_url(url: &str, project_root: &Path) -> String {
+    match url.strip_prefix("file:") {
+        Some(rest) if !rest.starts_with("//") => {
+            format!("file://{}", project_root.join(rest).display())
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    const OK: &str = r#"
+[datasets.tiny]
+title = "Tiny"
+license = "test"
+root = "tiny"
+layout = { kind = "cub" }
+expect = { images = 4 }
+[[datasets.tiny.files]]
+name = "tiny.tgz"
+urls = ["file:fixtures/tiny.tgz"]
+"#;
+
+    #[test]
+    fn reads_the_registry_and_local_additions() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), REGISTRY_FILE, OK);
+        write(
+            d.path(),
+            "data/registry.d/mine.toml",
+            "[datasets.mine]\ntitle = \"M\"\nlicense = \"own\"\nlocal_root = \"/x\"\nlayout = { kind = \"image_folder\" }\n",
+        );
+        let r = Registry::load(d.path(), &d.path().join("data")).unwrap();
+        assert_eq!(r.datasets.keys().collect::<Vec<_>>(), ["mine", "tiny"]);
+        assert_eq!(r.get("tiny").unwrap().expect.images, Some(4));
+        let e = r.get("cub").unwrap_err().to_string();
+        assert!(e.contains("known: mine, tiny"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_and_wrong_type_name_the_key_and_file() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            REGISTRY_FILE,
+            &OK.replace("root = \"tiny\"", "rooot = \"tiny\""),
+        );
+        let e = format!("{:#}", Registry::load(d.path(), d.path()).unwrap_err());
+        assert!(e.contains("rooot") && e.contains("datasets.toml"), "{e}");
+        write(
+            d.path(),
+            REGISTRY_FILE,
+            &OK.replace("images = 4", "images = \"four\""),
+        );
+        let e = format!("{:#}", Registry::load(d.path(), d.path()).unwrap_err());
+        assert!(
+            e.contains("datasets.tiny.expect.images") && e.contains("datasets.toml"),
+            "{e}"
+        );
+        let missing = tempfile::tempdir().unwrap();
+        let e = format!(
+            "{:#}",
+            Registry::load(missing.path(), missing.path()).unwrap_err()
+        );
+        assert!(
+            e.contains("pipeline/datasets.toml") && e.contains("not found"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_file_urls_resolve_against_the_project() {
+        let root = Path::new("/proj");
+        assert_eq!(
+            resolve_url("file:data/x.tgz", root),
+            "file:///proj/data/x.tgz"
+        );
+        assert_eq!(resolve_url("file:///abs/x.tgz", root), "file:///abs/x.tgz");
+        assert_eq!(resolve_url("https://h/x.tgz", root), "https://h/x.tgz");
+    }
+}

@@ -1,0 +1,60 @@
+//! Where things live: the project root (the directory with `pipeline/`) and the data directory
+//! (`data/`: the embedded demo set, downloads, extracted datasets, the catalogue).
+
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// Resolved locations of one invocation.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Project {
+    /// `root`: `--project-dir`/`GL_PROJECT_DIR`, else the nearest ancestor of the working
+    /// directory holding `pipeline/datasets.toml`. `data_dir`: `--data-dir`/`GL_DATA_DIR`, else
+    /// `<root>/data`.
+    pub fn resolve(root: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Self> {
+        let root = match root {
+            Some(r) => r,
+            None => {
+                let cwd = std::env::current_dir()?;
+                match cwd.ancestors().find(|d| d.join(crate::data::registry::REGISTRY_FILE).is_file()) {
+                    Some(d) => d.to_path_buf(),
+                    None => bail!(
+                        "no {} in {} or its parents: run gl inside the project or pass --project-dir",
+                        crate::data::registry::REGISTRY_FILE,
+                        cwd.display()
+                    ),
+                }
+            }
+        };
+        let root = std::path::absolute(&root)?;
+        let data_dir = std::path::absolute(data_dir.unwrap_or_else(|| root.join("data")))?;
+        Ok(Project { root, data_dir })
+    }
+
+    /// `data/catalog.duckdb`.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.data_dir.join("catalog.duckdb")
+    }
+
+    /// `data/downloads/<dataset>/`: fetched files, kept so a re-run verifies instead of downloading.
+    pub fn downloads(&self, dataset: &str) -> PathBuf {
+        self.data_dir.join("downloads").join(dataset)
+    }
+
+    /// `data/datasets/<dataset>/`: the extracted files and the fetch stage's outputs.
+    pub fn dataset_dir(&self, dataset: &str) -> PathBuf {
+        self.data_dir.join("datasets").join(dataset)
+    }
+}
+
+/// `path` relative to `base` when it is inside it (for messages and catalogue rows).
+pub fn display_rel(path: &Path, base: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

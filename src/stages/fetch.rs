@@ -1,0 +1,295 @@
+//! The fetch stage: download (or take from `--from`) every file of a dataset, verify its
+//! checksum, extract it safely, parse the layout, check the published counts and write the
+//! index (`images.parquet`) and a summary (`dataset.json`) beside the extracted data.
+
+use crate::data::archive::{self, ArchiveKind};
+use crate::data::fetch::{self as download, Checksum, FetchOptions, Fetched, FileSpec};
+use crate::data::index::{Counts, DatasetIndex};
+use crate::data::index_file;
+use crate::data::lock::{Lock, Pin};
+use crate::data::registry::{resolve_url, DatasetSpec, Registry};
+use crate::project::Project;
+use anyhow::{bail, ensure, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Validated settings of one fetch.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub project: Project,
+    pub dataset: String,
+    /// A file downloaded by hand (`gl fetch cub --from /path/CUB_200_2011.tgz`).
+    pub from: Option<PathBuf>,
+    pub options: FetchOptions,
+    /// Re-extract even when the files are unchanged.
+    pub force: bool,
+}
+
+/// One fetched file with its checksums.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileRecord {
+    pub name: String,
+    pub sha256: String,
+    pub md5: String,
+    pub bytes: u64,
+    pub source: String,
+    /// Where the verified file is (`data/downloads/<dataset>/<name>`).
+    pub path: PathBuf,
+}
+
+/// What the stage produced (also written as `dataset.json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub dataset: String,
+    pub title: String,
+    pub license: String,
+    pub layout: String,
+    /// Directory the images' `rel_path`s are relative to.
+    pub root: PathBuf,
+    pub files: Vec<FileRecord>,
+    pub counts: Counts,
+    /// sha256 over the files' checksums, the layout and the expected counts.
+    pub fingerprint: String,
+    pub extracted: bool,
+    #[serde(skip)]
+    pub index: DatasetIndex,
+}
+
+/// Runs the stage.
+pub fn run(s: &Settings) -> Result<Outcome> {
+    let registry = Registry::load(&s.project.root, &s.project.data_dir)?;
+    let spec = registry.get(&s.dataset)?.clone();
+    let (root, files, extracted) = match &spec.local_root {
+        Some(local) => {
+            ensure!(
+                s.from.is_none(),
+                "dataset `{}` is a local folder: --from does not apply",
+                s.dataset
+            );
+            (s.project.root.join(local), Vec::new(), false)
+        }
+        None => {
+            let files = fetch_files(s, &spec)?;
+            let dir = s.project.dataset_dir(&s.dataset);
+            let extracted = assemble(&dir, &files, s.force)
+                .with_context(|| format!("extracting `{}` into {}", s.dataset, dir.display()))?;
+            (dir.join(&spec.root), files, extracted)
+        }
+    };
+    ensure!(
+        root.is_dir(),
+        "{}: dataset root {} does not exist",
+        s.dataset,
+        root.display()
+    );
+    let index = spec
+        .layout
+        .parse(&root)
+        .with_context(|| format!("parsing `{}`", s.dataset))?;
+    let counts = index.verify(&s.dataset, &spec.expect)?;
+    check_files_exist(&root, &index)?;
+
+    let layout = serde_json::to_value(&spec.layout)?;
+    let fingerprint = {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&(
+            &files.iter().map(|f| &f.sha256).collect::<Vec<_>>(),
+            &layout,
+            &spec.root,
+            &spec.expect,
+            env!("CARGO_PKG_VERSION"),
+        ))?);
+        hex::encode(h.finalize())
+    };
+    let outcome = Outcome {
+        dataset: s.dataset.clone(),
+        title: spec.title.clone(),
+        license: spec.license.clone(),
+        layout: layout["kind"].as_str().unwrap_or("?").to_string(),
+        root,
+        files,
+        counts,
+        fingerprint,
+        extracted,
+        index,
+    };
+    let out_dir = s.project.dataset_dir(&s.dataset);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    index_file::write(&out_dir.join("images.parquet"), &outcome.index)?;
+    crate::fsutil::write_atomic(
+        &out_dir.join("dataset.json"),
+        &serde_json::to_vec_pretty(&outcome)?,
+    )?;
+    Ok(outcome)
+}
+
+/// Fetches and verifies every file; pins the sha256 of files without a published checksum.
+fn fetch_files(s: &Settings, spec: &DatasetSpec) -> Result<Vec<FileRecord>> {
+    ensure!(
+        !spec.files.is_empty(),
+        "dataset `{}` lists no files",
+        s.dataset
+    );
+    let mut lock = Lock::load(&s.project.root)?;
+    let dest = s.project.downloads(&s.dataset);
+    let mut out = Vec::new();
+    for entry in &spec.files {
+        let pinned = lock.get(&s.dataset, &entry.name).cloned();
+        let checksum = match (&entry.sha256, &entry.md5, &pinned) {
+            (Some(sha), _, _) => Some(Checksum::Sha256(sha.to_ascii_lowercase())),
+            (None, Some(md5), _) => Some(Checksum::Md5(md5.to_ascii_lowercase())),
+            (None, None, Some(pin)) => Some(Checksum::Sha256(pin.sha256.clone())),
+            (None, None, None) => None,
+        };
+        let file = FileSpec {
+            name: entry.name.clone(),
+            urls: entry
+                .urls
+                .iter()
+                .map(|u| resolve_url(u, &s.project.root))
+                .collect(),
+            checksum,
+            size: entry.size,
+        };
+        let fetched: Fetched = match local_source(s, spec, &entry.name)? {
+            Some(local) => download::fetch_from_local(&file, &local, &dest)?,
+            None => download::fetch(&file, &dest, &s.options)?,
+        };
+        match pinned {
+            Some(pin) if pin.sha256 != fetched.sha256 => bail!(
+                "{}: sha256 {} differs from the one pinned in {} ({}); the file changed upstream or is corrupt",
+                fetched.path.display(),
+                fetched.sha256,
+                lock.path().display(),
+                pin.sha256
+            ),
+            Some(_) => {}
+            None => {
+                lock.pin(Pin { dataset: s.dataset.clone(), file: entry.name.clone(), sha256: fetched.sha256.clone(), bytes: fetched.bytes })?;
+                tracing::info!("pinned sha256 of {} in {}", entry.name, lock.path().display());
+            }
+        }
+        out.push(FileRecord {
+            name: entry.name.clone(),
+            sha256: fetched.sha256,
+            md5: fetched.md5,
+            bytes: fetched.bytes,
+            source: fetched.source,
+            path: fetched.path,
+        });
+    }
+    Ok(out)
+}
+
+/// The `--from` file for `name`: the only file of the dataset, or the one with that file name.
+fn local_source(s: &Settings, spec: &DatasetSpec, name: &str) -> Result<Option<PathBuf>> {
+    let Some(from) = &s.from else { return Ok(None) };
+    let matches = from.file_name().is_some_and(|f| f == name);
+    if spec.files.len() == 1 || matches {
+        return Ok(Some(from.clone()));
+    }
+    if !spec
+        .files
+        .iter()
+        .any(|f| from.file_name().is_some_and(|n| n == f.name.as_str()))
+    {
+        let names: Vec<&str> = spec.files.iter().map(|f| f.name.as_str()).collect();
+        bail!(
+            "--from {}: `{}` has several files ({}); name the file like one of them",
+            from.display(),
+            s.dataset,
+            names.join(", ")
+        );
+    }
+    Ok(None)
+}
+
+/// Builds `dir` from the fetched files: archives extracted, other files copied. Skipped when
+/// `dir/.gl-source.json` records the same checksums (returns false). Built in a staging
+/// directory and swapped in only when complete, so a failure keeps the previous dataset.
+fn assemble(dir: &Path, files: &[FileRecord], force: bool) -> Result<bool> {
+    let marker = serde_json::to_vec_pretty(
+        &files
+            .iter()
+            .map(|f| (&f.name, &f.sha256))
+            .collect::<Vec<_>>(),
+    )?;
+    let marker_path = dir.join(".gl-source.json");
+    if !force && std::fs::read(&marker_path).ok().as_deref() == Some(marker.as_slice()) {
+        return Ok(false);
+    }
+    let parent = dir.parent().context("dataset directory has no parent")?;
+    std::fs::create_dir_all(parent)?;
+    let name = dir
+        .file_name()
+        .context("dataset directory has no name")?
+        .to_string_lossy()
+        .into_owned();
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}.staging-"))
+        .tempdir_in(parent)?;
+    for (i, f) in files.iter().enumerate() {
+        let path = &f.path;
+        match ArchiveKind::from_path(&path) {
+            Ok(kind) => {
+                let part = staging.path().join(format!(".part-{i}"));
+                archive::extract(path, kind, &part)?;
+                for e in std::fs::read_dir(&part)? {
+                    let e = e?;
+                    let to = staging.path().join(e.file_name());
+                    ensure!(
+                        !to.exists(),
+                        "{} and another file both provide `{}`",
+                        f.name,
+                        e.file_name().to_string_lossy()
+                    );
+                    std::fs::rename(e.path(), to)?;
+                }
+                std::fs::remove_dir(&part)?;
+            }
+            Err(_) => {
+                std::fs::copy(path, staging.path().join(&f.name))
+                    .with_context(|| format!("copying {}", path.display()))?;
+            }
+        }
+    }
+    std::fs::write(staging.path().join(".gl-source.json"), &marker)?;
+    let staged = staging.keep();
+    if dir.exists() {
+        let old = tempfile::Builder::new()
+            .prefix(&format!(".{name}.old-"))
+            .tempdir_in(parent)?
+            .keep();
+        std::fs::rename(dir, old.join("d"))?;
+        std::fs::rename(&staged, dir)?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    } else {
+        std::fs::rename(&staged, dir)?;
+    }
+    Ok(true)
+}
+
+/// Every indexed image must exist: a truncated or mismatched archive fails here, naming files.
+fn check_files_exist(root: &Path, index: &DatasetIndex) -> Result<()> {
+    let missing: Vec<&str> = index
+        .images
+        .iter()
+        .filter(|i| !root.join(&i.rel_path).is_file())
+        .map(|i| i.rel_path.as_str())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} of {} indexed images are missing under {} (first: {})",
+            missing.len(),
+            index.images.len(),
+            root.display(),
+            missing
+                .iter()
+                .take(5)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
