@@ -230,7 +230,7 @@ fn assemble(dir: &Path, files: &[FileRecord], force: bool) -> Result<bool> {
         .tempdir_in(parent)?;
     for (i, f) in files.iter().enumerate() {
         let path = &f.path;
-        match ArchiveKind::from_path(&path) {
+        match ArchiveKind::from_path(path) {
             Ok(kind) => {
                 let part = staging.path().join(format!(".part-{i}"));
                 archive::extract(path, kind, &part)?;

@@ -4,7 +4,7 @@
 
 use super::{field, read_text, LayoutError};
 use crate::data::index::{class_halves, BBox, DatasetIndex, ImageEntry};
-use matrw::MatVariable;
+use matrw::{MatVariable, MatlabType};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -18,8 +18,10 @@ pub fn parse_mat(root: &Path, annotations: &str) -> Result<DatasetIndex, LayoutE
         path: path.clone(),
         source,
     })?;
-    let mat = matrw::load_matfile_from_u8(&bytes)
-        .map_err(|e| invalid(format!("not a readable MATLAB file: {e:?}")))?;
+    // matrw can panic on malformed input instead of returning an error: contain it.
+    let mat = std::panic::catch_unwind(|| matrw::load_matfile_from_u8(&normalise_header(bytes)))
+        .map_err(|_| invalid("the MATLAB parser failed on this file".into()))?
+        .map_err(|e| invalid(format!("not a readable MATLAB file: {e}")))?;
     let annos = mat
         .iter()
         .find(|(name, _)| name.as_str() == "annotations")
@@ -40,16 +42,12 @@ pub fn parse_mat(root: &Path, annotations: &str) -> Result<DatasetIndex, LayoutE
             scalar(get(name)?)
                 .ok_or_else(|| invalid(format!("annotation {}: `{name}` is not a number", i + 1)))
         };
-        let rel: String = get("relative_im_path")?
-            .to_vec_char()
-            .ok_or_else(|| {
-                invalid(format!(
-                    "annotation {}: `relative_im_path` is not text",
-                    i + 1
-                ))
-            })?
-            .into_iter()
-            .collect();
+        let rel = text(get("relative_im_path")?).ok_or_else(|| {
+            invalid(format!(
+                "annotation {}: `relative_im_path` is not text",
+                i + 1
+            ))
+        })?;
         let bbox = BBox {
             x1: num("bbox_x1")?,
             y1: num("bbox_y1")?,
@@ -61,17 +59,46 @@ pub fn parse_mat(root: &Path, annotations: &str) -> Result<DatasetIndex, LayoutE
     Ok(index(rows))
 }
 
+/// The first 116 bytes of a Level-5 MAT file are free descriptive text. MATLAB writes
+/// `MATLAB 5.0 MAT-file, Platform: …`; other writers (scipy: `MATLAB 5.0 MAT-file Platform: …`)
+/// differ, and matrw insists on MATLAB's exact prefix, so the text is canonicalised first.
+fn normalise_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    const CANONICAL: &[u8] = b"MATLAB 5.0 MAT-file, ";
+    if bytes.len() >= 128
+        && bytes.starts_with(b"MATLAB 5.0 MAT-file")
+        && !bytes.starts_with(CANONICAL)
+    {
+        bytes[..116].fill(b' ');
+        bytes[..CANONICAL.len()].copy_from_slice(CANONICAL);
+    }
+    bytes
+}
+
 /// A numeric scalar of any stored MATLAB class (the official file mixes uint8, uint16, double).
+/// Dispatches on the stored type: matrw's typed getters panic on a type mismatch.
 fn scalar(v: &MatVariable) -> Option<f64> {
-    v.to_f64()
-        .or_else(|| v.to_u8().map(f64::from))
-        .or_else(|| v.to_u16().map(f64::from))
-        .or_else(|| v.to_i16().map(f64::from))
-        .or_else(|| v.to_i32().map(f64::from))
-        .or_else(|| v.to_u32().map(f64::from))
-        .or_else(|| v.to_f32().map(f64::from))
-        .or_else(|| v.to_i64().map(|x| x as f64))
-        .or_else(|| v.to_u64().map(|x| x as f64))
+    use MatlabType::*;
+    match v.numeric_type()? {
+        U8(x) => x.first().map(|&a| f64::from(a)),
+        I8(x) => x.first().map(|&a| f64::from(a)),
+        U16(x) => x.first().map(|&a| f64::from(a)),
+        I16(x) => x.first().map(|&a| f64::from(a)),
+        U32(x) => x.first().map(|&a| f64::from(a)),
+        I32(x) => x.first().map(|&a| f64::from(a)),
+        U64(x) => x.first().map(|&a| a as f64),
+        I64(x) => x.first().map(|&a| a as f64),
+        F32(x) => x.first().map(|&a| f64::from(a)),
+        F64(x) => x.first().copied(),
+        UTF8(_) | UTF16(_) | BOOL(_) => None,
+    }
+}
+
+/// A MATLAB char array as a string.
+fn text(v: &MatVariable) -> Option<String> {
+    match v.numeric_type()? {
+        MatlabType::UTF8(c) | MatlabType::UTF16(c) => Some(c.iter().collect()),
+        _ => None,
+    }
 }
 
 pub fn parse_csv(
