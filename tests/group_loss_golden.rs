@@ -125,37 +125,42 @@ fn run(case: &Case, kind: Kind) -> Run {
     }
 }
 
-#[test]
-fn all_six_cases_match_in_f64() {
+/// Relative error of everything the official code produced: losses, W, X, both gradients of the
+/// group-only and of the total loss.
+fn errors(r: &Run, case: &Case) -> [(&'static str, f64); 9] {
+    [
+        ("loss_group", rel(&r.loss_group, &case.a["loss_group"])),
+        ("loss_ce", rel(&r.loss_ce, &case.a["loss_ce"])),
+        ("loss_total", rel(&r.loss, &case.a["loss_total"])),
+        ("W", rel(&r.w, &case.a["W"])),
+        ("X", rel(&r.x, &case.a["X"])),
+        (
+            "grad_fc7_group",
+            rel(&r.grads_group[0], &case.a["grad_fc7_group"]),
+        ),
+        (
+            "grad_logits_group",
+            rel(&r.grads_group[1], &case.a["grad_logits_group"]),
+        ),
+        (
+            "grad_fc7_total",
+            rel(&r.grads_total[0], &case.a["grad_fc7_total"]),
+        ),
+        (
+            "grad_logits_total",
+            rel(&r.grads_total[1], &case.a["grad_logits_total"]),
+        ),
+    ]
+}
+
+fn assert_all_cases(kind: Kind, tolerance: f64) {
     for case in cases() {
-        let r = run(&case, Kind::Double);
-        let checks = [
-            ("loss_group", rel(&r.loss_group, &case.a["loss_group"])),
-            ("loss_ce", rel(&r.loss_ce, &case.a["loss_ce"])),
-            ("loss_total", rel(&r.loss, &case.a["loss_total"])),
-            ("W", rel(&r.w, &case.a["W"])),
-            ("X", rel(&r.x, &case.a["X"])),
-            (
-                "grad_fc7_group",
-                rel(&r.grads_group[0], &case.a["grad_fc7_group"]),
-            ),
-            (
-                "grad_logits_group",
-                rel(&r.grads_group[1], &case.a["grad_logits_group"]),
-            ),
-            (
-                "grad_fc7_total",
-                rel(&r.grads_total[0], &case.a["grad_fc7_total"]),
-            ),
-            (
-                "grad_logits_total",
-                rel(&r.grads_total[1], &case.a["grad_logits_total"]),
-            ),
-        ];
-        for (what, err) in checks {
+        let r = run(&case, kind);
+        assert_eq!(r.x.kind(), kind, "the loss must compute in the input dtype");
+        for (what, err) in errors(&r, &case) {
             assert!(
-                err <= 1e-9,
-                "{} {what}: relative error {err:e} > 1e-9",
+                err <= tolerance,
+                "{} {what} ({kind:?}): relative error {err:e} > {tolerance:e}",
                 case.name
             );
         }
@@ -163,34 +168,13 @@ fn all_six_cases_match_in_f64() {
 }
 
 #[test]
+fn all_six_cases_match_in_f64() {
+    assert_all_cases(Kind::Double, 1e-9);
+}
+
+#[test]
 fn all_six_cases_match_in_f32() {
-    for case in cases() {
-        let r = run(&case, Kind::Float);
-        assert_eq!(
-            r.x.kind(),
-            Kind::Float,
-            "the loss must compute in the input dtype"
-        );
-        let checks = [
-            ("loss_total", rel(&r.loss, &case.a["loss_total"])),
-            ("X", rel(&r.x, &case.a["X"])),
-            (
-                "grad_fc7_total",
-                rel(&r.grads_total[0], &case.a["grad_fc7_total"]),
-            ),
-            (
-                "grad_logits_total",
-                rel(&r.grads_total[1], &case.a["grad_logits_total"]),
-            ),
-        ];
-        for (what, err) in checks {
-            assert!(
-                err <= 1e-4,
-                "{} {what}: relative error {err:e} > 1e-4 (f32)",
-                case.name
-            );
-        }
-    }
+    assert_all_cases(Kind::Float, 1e-4);
 }
 
 #[test]

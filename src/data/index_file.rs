@@ -78,31 +78,9 @@ pub fn read(path: &Path) -> Result<DatasetIndex> {
     let mut images = Vec::new();
     for batch in reader {
         let b = batch.with_context(|| format!("reading {}", path.display()))?;
-        let col = |name: &str| {
-            b.column_by_name(name)
-                .with_context(|| format!("{}: no column `{name}`", path.display()))
-        };
-        let int = |name: &str| -> Result<Int64Array> {
-            let c = col(name)?;
-            c.as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .with_context(|| format!("{}: `{name}` is not int64", path.display()))
-        };
-        let text = |name: &str| -> Result<StringArray> {
-            let c = col(name)?;
-            c.as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .with_context(|| format!("{}: `{name}` is not text", path.display()))
-        };
-        let float = |name: &str| -> Result<Float64Array> {
-            let c = col(name)?;
-            c.as_any()
-                .downcast_ref::<Float64Array>()
-                .cloned()
-                .with_context(|| format!("{}: `{name}` is not float64", path.display()))
-        };
+        let int = |name| column::<Int64Array>(&b, name, path);
+        let text = |name| column::<StringArray>(&b, name, path);
+        let float = |name| column::<Float64Array>(&b, name, path);
         let (ids, paths, classes, splits) = (
             int("image_id")?,
             text("rel_path")?,
@@ -136,6 +114,17 @@ pub fn read(path: &Path) -> Result<DatasetIndex> {
         }
     }
     Ok(DatasetIndex { images })
+}
+
+/// Column `name` of `batch` as the array type `A`, naming the file and column on error.
+fn column<A: Array + Clone + 'static>(batch: &RecordBatch, name: &str, path: &Path) -> Result<A> {
+    batch
+        .column_by_name(name)
+        .with_context(|| format!("{}: no column `{name}`", path.display()))?
+        .as_any()
+        .downcast_ref::<A>()
+        .cloned()
+        .with_context(|| format!("{}: column `{name}` has the wrong type", path.display()))
 }
 
 #[cfg(test)]
