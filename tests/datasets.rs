@@ -405,3 +405,26 @@ fn image_folder_of_ones_own() {
         "split,classes,n\ntest,3 4,3\ntrain,1 2,5\n"
     );
 }
+
+#[test]
+fn synthetic_sop_shaped_set_goes_through_fetch() {
+    let p = Project::new("# only local datasets\ndatasets = {}\n");
+    let (code, out, err) = p.gl(&[
+        "synth",
+        "--name",
+        "mini",
+        "--classes",
+        "9",
+        "--per-class",
+        "3",
+        "--size",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(p.path().join("data/registry.d/mini.toml").is_file());
+    p.fetch_ok("mini");
+    assert_eq!(
+        p.sql("select split, count(distinct class_id) as c, count(*) as n from images group by split order by split"),
+        "split,c,n\ntest,5,15\ntrain,4,12\n"
+    );
+}

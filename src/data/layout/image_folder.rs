@@ -185,3 +185,70 @@ fn csv_rows(path: &Path) -> Result<Vec<(String, String, Option<Split>)>, LayoutE
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn csv_with_split_column_and_errors_naming_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("labels.csv"),
+            "path,class,split\na.jpg,owl,train\nb.jpg,owl,train\nc.jpg,emu,test\n",
+        )
+        .unwrap();
+        let idx = parse(d.path(), Some("labels.csv"), &SplitRule::Column).unwrap();
+        let got: Vec<(i64, Split)> = idx.images.iter().map(|i| (i.class_id, i.split)).collect();
+        assert_eq!(
+            got,
+            [(2, Split::Train), (2, Split::Train), (1, Split::Test)]
+        );
+        std::fs::write(
+            d.path().join("labels.csv"),
+            "path,class,split\na.jpg,owl,dev\n",
+        )
+        .unwrap();
+        let e = parse(d.path(), Some("labels.csv"), &SplitRule::Column)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("labels.csv:2") && e.contains("dev"), "{e}");
+        std::fs::write(d.path().join("labels.csv"), "file,label\n").unwrap();
+        let e = parse(d.path(), Some("labels.csv"), &SplitRule::Column)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`path` and `class`"), "{e}");
+    }
+
+    #[test]
+    fn seeded_shuffle_is_reproducible_and_class_disjoint() {
+        let d = tempfile::tempdir().unwrap();
+        for c in 0..10 {
+            touch(d.path(), &format!("c{c}/1.png"));
+            touch(d.path(), &format!("c{c}/2.JPG"));
+        }
+        let rule = |seed| SplitRule::SeededShuffle {
+            seed,
+            train_fraction: 0.3,
+        };
+        let a = parse(d.path(), None, &rule(5)).unwrap();
+        assert_eq!(a, parse(d.path(), None, &rule(5)).unwrap());
+        assert_ne!(a, parse(d.path(), None, &rule(6)).unwrap());
+        assert_eq!(a.counts().train_classes, 3);
+        assert!(a.verify("x", &Default::default()).is_ok(), "class-disjoint");
+        let bad = SplitRule::SeededShuffle {
+            seed: 1,
+            train_fraction: 1.5,
+        };
+        assert!(parse(d.path(), None, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("train_fraction"));
+    }
+}
