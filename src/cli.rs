@@ -37,6 +37,8 @@ pub enum Command {
     Bench(BenchCommand),
     /// Download (or take from --from), verify, extract, parse and index a dataset.
     Fetch(FetchArgs),
+    /// Decode, resize and re-encode every image of a fetched dataset into the Parquet crop cache.
+    Prepare(PrepareArgs),
     /// Run a read-only SQL query on the catalogue (data/catalog.duckdb).
     Sql(SqlArgs),
     /// Write a synthetic dataset in the SOP layout (tiny images) and register it for `gl fetch`.
@@ -56,6 +58,30 @@ pub struct FetchArgs {
     /// Retries per mirror for transient network errors.
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PrepareArgs {
+    /// A dataset fetched with `gl fetch`.
+    pub dataset: String,
+    /// Shorter side after resizing.
+    #[arg(long, default_value_t = 256)]
+    pub resize: u32,
+    /// JPEG quality of the cached images.
+    #[arg(long, default_value_t = 90)]
+    pub jpeg_quality: u8,
+    /// Images per Parquet row group.
+    #[arg(long, default_value_t = 512)]
+    pub row_group: usize,
+    /// Fail when more than this fraction of the images cannot be decoded.
+    #[arg(long, default_value_t = 0.001)]
+    pub max_failed_fraction: f64,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -17,6 +17,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("writing {}", tmp.path().display()))?;
+    persist(tmp, path)
+}
+
+/// Moves a finished temporary file into place (fsync first), readable by everyone (0644: run
+/// directories are shared between the nodes and users of a cluster).
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .sync_all()
+        .and_then(|_| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .with_context(|| format!("finishing {}", tmp.path().display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming into {}", path.display()))?;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
-use grouploss::commands::{bench_loss, env, fetch, synth, verify_loss};
+use grouploss::commands::{bench_loss, env, fetch, prepare, synth, verify_loss};
 use grouploss::project::Project;
 use std::process::ExitCode;
 
@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         Command::Fetch(args) => project()
             .and_then(|p| fetch::resolve(args, p))
             .and_then(fetch::run),
+        Command::Prepare(args) => project()
+            .and_then(|p| prepare::resolve(args, p))
+            .and_then(prepare::run),
         #[cfg(feature = "catalog")]
         Command::Sql(args) => project().and_then(|p| grouploss::commands::sql::run(args, p)),
         #[cfg(not(feature = "catalog"))]

@@ -2,7 +2,8 @@
 //! rows in one transaction, so the catalogue has all of a stage's rows or none.
 
 use super::records::{
-    record_stage_run, replace_dataset, DatasetRecord, StageRunRecord, StageStatus,
+    record_artifact, record_stage_run, replace_dataset, timestamp, ArtifactRecord, DatasetRecord,
+    StageRunRecord, StageStatus,
 };
 use super::Catalog;
 use crate::stages::fetch::Outcome;
@@ -57,6 +58,63 @@ pub fn ingest_fetch(cat: &mut Catalog, outcome: &Outcome, started_at: SystemTime
                 "injected failure after inserting the rows of `{}` ({FAIL_INJECTION_ENV})",
                 outcome.dataset
             );
+        }
+        Ok(id)
+    })
+}
+
+/// Records a prepare run: the cache file as an artifact, the images that could not be prepared
+/// (replacing the dataset's earlier prepare failures), and the stage run — atomically.
+pub fn ingest_prepare(
+    cat: &mut Catalog,
+    outcome: &crate::stages::prepare::Outcome,
+    started_at: SystemTime,
+) -> Result<i64> {
+    let m = &outcome.manifest;
+    let file = outcome.dir.join(&m.file);
+    let bytes = std::fs::metadata(&file)?.len() as i64;
+    let run = StageRunRecord {
+        stage: "prepare".into(),
+        subject: m.dataset.clone(),
+        inputs_fingerprint: m.key.clone(),
+        started_at,
+        finished_at: Some(SystemTime::now()),
+        status: StageStatus::Succeeded,
+        outputs: Some(serde_json::to_value(m)?),
+        error: None,
+    };
+    cat.transaction(|tx| {
+        let id = record_stage_run(tx, &run)?;
+        tx.execute(
+            "DELETE FROM artifacts WHERE path = ?",
+            [file.display().to_string()],
+        )?;
+        record_artifact(
+            tx,
+            &ArtifactRecord {
+                path: file.display().to_string(),
+                kind: "crop_cache".into(),
+                sha256: m.key.clone(),
+                bytes,
+                stage_run_id: Some(id),
+                created_at: SystemTime::now(),
+            },
+        )?;
+        tx.execute(
+            "DELETE FROM image_failures WHERE dataset = ? AND stage = 'prepare'",
+            [&m.dataset],
+        )?;
+        for f in &m.failures {
+            tx.execute(
+                "INSERT INTO image_failures VALUES (?, ?, 'prepare', ?, ?, ?)",
+                duckdb::params![
+                    m.dataset,
+                    f.image_id,
+                    f.rel_path,
+                    f.error,
+                    timestamp(SystemTime::now())
+                ],
+            )?;
         }
         Ok(id)
     })

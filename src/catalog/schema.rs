@@ -25,10 +25,11 @@ pub struct Migration {
 }
 
 /// All migrations this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "datasets, images, stage_runs, artifacts",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "datasets, images, stage_runs, artifacts",
+        sql: r#"
 CREATE TABLE datasets (
     name             VARCHAR PRIMARY KEY,
     kind             VARCHAR NOT NULL,
@@ -75,7 +76,23 @@ CREATE TABLE artifacts (
     created_at   TIMESTAMP NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "image_failures",
+        sql: r#"
+CREATE TABLE image_failures (
+    dataset     VARCHAR NOT NULL,
+    image_id    BIGINT NOT NULL,
+    stage       VARCHAR NOT NULL,
+    rel_path    VARCHAR NOT NULL,
+    error       VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (dataset, image_id, stage)
+);
+"#,
+    },
+];
 
 /// The newest schema version this binary can read and write.
 pub fn latest_version() -> u32 {

@@ -3,6 +3,7 @@
 pub mod bench_loss;
 pub mod env;
 pub mod fetch;
+pub mod prepare;
 #[cfg(feature = "catalog")]
 pub mod sql;
 pub mod synth;

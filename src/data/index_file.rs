@@ -62,11 +62,7 @@ pub fn write(path: &Path, index: &DatasetIndex) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     w.close()
         .with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    crate::fsutil::persist(tmp, path)
 }
 
 /// Reads an index written by [`write`], naming the file and column on error.
@@ -117,7 +113,11 @@ pub fn read(path: &Path) -> Result<DatasetIndex> {
 }
 
 /// Column `name` of `batch` as the array type `A`, naming the file and column on error.
-fn column<A: Array + Clone + 'static>(batch: &RecordBatch, name: &str, path: &Path) -> Result<A> {
+pub(crate) fn column<A: Array + Clone + 'static>(
+    batch: &RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<A> {
     batch
         .column_by_name(name)
         .with_context(|| format!("{}: no column `{name}`", path.display()))?

@@ -3,10 +3,14 @@
 //! synthetic SOP-scale generator.
 
 pub mod archive;
+pub mod crop_cache;
 pub mod fetch;
 pub mod index;
 pub mod index_file;
 pub mod layout;
+pub mod loader;
 pub mod lock;
 pub mod registry;
+pub mod sampler;
 pub mod synth;
+pub mod transform;

@@ -99,10 +99,7 @@ pub fn generate(spec: &SynthSpec, data_dir: &Path) -> Result<SynthOutput> {
         .context("finishing the tar archive")?
         .flush()
         .context("writing the tar archive")?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&archive)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", archive.display()))?;
+    crate::fsutil::persist(tmp, &archive)?;
 
     let train_classes = u64::from(n_train_classes);
     let entry = format!(

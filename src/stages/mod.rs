@@ -3,3 +3,4 @@
 //! step, so a stage can run where the catalogue is not.
 
 pub mod fetch;
+pub mod prepare;
