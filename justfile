@@ -46,6 +46,7 @@ gl *ARGS: build
 # Every benchmark; each ends with `SPEEDUP <name> <x>` lines (reference time / ours).
 bench *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" bench loss {{ARGS}}
+    "$CARGO_TARGET_DIR/debug/gl" bench loader
 
 # Time the PyTorch-eager reference loss alone (JSON on stdout).
 bench-reference: setup

@@ -164,6 +164,24 @@ pub enum BenchCommand {
     /// Group Loss forward+backward at the CUB (54×1024, m=100) and SOP (60×1024, m=11318)
     /// shapes, f32, beside the PyTorch-eager reference.
     Loss(BenchLossArgs),
+    /// Prepare throughput and loader throughput (decode + augment + batch, 227×227) at 1 and 2
+    /// threads, beside a PIL + NumPy reference loader on the same cache file.
+    Loader(BenchLoaderArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchLoaderArgs {
+    /// Synthetic 500×375 images to prepare and load.
+    #[arg(long, default_value_t = 540)]
+    pub images: usize,
+    /// Batch size (paper, CUB: 6 × 9 = 54).
+    #[arg(long, default_value_t = 54)]
+    pub batch: usize,
+    /// Rounds alternating the reference and ours; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub reference: ReferenceArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::VerifyLoss(args) => {
             verify_loss::Settings::resolve(args).and_then(verify_loss::run)
         }
+        Command::Bench(BenchCommand::Loader(args)) => grouploss::commands::bench_loader::run(args),
         Command::Bench(BenchCommand::Loss(args)) => {
             bench_loss::Settings::resolve(args).and_then(bench_loss::run)
         }

@@ -1,5 +1,6 @@
 //! One module per `gl` subcommand: `Settings::resolve(args)` validates, `run(settings)` works.
 
+pub mod bench_loader;
 pub mod bench_loss;
 pub mod env;
 pub mod fetch;

@@ -227,12 +227,27 @@ fn prepare_one(root: &Path, im: &ImageEntry, p: &PrepareParams) -> Result<CropRo
     };
     let bytes =
         std::fs::read(root.join(&im.rel_path)).map_err(|e| fail(format!("reading: {e}")))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| fail(format!("decoding: {e}")))?
+    let (width, height, jpeg) = prepare_image(&bytes, p).map_err(fail)?;
+    let sha256 = hex::encode(Sha256::digest(&jpeg));
+    Ok(CropRow {
+        image_id: im.image_id,
+        class_id: im.class_id,
+        split: im.split,
+        width,
+        height,
+        jpeg,
+        sha256,
+    })
+}
+
+/// One image's preprocessing: decode (any JPEG/PNG colour type → RGB), resize so the shorter
+/// side is `p.resize`, re-encode as JPEG. Returns the new size and the bytes.
+pub fn prepare_image(bytes: &[u8], p: &PrepareParams) -> Result<(u32, u32, Vec<u8>), String> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| format!("decoding: {e}"))?
         .to_rgb8();
     let (w, h) = img.dimensions();
-    let short = w.min(h).max(1) as f64;
-    let scale = p.resize as f64 / short;
+    let scale = p.resize as f64 / w.min(h).max(1) as f64;
     let (nw, nh) = (
         ((w as f64 * scale).round() as u32).max(1),
         ((h as f64 * scale).round() as u32).max(1),
@@ -245,15 +260,6 @@ fn prepare_one(root: &Path, im: &ImageEntry, p: &PrepareParams) -> Result<CropRo
     let mut jpeg = Vec::new();
     JpegEncoder::new_with_quality(&mut jpeg, p.jpeg_quality)
         .encode_image(&resized)
-        .map_err(|e| fail(format!("encoding: {e}")))?;
-    let sha256 = hex::encode(Sha256::digest(&jpeg));
-    Ok(CropRow {
-        image_id: im.image_id,
-        class_id: im.class_id,
-        split: im.split,
-        width: nw,
-        height: nh,
-        jpeg,
-        sha256,
-    })
+        .map_err(|e| format!("encoding: {e}"))?;
+    Ok((nw, nh, jpeg))
 }
