@@ -52,6 +52,12 @@ bench *ARGS: build
 bench-reference: setup
     {{py}} tests/reference/group_loss_ref.py bench
 
+# The last-resort DuckDB build (compiles DuckDB's C++, ≈ 30 min cold on 2 cores) and the
+# catalogue tests on it, Parquet round trip included. Not part of `test`: run it when touching
+# the catalogue's DuckDB use.
+test-bundled: setup
+    env -u DUCKDB_LIB_DIR CARGO_TARGET_DIR="{{cache}}/target-bundled" cargo test --locked --features duckdb-bundled --test catalog
+
 # Lints the CI does not run but every change should pass.
 lint: setup duckdb
     cargo fmt --all -- --check
