@@ -2,6 +2,8 @@
 //! in the exact CUB, CARS196 (.mat and class-folder CSV) and SOP layouts that the tests build,
 //! plus a user's image folder. Each test gets its own project directory (registry + data).
 
+#[path = "common/gl_cli.rs"]
+mod gl_cli;
 #[allow(dead_code)] // not every route kind is needed here
 #[path = "common/http_server.rs"]
 mod http_server;
@@ -9,7 +11,6 @@ mod http_server;
 use http_server::{Route, Server};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 struct Project {
     dir: tempfile::TempDir,
@@ -29,19 +30,7 @@ impl Project {
         self.gl_env(args, &[])
     }
     fn gl_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_gl"))
-            .args(args)
-            .arg("--project-dir")
-            .arg(self.path())
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let s = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-        (
-            out.status.code().unwrap_or(-1),
-            s(out.stdout),
-            s(out.stderr),
-        )
+        gl_cli::run(self.path(), args, env)
     }
     fn sql(&self, q: &str) -> String {
         let (code, out, err) = self.gl(&["sql", q, "--format", "csv"]);

@@ -7,22 +7,13 @@ use grouploss::data::loader::{sequential, stream, LoaderParams, Mode};
 use grouploss::data::transform::{decode, eval_transform, Normalize};
 use image::{ImageEncoder, Rgb, RgbImage};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
+#[path = "common/gl_cli.rs"]
+mod gl_cli;
+
 fn gl(project: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gl"))
-        .args(args)
-        .arg("--project-dir")
-        .arg(project)
-        .output()
-        .unwrap();
-    let s = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        s(out.stdout),
-        s(out.stderr),
-    )
+    gl_cli::run(project, args, &[])
 }
 
 fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {

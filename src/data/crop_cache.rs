@@ -7,11 +7,10 @@
 //! parameters give a new cache and unchanged ones reuse the old.
 
 use crate::data::index::Split;
-use crate::data::index_file::column;
-use anyhow::{Context, Result};
+use crate::data::index_file::{batches, column};
+use anyhow::Result;
 use arrow_array::{ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use std::fs::File;
@@ -98,13 +97,9 @@ impl CacheWriter {
 
 /// Reads every row of a cache file (optionally only one split), naming the file on error.
 pub fn read(path: &Path, split: Option<Split>) -> Result<Vec<CropRow>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a Parquet file", path.display()))?
-        .build()?;
     let mut rows = Vec::new();
-    for batch in reader {
-        let b = batch.with_context(|| format!("reading {}", path.display()))?;
+    for b in batches(path)? {
+        let b = b?;
         let ids = column::<Int64Array>(&b, "image_id", path)?;
         let classes = column::<Int64Array>(&b, "class_id", path)?;
         let splits = column::<StringArray>(&b, "split", path)?;

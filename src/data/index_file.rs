@@ -67,13 +67,9 @@ pub fn write(path: &Path, index: &DatasetIndex) -> Result<()> {
 
 /// Reads an index written by [`write`], naming the file and column on error.
 pub fn read(path: &Path) -> Result<DatasetIndex> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a Parquet file", path.display()))?
-        .build()?;
     let mut images = Vec::new();
-    for batch in reader {
-        let b = batch.with_context(|| format!("reading {}", path.display()))?;
+    for b in batches(path)? {
+        let b = b?;
         let int = |name| column::<Int64Array>(&b, name, path);
         let text = |name| column::<StringArray>(&b, name, path);
         let float = |name| column::<Float64Array>(&b, name, path);
@@ -110,6 +106,15 @@ pub fn read(path: &Path) -> Result<DatasetIndex> {
         }
     }
     Ok(DatasetIndex { images })
+}
+
+/// The record batches of a Parquet file, each error naming the file.
+pub(crate) fn batches(path: &Path) -> Result<impl Iterator<Item = Result<RecordBatch>> + '_> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a Parquet file", path.display()))?
+        .build()?;
+    Ok(reader.map(move |b| b.with_context(|| format!("reading {}", path.display()))))
 }
 
 /// Column `name` of `batch` as the array type `A`, naming the file and column on error.
