@@ -17,3 +17,4 @@ pub mod progress;
 pub mod project;
 pub mod runtime;
 pub mod stages;
+pub mod train;
