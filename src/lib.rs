@@ -13,6 +13,7 @@ pub mod data;
 pub mod device;
 pub mod fsutil;
 pub mod loss;
+pub mod model;
 pub mod progress;
 pub mod project;
 pub mod runtime;
