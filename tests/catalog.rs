@@ -86,6 +86,14 @@ fn count(cat: &Catalog, sql: &str) -> i64 {
         .expect(sql)
 }
 
+/// `version:applied_at;…` of every recorded migration.
+fn applied_migrations(cat: &Catalog) -> String {
+    let sql = "SELECT string_agg(version || ':' || applied_at, ';') FROM schema_version";
+    cat.connection()
+        .query_row(sql, [], |r| r.get(0))
+        .expect(sql)
+}
+
 #[test]
 fn migrations_apply_once_and_reopen_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,26 +106,12 @@ fn migrations_apply_once_and_reopen_is_a_no_op() {
         "versions are 1..=n"
     );
     assert_eq!(cat.schema_version(), latest);
-    let applied: String = cat
-        .connection()
-        .query_row(
-            "SELECT string_agg(version || ':' || applied_at, ';') FROM schema_version",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let applied = applied_migrations(&cat);
     drop(cat);
 
     let cat = Catalog::open(&path).unwrap();
     assert_eq!(cat.schema_version(), latest);
-    let again: String = cat
-        .connection()
-        .query_row(
-            "SELECT string_agg(version || ':' || applied_at, ';') FROM schema_version",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let again = applied_migrations(&cat);
     assert_eq!(applied, again, "re-opening must not re-apply migrations");
     assert!(applied.starts_with("1:"));
     for table in ["datasets", "images", "stage_runs", "artifacts"] {
