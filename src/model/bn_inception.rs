@@ -237,6 +237,14 @@ impl BnInception {
     }
 }
 
+impl crate::model::Backbone for BnInception {
+    /// Global average pooling of [`BnInception::feature_map`]; BN-Inception has no stochastic
+    /// layers, so only BatchNorm reads the mode.
+    fn forward_features(&self, xs: &Tensor, mode: crate::model::ForwardMode) -> Tensor {
+        self.forward_t(xs, mode.bn_train)
+    }
+}
+
 impl ModuleT for BnInception {
     /// Global average pooling of [`BnInception::feature_map`]: N×1024.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {

@@ -1,0 +1,64 @@
+//! The backbone registry: name → constructor and the facts a stage needs before building one
+//! (feature size, input size, normalisation, default weights).
+
+use crate::data::transform::Normalize;
+use crate::model::{bn_inception, resnet, Backbone};
+use anyhow::{anyhow, Result};
+use tch::nn;
+
+/// One registered backbone.
+#[derive(Debug, Clone, Copy)]
+pub struct BackboneSpec {
+    /// Registry name (`--backbone`, `backbone =` in pipeline/).
+    pub name: &'static str,
+    /// One line for `gl models`.
+    pub description: &'static str,
+    /// D of the pooled features.
+    pub feature_dim: i64,
+    /// Side of the square input the weights were trained with.
+    pub input_size: u32,
+    /// Shorter side before the evaluation centre crop (256 for 227/224 inputs).
+    pub resize: u32,
+    /// Input normalisation the weights expect.
+    pub normalize: Normalize,
+    /// Name in pipeline/weights.toml of the ImageNet weights, if any.
+    pub imagenet_weights: Option<&'static str>,
+    /// Builds the backbone with its variables under `p`, named like its reference state dict.
+    pub build: fn(&nn::Path) -> Box<dyn Backbone>,
+}
+
+const REGISTRY: &[BackboneSpec] = &[
+    BackboneSpec {
+        name: "bn_inception",
+        description: "BN-Inception, the Caffe port the paper used (BGR 0–255, 227², 1024-d)",
+        feature_dim: 1024,
+        input_size: 227,
+        resize: 256,
+        normalize: Normalize::BnInception,
+        imagenet_weights: Some("bn_inception_imagenet"),
+        build: |p| Box::new(bn_inception::BnInception::new(p)),
+    },
+    BackboneSpec {
+        name: "resnet50",
+        description: "ResNet-50, torchvision layout (RGB ImageNet normalisation, 224², 2048-d)",
+        feature_dim: 2048,
+        input_size: 224,
+        resize: 256,
+        normalize: Normalize::ImageNet,
+        imagenet_weights: Some("resnet50_imagenet"),
+        build: |p| Box::new(resnet::ResNet50::new(p)),
+    },
+];
+
+/// Every registered backbone, in listing order.
+pub fn registry() -> &'static [BackboneSpec] {
+    REGISTRY
+}
+
+/// The backbone called `name`, or an error listing the known names.
+pub fn spec(name: &str) -> Result<&'static BackboneSpec> {
+    REGISTRY.iter().find(|s| s.name == name).ok_or_else(|| {
+        let known: Vec<_> = REGISTRY.iter().map(|s| s.name).collect();
+        anyhow!("unknown backbone {name:?}; known: {}", known.join(", "))
+    })
+}
