@@ -43,6 +43,56 @@ pub enum Command {
     Sql(SqlArgs),
     /// Write a synthetic dataset in the SOP layout (tiny images) and register it for `gl fetch`.
     Synth(SynthArgs),
+    /// List the registered backbones.
+    Models(ModelsArgs),
+    /// Train a model (the paper's recipe by default) into a run directory; --resume continues.
+    Train(TrainArgs),
+    /// Index run directories (trained here or elsewhere) in the catalogue: runs and epochs.
+    IndexRuns(IndexRunsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexRunsArgs {
+    /// Run directories [default: every directory under data/runs/ with a config.json].
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ModelsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Dataset (a `[datasets.<name>]` of pipeline/train.toml, fetched with `gl fetch`).
+    #[arg(long)]
+    pub dataset: String,
+    /// Profile of pipeline/train.toml: paper, paper_protocol (best epoch on the test set, as
+    /// the official code), finetune, demo.
+    #[arg(long, default_value = "paper")]
+    pub profile: String,
+    /// Seed of everything random in the run (init, sampler, augmentation, drop-connect).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Override a key of the resolved configuration, e.g. `--set epochs=5 --set lr=1e-4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Run directory name under data/runs/ [default: <dataset>-<profile>-s<seed>].
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Continue the run from its last completed epoch.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the resolved configuration as JSON and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]

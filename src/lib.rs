@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod fsutil;
 pub mod loss;
 pub mod model;

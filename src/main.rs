@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
-use grouploss::commands::{bench_loss, env, fetch, prepare, synth, verify_loss};
+use grouploss::commands::{bench_loss, env, fetch, models, prepare, synth, train, verify_loss};
 use grouploss::project::Project;
 use std::process::ExitCode;
 
@@ -34,10 +34,18 @@ fn main() -> ExitCode {
         #[cfg(feature = "catalog")]
         Command::Sql(args) => project().and_then(|p| grouploss::commands::sql::run(args, p)),
         #[cfg(not(feature = "catalog"))]
-        Command::Sql(_) => Err(anyhow::anyhow!(
-            "this gl was built without the catalogue (feature `catalog`)"
-        )),
+        Command::Sql(_) => Err(no_catalog()),
         Command::Synth(args) => project().and_then(|p| synth::run(args, p)),
+        Command::Models(args) => models::run(args),
+        #[cfg(feature = "catalog")]
+        Command::IndexRuns(args) => {
+            project().and_then(|p| grouploss::commands::index_runs::run(args, p))
+        }
+        #[cfg(not(feature = "catalog"))]
+        Command::IndexRuns(_) => Err(no_catalog()),
+        Command::Train(args) => project()
+            .and_then(|p| train::resolve(args, p))
+            .and_then(train::run),
     };
     match result {
         Ok(code) => code,
@@ -46,6 +54,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+#[cfg(not(feature = "catalog"))]
+fn no_catalog() -> anyhow::Error {
+    anyhow::anyhow!("this gl was built without the catalogue (feature `catalog`)")
 }
 
 fn init_logging(verbose: u8) {

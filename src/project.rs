@@ -49,6 +49,19 @@ impl Project {
     pub fn dataset_dir(&self, dataset: &str) -> PathBuf {
         self.data_dir.join("datasets").join(dataset)
     }
+
+    /// `data/runs/`: one directory per training run (see [`crate::train::run_dir`]).
+    pub fn runs_dir(&self) -> PathBuf {
+        self.data_dir.join("runs")
+    }
+
+    /// `data/weights/<name>/weights.safetensors`: converted pretrained weights (`gl weights`).
+    pub fn weights_file(&self, name: &str) -> PathBuf {
+        self.data_dir
+            .join("weights")
+            .join(name)
+            .join("weights.safetensors")
+    }
 }
 
 /// `path` relative to `base` when it is inside it (for messages and catalogue rows).

@@ -11,6 +11,7 @@ mod error;
 pub mod ingest;
 pub mod query;
 pub mod records;
+pub mod runs;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

@@ -92,6 +92,11 @@ CREATE TABLE image_failures (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        name: "runs, epochs",
+        sql: super::runs::MIGRATION_SQL,
+    },
 ];
 
 /// The newest schema version this binary can read and write.

@@ -4,8 +4,12 @@ pub mod bench_loader;
 pub mod bench_loss;
 pub mod env;
 pub mod fetch;
+#[cfg(feature = "catalog")]
+pub mod index_runs;
+pub mod models;
 pub mod prepare;
 #[cfg(feature = "catalog")]
 pub mod sql;
 pub mod synth;
+pub mod train;
 pub mod verify_loss;

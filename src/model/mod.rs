@@ -4,8 +4,10 @@
 //! classifier that gives the Group Loss priors live in [`crate::model::net`].
 
 pub mod bn_inception;
+pub mod net;
 pub mod registry;
 pub mod resnet;
+pub mod tiny_cnn;
 
 pub use registry::{registry, spec, BackboneSpec};
 

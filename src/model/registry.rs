@@ -2,7 +2,7 @@
 //! (feature size, input size, normalisation, default weights).
 
 use crate::data::transform::Normalize;
-use crate::model::{bn_inception, resnet, Backbone};
+use crate::model::{bn_inception, resnet, tiny_cnn, Backbone};
 use anyhow::{anyhow, Result};
 use tch::nn;
 
@@ -47,6 +47,16 @@ const REGISTRY: &[BackboneSpec] = &[
         normalize: Normalize::ImageNet,
         imagenet_weights: Some("resnet50_imagenet"),
         build: |p| Box::new(resnet::ResNet50::new(p)),
+    },
+    BackboneSpec {
+        name: "tiny_cnn",
+        description: "4-layer CNN, random init only: tests and smoke runs (any size ≥ 16², 128-d)",
+        feature_dim: tiny_cnn::FEATURE_DIM,
+        input_size: 32,
+        resize: 36,
+        normalize: Normalize::ImageNet,
+        imagenet_weights: None,
+        build: |p| Box::new(tiny_cnn::TinyCnn::new(p)),
     },
 ];
 

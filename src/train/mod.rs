@@ -1,5 +1,12 @@
-//! Training: the optimiser (RAdam, as `torch.optim.RAdam`) and the learning-rate schedule. The
-//! training loop and checkpoints arrive with the trainer.
+//! Training: the resolved configuration (pipeline/train.toml), class-disjoint splits, initial
+//! weights, one epoch, the whole run with checkpoints and model selection, the run directory
+//! that is the stage's contract, RAdam (as `torch.optim.RAdam`) and the lr schedule.
 
+pub mod config;
+pub mod epoch;
+pub mod init;
 pub mod radam;
+pub mod run_dir;
 pub mod schedule;
+pub mod split;
+pub mod trainer;

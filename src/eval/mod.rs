@@ -1,0 +1,4 @@
+//! Evaluation: embedding a split with a trained network and retrieval metrics on it.
+
+pub mod embed;
+pub mod recall;

@@ -1,0 +1,95 @@
+//! The network a run trains: backbone → optional embedding layer → features f, and a linear
+//! classifier over the training classes whose logits z give the Group Loss priors softmax(z/τ)
+//! (and the auxiliary cross-entropy). Variables: `backbone.*` (the backbone's reference names),
+//! `embedding.{weight,bias}`, `classifier.{weight,bias}`.
+
+use crate::model::{spec, Backbone, BackboneSpec, ForwardMode};
+use anyhow::{ensure, Result};
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+/// Shape of the network on top of the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadParams {
+    /// Size of a linear embedding after the pooled features, or `None` (the paper: the
+    /// backbone's pooled features themselves).
+    pub embedding_dim: Option<i64>,
+    /// m: classes of the classifier (the training classes).
+    pub num_classes: i64,
+}
+
+/// Backbone + embedding + classifier.
+#[derive(Debug)]
+pub struct EmbeddingNet {
+    spec: &'static BackboneSpec,
+    backbone: Box<dyn Backbone>,
+    embedding: Option<nn::Linear>,
+    classifier: nn::Linear,
+}
+
+/// One forward pass: features f (N×D, what the Group Loss and retrieval use) and logits z (N×m).
+#[derive(Debug)]
+pub struct NetOutput {
+    pub features: Tensor,
+    pub logits: Tensor,
+}
+
+impl EmbeddingNet {
+    /// Builds the named backbone under `root / "backbone"` and the head under `root`.
+    pub fn new(root: &nn::Path, backbone: &str, head: HeadParams) -> Result<Self> {
+        let spec = spec(backbone)?;
+        ensure!(
+            head.num_classes >= 1,
+            "the classifier needs ≥ 1 class, got {}",
+            head.num_classes
+        );
+        if let Some(d) = head.embedding_dim {
+            ensure!(d >= 1, "embedding_dim must be ≥ 1 (or 0 for none), got {d}");
+        }
+        let backbone_net = (spec.build)(&(root / "backbone"));
+        let embedding = head
+            .embedding_dim
+            .map(|d| nn::linear(root / "embedding", spec.feature_dim, d, Default::default()));
+        let dim = head.embedding_dim.unwrap_or(spec.feature_dim);
+        let classifier = nn::linear(
+            root / "classifier",
+            dim,
+            head.num_classes,
+            Default::default(),
+        );
+        Ok(EmbeddingNet {
+            spec,
+            backbone: backbone_net,
+            embedding,
+            classifier,
+        })
+    }
+
+    /// The backbone's registry entry.
+    pub fn spec(&self) -> &'static BackboneSpec {
+        self.spec
+    }
+
+    /// D of [`NetOutput::features`].
+    pub fn feature_dim(&self) -> i64 {
+        self.embedding
+            .as_ref()
+            .map_or(self.spec.feature_dim, |e| e.ws.size()[0])
+    }
+
+    /// Features only (evaluation, embedding a dataset).
+    pub fn features(&self, xs: &Tensor, mode: ForwardMode) -> Tensor {
+        let f = self.backbone.forward_features(xs, mode);
+        match &self.embedding {
+            Some(e) => e.forward(&f),
+            None => f,
+        }
+    }
+
+    /// Features and classifier logits.
+    pub fn forward(&self, xs: &Tensor, mode: ForwardMode) -> NetOutput {
+        let features = self.features(xs, mode);
+        let logits = self.classifier.forward(&features);
+        NetOutput { features, logits }
+    }
+}

@@ -1,0 +1,288 @@
+//! A run's resolved training configuration and where it comes from: `pipeline/train.toml`'s
+//! `[defaults]` (the paper's recipe), then `[datasets.<dataset>]` (the paper's per-dataset values),
+//! then `[profiles.<profile>]`, then `GL_TRAIN_<KEY>` environment variables, then `--set
+//! key=value` — later wins. Read through figment: an unknown key or a wrong type is an error
+//! naming the key and its source. [`TrainConfig::validate`] checks ranges and combinations.
+
+use anyhow::{bail, ensure, Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use std::path::Path;
+
+/// The training recipes, relative to the project root.
+pub const TRAIN_FILE: &str = "pipeline/train.toml";
+
+/// What the network is trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Group Loss + `ce_weight` · cross-entropy (the paper).
+    GroupLoss,
+    /// Cross-entropy only: the classification pre-finetune stage (`train_finetune.py`).
+    CrossEntropy,
+}
+
+/// How batches are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerChoice {
+    /// The official `CombineSampler` (P classes × K samples).
+    Official,
+    /// P distinct classes × K, every image at least once per epoch.
+    Corrected,
+    /// Shuffled batches of `batch_size` (the finetune stage).
+    Random,
+}
+
+/// BatchNorm during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchNormMode {
+    /// Batch statistics, running statistics updated (the official code).
+    Train,
+    /// Running statistics used and kept; affine parameters still learn.
+    Frozen,
+}
+
+/// How the learning rate drops at the milestones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrDecay {
+    /// The official `train.py`: after any milestone lr = base · γ (at epoch 51 it is set to
+    /// base/10 again, not base/100).
+    Official,
+    /// `MultiStepLR`: γ compounds at every milestone.
+    Cumulative,
+}
+
+/// Which epoch's model a run reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Best validation R@1 (validation classes carved from the training classes).
+    Val,
+    /// Best *test* R@1: the paper's protocol (`train.py`), labelled as such wherever shown.
+    Test,
+    /// The last epoch.
+    Last,
+}
+
+/// Every knob of a run. Serialised into the run directory as `config.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Backbone registry name (`gl models`).
+    pub backbone: String,
+    /// Initial weights: `imagenet` (the backbone's ImageNet weights), `none` (random),
+    /// `weights:<name>` (a `gl weights` entry) or `run:<run id>` (another run's selected model).
+    pub init: String,
+    /// Linear embedding after the pooled features; 0 = none (the paper).
+    pub embedding_dim: i64,
+    pub batchnorm: BatchNormMode,
+    pub objective: Objective,
+    pub sampler: SamplerChoice,
+    /// P: classes per batch (official/corrected samplers).
+    pub classes_per_batch: usize,
+    /// K: samples per class (official/corrected samplers).
+    pub samples_per_class: usize,
+    /// Batch size of the random sampler.
+    pub batch_size: usize,
+    /// Anchors (labelled samples) per class: the first k of each class in batch order.
+    pub anchors: i64,
+    /// τ: softmax temperature of the priors.
+    pub tau: f64,
+    /// T: replicator-dynamics steps.
+    pub replicator_steps: i64,
+    /// Weight of the auxiliary cross-entropy.
+    pub ce_weight: f64,
+    /// W's diagonal 0 (the paper's text) instead of 1 (the official code).
+    pub zero_diagonal: bool,
+    /// RAdam learning rate, weight decay (L2, as `torch.optim`) and ε.
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub adam_eps: f64,
+    pub epochs: usize,
+    /// Completed epochs after which the lr drops (paper: [30, 50] = from epochs 31 and 51).
+    pub lr_milestones: Vec<usize>,
+    pub lr_gamma: f64,
+    pub lr_decay: LrDecay,
+    pub selection: Selection,
+    /// At each lr drop, reload the best model so far (the official `train.py`).
+    pub reload_best_at_lr_drop: bool,
+    /// Fraction of the training classes held out for validation (class-disjoint); 0 = none.
+    pub val_fraction: f64,
+    /// Seed of the validation split, separate from the run seed so seeds share one split.
+    pub val_seed: u64,
+    /// Square input side (paper: 227) and the shorter side of the cached images and of the
+    /// evaluation resize before its centre crop (paper: 256).
+    pub input_size: u32,
+    pub resize: u32,
+    /// Use only the first N training and N test classes (0 = all): quick runs and tests.
+    pub class_limit: usize,
+    pub eval_batch: usize,
+    /// K of the reported Recall@K (paper: 1, 2, 4, 8; SOP 1, 10, 100, 1000).
+    pub recall_ks: Vec<usize>,
+    /// Evaluate every N epochs (and always at the last); 1 = every epoch.
+    pub eval_every: usize,
+    pub loader_threads: usize,
+    pub prefetch: usize,
+}
+
+impl TrainConfig {
+    /// Resolves dataset + profile from `<project>/pipeline/train.toml`, the environment and
+    /// `overrides` (`key=value`, the value parsed as TOML, else taken as a string).
+    pub fn resolve(
+        project_root: &Path,
+        dataset: &str,
+        profile: &str,
+        overrides: &[String],
+    ) -> Result<Self> {
+        let path = project_root.join(TRAIN_FILE);
+        ensure!(
+            path.is_file(),
+            "training recipes {} not found",
+            path.display()
+        );
+        let file = Figment::from(Toml::file(&path));
+        for (section, name) in [("datasets", dataset), ("profiles", profile)] {
+            let key = format!("{section}.{name}");
+            if file.find_value(&key).is_err() {
+                let known: Vec<String> = file
+                    .find_value(section)
+                    .ok()
+                    .and_then(|v| v.into_dict())
+                    .map(|d| d.into_keys().collect())
+                    .unwrap_or_default();
+                bail!(
+                    "{}: no [{key}] (known {section}: {})",
+                    path.display(),
+                    known.join(", ")
+                );
+            }
+        }
+        let mut fig = Figment::new()
+            .merge(file.focus("defaults"))
+            .merge(file.focus(&format!("datasets.{dataset}")))
+            .merge(file.focus(&format!("profiles.{profile}")))
+            .merge(Env::prefixed("GL_TRAIN_"));
+        for o in overrides {
+            let (key, value) = o
+                .split_once('=')
+                .with_context(|| format!("override {o:?} is not key=value"))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            fig = fig.merge(Serialized::default(key.trim(), value));
+        }
+        let cfg: TrainConfig = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{}", e))
+            .with_context(|| {
+                format!(
+                    "resolving dataset {dataset:?}, profile {profile:?} from {}",
+                    path.display()
+                )
+            })?;
+        cfg.validate()
+            .with_context(|| format!("dataset {dataset:?}, profile {profile:?}"))?;
+        Ok(cfg)
+    }
+
+    /// Range and combination checks, each naming the key.
+    pub fn validate(&self) -> Result<()> {
+        crate::model::spec(&self.backbone).context("backbone")?;
+        ensure!(
+            self.init == "imagenet"
+                || self.init == "none"
+                || self.init.starts_with("weights:")
+                || self.init.starts_with("run:"),
+            "init must be imagenet, none, weights:<name> or run:<id>, got {:?}",
+            self.init
+        );
+        ensure!(self.embedding_dim >= 0, "embedding_dim must be ≥ 0");
+        ensure!(self.epochs >= 1, "epochs must be ≥ 1");
+        ensure!(self.eval_every >= 1, "eval_every must be ≥ 1");
+        for (name, v) in [
+            ("lr", self.lr),
+            ("weight_decay", self.weight_decay),
+            ("adam_eps", self.adam_eps),
+            ("ce_weight", self.ce_weight),
+        ] {
+            ensure!(
+                v.is_finite() && v >= 0.0,
+                "{name} must be finite and ≥ 0, got {v}"
+            );
+        }
+        ensure!(
+            self.lr_gamma.is_finite() && self.lr_gamma > 0.0,
+            "lr_gamma must be > 0"
+        );
+        ensure!(self.tau.is_finite() && self.tau > 0.0, "tau must be > 0");
+        ensure!(self.replicator_steps >= 1, "replicator_steps must be ≥ 1");
+        ensure!(self.anchors >= 0, "anchors must be ≥ 0");
+        ensure!(
+            (0.0..1.0).contains(&self.val_fraction),
+            "val_fraction must be in [0, 1), got {}",
+            self.val_fraction
+        );
+        ensure!(
+            self.selection != Selection::Val || self.val_fraction > 0.0,
+            "selection = \"val\" needs val_fraction > 0 (or use selection = \"test\", the paper's protocol, or \"last\")"
+        );
+        ensure!(
+            self.input_size >= 16 && self.input_size <= self.resize,
+            "input_size must be in 16..=resize ({}), got {}",
+            self.resize,
+            self.input_size
+        );
+        match self.sampler {
+            SamplerChoice::Random => ensure!(self.batch_size >= 2, "batch_size must be ≥ 2"),
+            _ => {
+                ensure!(self.classes_per_batch >= 1, "classes_per_batch must be ≥ 1");
+                ensure!(self.samples_per_class >= 1, "samples_per_class must be ≥ 1");
+                ensure!(
+                    (self.anchors as usize) < self.samples_per_class
+                        || self.objective == Objective::CrossEntropy,
+                    "anchors ({}) must be < samples_per_class ({}): a class needs unlabelled samples",
+                    self.anchors,
+                    self.samples_per_class
+                );
+            }
+        }
+        ensure!(
+            self.objective == Objective::CrossEntropy || self.sampler != SamplerChoice::Random,
+            "the Group Loss needs the official or corrected sampler (classes × samples per batch)"
+        );
+        ensure!(self.eval_batch >= 1, "eval_batch must be ≥ 1");
+        ensure!(
+            !self.recall_ks.is_empty() && self.recall_ks.iter().all(|&k| k >= 1),
+            "recall_ks must be non-empty, each ≥ 1"
+        );
+        ensure!(self.loader_threads >= 1, "loader_threads must be ≥ 1");
+        ensure!(self.prefetch >= 1, "prefetch must be ≥ 1");
+        Ok(())
+    }
+
+    /// The learning rate during (1-based) `epoch`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        match self.lr_decay {
+            LrDecay::Cumulative => {
+                crate::train::schedule::lr_at(epoch, self.lr, &self.lr_milestones, self.lr_gamma)
+            }
+            LrDecay::Official => {
+                if self.lr_milestones.iter().any(|&m| m < epoch) {
+                    self.lr * self.lr_gamma
+                } else {
+                    self.lr
+                }
+            }
+        }
+    }
+
+    /// True when the lr changes between `epoch − 1` and `epoch` (where the official code
+    /// reloads the best model).
+    pub fn is_lr_drop(&self, epoch: usize) -> bool {
+        epoch > 1 && self.lr_milestones.contains(&(epoch - 1))
+    }
+}

@@ -1,0 +1,217 @@
+//! One training epoch: the epoch's batches from the sampler, the loader on worker threads,
+//! forward → objective → backward → RAdam step per batch, a progress bar with loss, lr and
+//! images/s. Everything random is a function of (seed, epoch): the sampler's RNG, the loader's
+//! per-image RNGs and libtorch's generator (drop-connect), so an epoch replays exactly on
+//! `--resume`.
+
+use crate::data::crop_cache::CropRow;
+use crate::data::loader::{self, LoaderParams, Mode};
+use crate::data::sampler::{self, SamplerKind, SamplerParams};
+use crate::loss::anchors::Anchors;
+use crate::loss::group_loss::GroupLoss;
+use crate::model::net::EmbeddingNet;
+use crate::model::ForwardMode;
+use crate::train::config::{Objective, SamplerChoice, TrainConfig};
+use crate::train::radam::RAdam;
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// Environment variable of the fault-injection hook the NaN test uses: the loss of the first
+/// step of this (1-based) epoch is replaced by NaN, as a diverging run would produce it.
+pub const FAULT_NAN_AT_EPOCH: &str = "GL_FAULT_NAN_AT_EPOCH";
+
+/// The RNG of one epoch's sampler: a function of (seed, epoch) only.
+pub fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    rng
+}
+
+/// libtorch's generator seed for an epoch (drop-connect, dropout).
+pub fn torch_seed(seed: u64, epoch: usize) -> i64 {
+    (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) & 0x7FFF_FFFF_FFFF_FFFF) as i64
+}
+
+/// The epoch's batches as indices into the cached rows, and each batch position's classifier
+/// label.
+pub fn epoch_batches(
+    cfg: &TrainConfig,
+    train: &[usize],
+    train_labels: &[i64],
+    seed: u64,
+    epoch: usize,
+) -> Result<Vec<Vec<usize>>> {
+    let mut rng = epoch_rng(seed, epoch);
+    let positions: Vec<Vec<usize>> = match cfg.sampler {
+        SamplerChoice::Random => {
+            let mut order: Vec<usize> = (0..train.len()).collect();
+            order.shuffle(&mut rng);
+            // drop_last, as the official loaders
+            order
+                .chunks_exact(cfg.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect()
+        }
+        kind => {
+            let params = SamplerParams::new(
+                cfg.classes_per_batch,
+                cfg.samples_per_class,
+                if kind == SamplerChoice::Official {
+                    SamplerKind::Official
+                } else {
+                    SamplerKind::Corrected
+                },
+            )?;
+            sampler::epoch(&params, train_labels, &mut rng)?
+        }
+    };
+    Ok(positions
+        .into_iter()
+        .map(|b| b.into_iter().map(|p| train[p]).collect())
+        .collect())
+}
+
+/// Means over an epoch's batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EpochLosses {
+    pub loss: f64,
+    pub loss_group: f64,
+    pub loss_ce: f64,
+    pub batches: usize,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// Everything one epoch reads.
+pub struct EpochInputs<'a> {
+    pub cfg: &'a TrainConfig,
+    pub net: &'a EmbeddingNet,
+    pub loss: &'a GroupLoss,
+    pub rows: &'a Arc<Vec<CropRow>>,
+    /// Dataset class id → classifier label (the training classes only).
+    pub label_of: &'a HashMap<i64, i64>,
+    pub batches: Vec<Vec<usize>>,
+    pub loader: LoaderParams,
+    pub device: Device,
+    pub epoch: usize,
+    /// Steps completed before this epoch (step numbers in messages count the whole run).
+    pub step_offset: usize,
+    pub progress: bool,
+}
+
+/// Trains one epoch. A non-finite loss stops it with an error naming the epoch and step,
+/// before that step touches the weights.
+pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses> {
+    let start = Instant::now();
+    let cfg = inp.cfg;
+    let mode = match cfg.batchnorm {
+        crate::train::config::BatchNormMode::Train => ForwardMode::TRAIN,
+        crate::train::config::BatchNormMode::Frozen => ForwardMode::TRAIN_FROZEN_BN,
+    };
+    let anchors = Anchors::first_k(cfg.anchors)?;
+    let fault = std::env::var(FAULT_NAN_AT_EPOCH)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(inp.epoch);
+    let n_batches = inp.batches.len();
+    let bar = crate::progress::items(
+        inp.progress,
+        n_batches as u64,
+        &format!("epoch {}", inp.epoch),
+    );
+    let lr = opt.group_lr(0)?;
+    let stream = loader::stream(
+        Arc::clone(inp.rows),
+        inp.batches,
+        Mode::Train {
+            epoch: inp.epoch as u64,
+        },
+        inp.loader,
+    )?;
+    let mut sums = EpochLosses::default();
+    let mut anchor_rng = epoch_rng(u64::MAX, inp.epoch); // unused by FirstK; kept seeded
+    for (b, batch) in stream.enumerate() {
+        let batch = batch.with_context(|| format!("epoch {}: loading batch {b}", inp.epoch))?;
+        let labels = batch
+            .labels
+            .iter()
+            .map(|c| {
+                inp.label_of
+                    .get(c)
+                    .copied()
+                    .with_context(|| format!("class {c} is not a training class"))
+            })
+            .collect::<Result<Vec<i64>>>()?;
+        opt.zero_grad();
+        let xs = batch.images.to_device(inp.device);
+        let out = inp.net.forward(&xs, mode);
+        let (loss, group, ce) = match cfg.objective {
+            Objective::GroupLoss => {
+                let mask = anchors.mask(&labels, &mut anchor_rng)?;
+                let targets = inp
+                    .loss
+                    .targets(&labels, &mask, out.logits.size()[1], inp.device)?;
+                let o = inp.loss.forward(&out.features, &out.logits, &targets)?;
+                (o.loss, Some(o.loss_group), o.loss_ce)
+            }
+            Objective::CrossEntropy => {
+                let y = Tensor::from_slice(&labels).to_device(inp.device);
+                let ce = out.logits.log_softmax(1, Kind::Float).g_nll_loss::<Tensor>(
+                    &y,
+                    None,
+                    Reduction::Mean,
+                    -100,
+                );
+                (ce.shallow_clone(), None, ce)
+            }
+        };
+        let step = inp.step_offset + b + 1;
+        let mut value = loss.double_value(&[]);
+        if fault && b == 0 {
+            value = f64::NAN;
+        }
+        if !value.is_finite() {
+            bar.abandon();
+            bail!(
+                "the loss is {value} at epoch {} step {step} (batch {}/{n_batches}); stopping \
+                 before this step changes the weights — lower the lr, check the inputs, or \
+                 resume from the last checkpoint",
+                inp.epoch,
+                b + 1
+            );
+        }
+        loss.backward();
+        opt.step()?;
+        sums.loss += value;
+        sums.loss_group += group.map_or(0.0, |g| g.double_value(&[]));
+        sums.loss_ce += ce.double_value(&[]);
+        sums.batches += 1;
+        sums.images += labels.len();
+        bar.inc(1);
+        let ips = sums.images as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "epoch {} loss {:.4} lr {lr:.2e} {ips:.0} img/s",
+            inp.epoch,
+            sums.loss / sums.batches as f64
+        ));
+    }
+    bar.finish_and_clear();
+    if sums.batches == 0 {
+        bail!(
+            "epoch {} had no batches: too few training images for the sampler",
+            inp.epoch
+        );
+    }
+    let n = sums.batches as f64;
+    sums.loss /= n;
+    sums.loss_group /= n;
+    sums.loss_ce /= n;
+    sums.seconds = start.elapsed().as_secs_f64();
+    Ok(sums)
+}

@@ -1,0 +1,205 @@
+//! The run directory: the contract between the trainer and everything after it (evaluation,
+//! the catalogue, reports), so a run can happen on a GPU box or a cluster node and be indexed
+//! elsewhere. Layout of `data/runs/<run id>/`:
+//!
+//! * `config.json` — [`RunConfig`]: dataset, profile, seed, device, the resolved
+//!   [`TrainConfig`], the crop cache and the splits; written once, before the first epoch.
+//! * `epochs.jsonl` — one [`EpochRecord`] per completed epoch.
+//! * `checkpoint-eNNN/` — `model.safetensors` + `optimizer.safetensors` after epoch NNN.
+//! * `selected-eNNN.safetensors` — the model of the best epoch so far under the run's selection
+//!   rule (kept for the reload-at-lr-drop policy and for evaluation).
+//! * `state.json` — [`RunState`], the commit point: written last (atomically) after an epoch's
+//!   files, it names the checkpoint and selected model that are complete. Files of an epoch
+//!   that crashed before its `state.json` are ignored and overwritten on `--resume`.
+//! * `run.json` — [`RunSummary`], when the run has finished.
+
+use crate::fsutil::write_atomic;
+use crate::train::config::TrainConfig;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// What a run is, fixed at its start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    pub run_id: String,
+    pub dataset: String,
+    pub profile: String,
+    pub seed: u64,
+    /// Device as requested and as resolved (`cpu`, `cuda:0`).
+    pub device: String,
+    pub train: TrainConfig,
+    /// Crop cache directory and its key.
+    pub crops: PathBuf,
+    pub crops_key: String,
+    pub dataset_fingerprint: String,
+    pub train_classes: usize,
+    pub val_classes: usize,
+    pub test_classes: usize,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub test_images: usize,
+    pub gl_version: String,
+    pub libtorch: String,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// Metrics of one completed epoch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    /// Mean over the epoch's batches: total loss, its Group Loss part and its CE part.
+    pub loss: f64,
+    pub loss_group: f64,
+    pub loss_ce: f64,
+    pub batches: usize,
+    pub images: usize,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    pub images_per_second: f64,
+    /// Recall@K (fractions) for `recall_ks`, when evaluated; `None` when the run has no
+    /// validation classes or skipped evaluation this epoch.
+    pub val_recall: Option<Vec<f64>>,
+    pub test_recall: Option<Vec<f64>>,
+    /// The model was reloaded from the selected epoch before this epoch (official lr drop).
+    pub reloaded_from: Option<usize>,
+}
+
+/// Best epoch under one metric.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Best {
+    pub epoch: usize,
+    pub recall_at_1: f64,
+}
+
+/// The commit point after each epoch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// Last completed epoch.
+    pub epoch: usize,
+    /// `checkpoint-eNNN` directory of that epoch.
+    pub checkpoint: String,
+    /// File of the selected model so far (`selected-eNNN.safetensors`).
+    pub selected: Option<String>,
+    pub selected_epoch: Option<usize>,
+    pub best_val: Option<Best>,
+    pub best_test: Option<Best>,
+}
+
+/// The finished run: the three numbers the report puts side by side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunSummary {
+    pub status: String,
+    pub epochs: usize,
+    /// Selection rule of the run (`val`, `test` = the paper's protocol, `last`).
+    pub selection: String,
+    pub selected_epoch: Option<usize>,
+    /// Test Recall@K of the last epoch, of the validation-selected epoch, and of the best test
+    /// epoch (selection on the test set, as the published numbers).
+    pub test_recall_last: Option<Vec<f64>>,
+    pub test_recall_val_selected: Option<Vec<f64>>,
+    pub test_recall_best_on_test: Option<Vec<f64>>,
+    pub seconds: f64,
+}
+
+/// Paths inside one run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: PathBuf) -> Self {
+        RunDir { root }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    pub fn epochs_path(&self) -> PathBuf {
+        self.root.join("epochs.jsonl")
+    }
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn summary_path(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    pub fn checkpoint_name(epoch: usize) -> String {
+        format!("checkpoint-e{epoch:03}")
+    }
+    pub fn selected_name(epoch: usize) -> String {
+        format!("selected-e{epoch:03}.safetensors")
+    }
+
+    pub fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(value)?;
+        bytes.push(b'\n');
+        write_atomic(path, &bytes)
+    }
+
+    pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The committed state, or `None` before the first epoch completed.
+    pub fn state(&self) -> Result<Option<RunState>> {
+        let p = self.state_path();
+        if !p.exists() {
+            return Ok(None);
+        }
+        Self::read_json(&p).map(Some)
+    }
+
+    /// The first `upto` epoch records (all when `None`); lines past a committed state are
+    /// ignored, a malformed line is an error naming the line.
+    pub fn epochs(&self, upto: Option<usize>) -> Result<Vec<EpochRecord>> {
+        let p = self.epochs_path();
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        text.lines()
+            .take(upto.unwrap_or(usize::MAX))
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: bad epoch record", p.display(), i + 1))
+            })
+            .collect()
+    }
+
+    /// Rewrites `epochs.jsonl` atomically with `records`.
+    pub fn write_epochs(&self, records: &[EpochRecord]) -> Result<()> {
+        let mut out = String::new();
+        for r in records {
+            out.push_str(&serde_json::to_string(r)?);
+            out.push('\n');
+        }
+        write_atomic(&self.epochs_path(), out.as_bytes())
+    }
+
+    /// Removes checkpoints and selected models that `state` no longer names.
+    pub fn prune(&self, state: &RunState) -> Result<()> {
+        for entry in std::fs::read_dir(&self.root)
+            .with_context(|| format!("listing {}", self.root.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale_ckpt = name.starts_with("checkpoint-e") && name != state.checkpoint;
+            let stale_sel =
+                name.starts_with("selected-e") && Some(&name) != state.selected.as_ref();
+            if stale_ckpt {
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            } else if stale_sel {
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! The trainer end to end through `gl train` on the embedded demo set (tiny CNN, a few
+//! classes, so each run takes seconds): a run killed with SIGKILL and resumed equals an
+//! uninterrupted one bit for bit, a NaN loss stops the run keeping the last good checkpoint,
+//! the official reload-at-lr-drop happens, and the run is indexed in the catalogue.
+
+#[path = "common/gl_cli.rs"]
+mod gl_cli;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A project with the repository's registry and recipes and the demo set fetched once.
+fn project() -> &'static Path {
+    static P: OnceLock<tempfile::TempDir> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::fs::create_dir_all(p.join("pipeline")).unwrap();
+        std::fs::create_dir_all(p.join("data/demo")).unwrap();
+        for f in [
+            "pipeline/datasets.toml",
+            "pipeline/datasets.lock",
+            "pipeline/train.toml",
+        ] {
+            std::fs::copy(repo.join(f), p.join(f)).unwrap();
+        }
+        std::os::unix::fs::symlink(
+            repo.join("data/demo/glyphs.tar.gz"),
+            p.join("data/demo/glyphs.tar.gz"),
+        )
+        .unwrap();
+        let (code, out, err) = gl_cli::run(p, &["fetch", "demo", "--quiet"], &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        dir
+    })
+    .path()
+}
+
+/// A small, fast recipe: 8 + 8 classes of 24 glyphs, tiny CNN at 32², lr drop after epoch 2.
+const QUICK: &[&str] = &[
+    "--profile=demo",
+    "--set=backbone=\"tiny_cnn\"",
+    "--set=init=\"none\"",
+    "--set=class_limit=8",
+    "--set=val_fraction=0.25",
+    "--set=input_size=32",
+    "--set=resize=36",
+    "--set=lr=2e-3",
+    "--set=epochs=4",
+    "--set=lr_milestones=[2]",
+    "--set=classes_per_batch=4",
+    "--set=loader_threads=2",
+];
+
+fn train_args<'a>(run_id: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "--threads",
+        "1",
+        "train",
+        "--dataset",
+        "demo",
+        "--quiet",
+        "--run-id",
+        run_id,
+    ];
+    a.extend_from_slice(QUICK);
+    a.extend_from_slice(extra);
+    a
+}
+
+fn run_dir(id: &str) -> PathBuf {
+    project().join("data/runs").join(id)
+}
+
+fn epochs(id: &str) -> Vec<Value> {
+    std::fs::read_to_string(run_dir(id).join("epochs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// An epoch record without its timings.
+fn numbers(mut v: Value) -> Value {
+    for k in ["train_seconds", "eval_seconds", "images_per_second"] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    v
+}
+
+fn state(id: &str) -> Option<Value> {
+    let p = run_dir(id).join("state.json");
+    std::fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_numbers_and_weights() {
+    let (code, out, err) = gl_cli::run(project(), &train_args("full", &[]), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let full = epochs("full");
+    assert_eq!(full.len(), 4);
+
+    // The same run, killed (SIGKILL, no chance to clean up) once epoch 1 is committed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gl"))
+        .args(train_args("killed", &[]))
+        .arg("--project-dir")
+        .arg(project())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while state("killed").is_none_or(|s| s["epoch"].as_u64() < Some(1)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no epoch committed"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = state("killed").unwrap()["epoch"].as_u64().unwrap();
+    assert!(
+        at_kill < 4,
+        "killed after the last epoch: nothing to resume"
+    );
+    assert!(!run_dir("killed").join("run.json").exists());
+
+    // Without --resume an existing run is refused; with another override it is refused too.
+    let (code, _, err) = gl_cli::run(project(), &train_args("killed", &[]), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--resume"), "{err}");
+    let (code, _, err) = gl_cli::run(
+        project(),
+        &train_args("killed", &["--resume", "--set=tau=3.0"]),
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("differs in: tau"), "{err}");
+
+    let (code, out, err) = gl_cli::run(project(), &train_args("killed", &["--resume"]), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let resumed = epochs("killed");
+    assert_eq!(resumed.len(), 4);
+    for (a, b) in full.iter().zip(&resumed) {
+        assert_eq!(numbers(a.clone()), numbers(b.clone()));
+    }
+    let model =
+        |id: &str| std::fs::read(run_dir(id).join("checkpoint-e004/model.safetensors")).unwrap();
+    assert!(
+        model("full") == model("killed"),
+        "final weights differ after resume"
+    );
+
+    // The official reload at the lr drop: epoch 3 starts from the selected epoch's model.
+    let st = state("full").unwrap();
+    assert_eq!(
+        full[2]["reloaded_from"].as_u64().is_some(),
+        true,
+        "{}",
+        full[2]
+    );
+    assert!(full[2]["lr"].as_f64().unwrap() < full[1]["lr"].as_f64().unwrap());
+    assert!(st["best_val"]["epoch"].as_u64().is_some());
+    // Old checkpoints are pruned: one checkpoint, one selected model.
+    let names: Vec<String> = std::fs::read_dir(run_dir("full"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("checkpoint-"))
+            .count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("selected-")).count(),
+        1,
+        "{names:?}"
+    );
+}
+
+#[test]
+fn nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let (code, out, err) = gl_cli::run(
+        project(),
+        &train_args("nan", &[]),
+        &[("GL_FAULT_NAN_AT_EPOCH", "2")],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("loss is NaN at epoch 2"), "{err}");
+    assert!(err.contains("checkpoint-e001"), "{err}");
+    let st = state("nan").unwrap();
+    assert_eq!(st["epoch"], 1);
+    assert!(run_dir("nan")
+        .join("checkpoint-e001/model.safetensors")
+        .is_file());
+    assert_eq!(epochs("nan").len(), 1);
+    // The run continues from there once the cause is gone.
+    let (code, out, err) = gl_cli::run(project(), &train_args("nan", &["--resume"]), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(epochs("nan").len(), 4);
+}
+
+#[test]
+fn runs_and_epochs_are_in_the_catalogue() {
+    let (code, out, err) = gl_cli::run(
+        project(),
+        &train_args("indexed", &["--set=epochs=2", "--set=lr_milestones=[]"]),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("validation-selected"), "{out}");
+    let (code, out, err) = gl_cli::run(
+        project(),
+        &[
+            "sql",
+            "select r.status, r.epochs_done, count(e.epoch) from runs r join epochs e using (run_id) \
+             where run_id = 'indexed' group by all",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("completed,2,2"), "{out}");
+    // Indexing again from the files gives the same rows (idempotent).
+    let (code, _, err) = gl_cli::run(
+        project(),
+        &["index-runs", run_dir("indexed").to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out2, _) = gl_cli::run(
+        project(),
+        &[
+            "sql",
+            "select count(*) from epochs where run_id = 'indexed'",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert!(out2.trim().ends_with('2'), "{out2}");
+}
