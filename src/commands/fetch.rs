@@ -36,6 +36,8 @@ pub fn resolve(args: FetchArgs, project: Project) -> Result<Settings> {
 pub fn run(s: Settings) -> Result<ExitCode> {
     let (started_at, clock) = (SystemTime::now(), Instant::now());
     let result = fetch::run(&s);
+    #[cfg(not(feature = "catalog"))]
+    let _ = started_at;
     #[cfg(feature = "catalog")]
     let result = {
         let mut cat = crate::catalog::Catalog::open(s.project.catalog_path())?;
