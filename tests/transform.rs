@@ -45,6 +45,7 @@ fn to_pixels(out: &[f32], norm: Normalize) -> Vec<f32> {
                     let (m, s) = ([0.485, 0.456, 0.406][c], [0.229, 0.224, 0.225][c]);
                     (out[c * plane + i] * s + m) * 255.0
                 }
+                Normalize::EfficientNetLite => out[c * plane + i] * 128.0 + 127.0,
             };
         }
     }
@@ -179,7 +180,11 @@ fn eval_transform_matches_pil() {
     ];
     for (image, reference, tol, mean_tol) in cases {
         let img = load(image);
-        for norm in [Normalize::BnInception, Normalize::ImageNet] {
+        for norm in [
+            Normalize::BnInception,
+            Normalize::ImageNet,
+            Normalize::EfficientNetLite,
+        ] {
             let mut out = vec![0f32; N];
             eval_transform(&img, 256, SIZE, norm, &mut out).unwrap();
             // ImageNet goes through f32 (v/255 − m)/s and back: allow float rounding.
@@ -238,6 +243,11 @@ fn normalisation_of_a_constant_colour() {
             [50.0 - 104.0, 100.0 - 117.0, 200.0 - 128.0],
         ),
         (Normalize::ImageNet, imagenet),
+        // EfficientNet-Lite: planes R, G, B as (v − 127) / 128, exact in f32.
+        (
+            Normalize::EfficientNetLite,
+            [73.0 / 128.0, -27.0 / 128.0, -77.0 / 128.0],
+        ),
     ] {
         let mut eval = vec![0f32; N];
         eval_transform(&img, 256, SIZE, norm, &mut eval).unwrap();

@@ -32,6 +32,11 @@ pub enum Normalize {
     /// torchvision ImageNet weights: RGB, `/255`, mean `[0.485, 0.456, 0.406]`,
     /// std `[0.229, 0.224, 0.225]` (computed in `f32` as `ToTensor` + `Normalize` do).
     ImageNet,
+    /// EfficientNet-Lite (TensorFlow's official Lite weights and their PyTorch conversion):
+    /// RGB, 0–255 range, `(v − 127) / 128`, i.e. about −1…1 — the "inception-style" mean and
+    /// std of tensorflow/tpu `efficientnet_lite_builder.py` (`MEAN_RGB = [127.0] * 3`,
+    /// `STDDEV_RGB = [128.0] * 3`), chosen there for post-training quantization. Exact in `f32`.
+    EfficientNetLite,
 }
 
 impl Normalize {
@@ -47,6 +52,7 @@ impl Normalize {
                         let std = [0.229f32, 0.224, 0.225][c];
                         (v as f32 / 255.0 - mean) / std
                     }
+                    Normalize::EfficientNetLite => (v as f32 - 127.0) / 128.0,
                 };
             }
         }
@@ -57,7 +63,7 @@ impl Normalize {
     fn plane(self, c: usize) -> usize {
         match self {
             Normalize::BnInception => 2 - c,
-            Normalize::ImageNet => c,
+            Normalize::ImageNet | Normalize::EfficientNetLite => c,
         }
     }
 }

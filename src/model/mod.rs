@@ -4,6 +4,7 @@
 //! classifier that gives the Group Loss priors live in [`crate::model::net`].
 
 pub mod bn_inception;
+pub mod efficientnet_lite;
 pub mod net;
 pub mod registry;
 pub mod resnet;

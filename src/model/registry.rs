@@ -2,7 +2,7 @@
 //! (feature size, input size, normalisation, default weights).
 
 use crate::data::transform::Normalize;
-use crate::model::{bn_inception, resnet, tiny_cnn, Backbone};
+use crate::model::{bn_inception, efficientnet_lite, resnet, tiny_cnn, Backbone};
 use anyhow::{anyhow, Result};
 use tch::nn;
 
@@ -47,6 +47,16 @@ const REGISTRY: &[BackboneSpec] = &[
         normalize: Normalize::ImageNet,
         imagenet_weights: Some("resnet50_imagenet"),
         build: |p| Box::new(resnet::ResNet50::new(p)),
+    },
+    BackboneSpec {
+        name: "efficientnet_lite0",
+        description: "EfficientNet-Lite0, TF Lite weights (RGB (x−127)/128, 224², 1280-d)",
+        feature_dim: efficientnet_lite::FEATURE_DIM,
+        input_size: 224,
+        resize: 256,
+        normalize: Normalize::EfficientNetLite,
+        imagenet_weights: Some("efficientnet_lite0_imagenet"),
+        build: |p| Box::new(efficientnet_lite::EfficientNetLite0::new(p)),
     },
     BackboneSpec {
         name: "tiny_cnn",
