@@ -189,6 +189,7 @@ fn loader_is_deterministic_across_threads_and_eval_matches_the_transform() {
         crop: 227,
         resize: 256,
         normalize: Normalize::BnInception,
+        augment: grouploss::data::transform::Augment::PAPER,
         threads,
         prefetch: 2,
         seed,

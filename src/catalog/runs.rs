@@ -30,6 +30,8 @@ CREATE TABLE runs (
     test_r1_last         DOUBLE,
     test_r1_val_selected DOUBLE,
     test_r1_best_on_test DOUBLE,
+    test_r1_untrained    DOUBLE,
+    val_r1_untrained     DOUBLE,
     config               JSON NOT NULL,
     summary              JSON,
     created_at           TIMESTAMP NOT NULL,
@@ -99,7 +101,7 @@ pub fn ingest_run(cat: &mut Catalog, dir: &Path) -> Result<()> {
         tx.execute("DELETE FROM epochs WHERE run_id = ?", params![cfg.run_id])?;
         tx.execute(
             "INSERT OR REPLACE INTO runs VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?, ?)",
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?, ?)",
             params![
                 cfg.run_id,
                 cfg.dataset,

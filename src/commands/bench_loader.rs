@@ -103,6 +103,7 @@ pub fn run(args: BenchLoaderArgs) -> Result<ExitCode> {
                 crop: 227,
                 resize: 256,
                 normalize: Normalize::BnInception,
+                augment: crate::data::transform::Augment::PAPER,
                 threads,
                 prefetch: 2,
                 seed: 0,

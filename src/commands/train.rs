@@ -71,7 +71,8 @@ pub fn run(settings: Option<Settings>) -> Result<ExitCode> {
         out.run_dir.root.display()
     );
     println!(
-        "test R@1: last epoch {} | validation-selected {} | best on test {} (selection on the test set, as the published numbers)",
+        "test R@1: untrained {} | last epoch {} | validation-selected {} | best on test {} (selection on the test set, as the published numbers)",
+        pct(&sum.test_recall_untrained),
         pct(&sum.test_recall_last),
         pct(&sum.test_recall_val_selected),
         pct(&sum.test_recall_best_on_test)

@@ -7,7 +7,7 @@
 //! same crops whatever the number of threads.
 
 use crate::data::crop_cache::CropRow;
-use crate::data::transform::{decode, eval_transform, train_transform, Normalize};
+use crate::data::transform::{decode, eval_transform, train_transform_with, Augment, Normalize};
 use anyhow::{anyhow, ensure, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -25,6 +25,8 @@ pub struct LoaderParams {
     /// Shorter side before the eval centre crop (paper: 256).
     pub resize: u32,
     pub normalize: Normalize,
+    /// Crop scale and flip of the train transform ([`Augment::PAPER`] for the paper's).
+    pub augment: Augment,
     /// Decode/augment threads.
     pub threads: usize,
     /// Batches prepared ahead of the consumer.
@@ -146,7 +148,7 @@ fn make_batch(
             match mode {
                 Mode::Train { epoch } => {
                     let mut rng = image_rng(p.seed, epoch, b, pos as u64);
-                    train_transform(&img, p.crop, p.normalize, &mut rng, out)?;
+                    train_transform_with(&img, p.crop, p.normalize, p.augment, &mut rng, out)?;
                 }
                 Mode::Eval => eval_transform(&img, p.resize, p.crop, p.normalize, out)?,
             }

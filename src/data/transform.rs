@@ -189,6 +189,23 @@ pub fn random_resized_crop_params<R: Rng + ?Sized>(
     }
 }
 
+/// The random part of the train transform.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Augment {
+    /// RandomResizedCrop's range of the crop's area fraction.
+    pub scale: (f64, f64),
+    /// Horizontal flip with p = 0.5.
+    pub hflip: bool,
+}
+
+impl Augment {
+    /// The paper's: `RandomResizedCrop(scale=(0.08, 1))` + `RandomHorizontalFlip()`.
+    pub const PAPER: Augment = Augment {
+        scale: (0.08, 1.0),
+        hflip: true,
+    };
+}
+
 /// The paper's train transform: [`random_resized_crop_params`] with scale (0.08, 1) and ratio
 /// (3/4, 4/3), the crop resized to `size`×`size` (Pillow bilinear), a horizontal flip with
 /// p = 0.5 (`rng.random::<f64>() < 0.5`), normalised into `out` (3×`size`×`size`, CHW).
@@ -199,15 +216,28 @@ pub fn train_transform<R: Rng + ?Sized>(
     rng: &mut R,
     out: &mut [f32],
 ) -> Result<TrainDraw, TransformError> {
+    train_transform_with(img, size, norm, Augment::PAPER, rng, out)
+}
+
+/// [`train_transform`] with another crop scale range or without the flip (no flip draw is
+/// made then).
+pub fn train_transform_with<R: Rng + ?Sized>(
+    img: &RgbImage,
+    size: u32,
+    norm: Normalize,
+    aug: Augment,
+    rng: &mut R,
+    out: &mut [f32],
+) -> Result<TrainDraw, TransformError> {
     check_out(size, out)?;
     let crop = random_resized_crop_params(
         img.width(),
         img.height(),
-        (0.08, 1.0),
+        aug.scale,
         (3.0 / 4.0, 4.0 / 3.0),
         rng,
     );
-    let flipped = rng.random::<f64>() < 0.5;
+    let flipped = aug.hflip && rng.random::<f64>() < 0.5;
     resized_crop(img, crop, size, flipped, norm, out)?;
     Ok(TrainDraw { crop, flipped })
 }

@@ -99,6 +99,9 @@ pub struct TrainConfig {
     pub zero_diagonal: bool,
     /// RAdam learning rate, weight decay (L2, as `torch.optim`) and ε.
     pub lr: f64,
+    /// Learning rate of the classifier (its own RAdam group, following the same schedule);
+    /// 0 = `lr` (the official code: one group).
+    pub classifier_lr: f64,
     pub weight_decay: f64,
     pub adam_eps: f64,
     pub epochs: usize,
@@ -117,6 +120,12 @@ pub struct TrainConfig {
     /// evaluation resize before its centre crop (paper: 256).
     pub input_size: u32,
     pub resize: u32,
+    /// Lower bound of RandomResizedCrop's area fraction (paper: 0.08) and the horizontal flip
+    /// (paper: on). Glyphs need milder crops and no flips (a mirrored "b" is a "d").
+    pub crop_scale_min: f64,
+    pub hflip: bool,
+    /// Evaluate the initial network before training (the "untrained" baseline of the run).
+    pub eval_untrained: bool,
     /// Use only the first N training and N test classes (0 = all): quick runs and tests.
     pub class_limit: usize,
     pub eval_batch: usize,
@@ -205,6 +214,7 @@ impl TrainConfig {
         ensure!(self.eval_every >= 1, "eval_every must be ≥ 1");
         for (name, v) in [
             ("lr", self.lr),
+            ("classifier_lr", self.classifier_lr),
             ("weight_decay", self.weight_decay),
             ("adam_eps", self.adam_eps),
             ("ce_weight", self.ce_weight),
@@ -219,6 +229,11 @@ impl TrainConfig {
             "lr_gamma must be > 0"
         );
         ensure!(self.tau.is_finite() && self.tau > 0.0, "tau must be > 0");
+        ensure!(
+            self.crop_scale_min > 0.0 && self.crop_scale_min <= 1.0,
+            "crop_scale_min must be in (0, 1], got {}",
+            self.crop_scale_min
+        );
         ensure!(self.replicator_steps >= 1, "replicator_steps must be ≥ 1");
         ensure!(self.anchors >= 0, "anchors must be ≥ 0");
         ensure!(
@@ -277,6 +292,15 @@ impl TrainConfig {
                     self.lr
                 }
             }
+        }
+    }
+
+    /// The classifier's learning rate during `epoch` (same schedule as [`Self::lr_at`]).
+    pub fn classifier_lr_at(&self, epoch: usize) -> f64 {
+        if self.classifier_lr > 0.0 && self.lr > 0.0 {
+            self.lr_at(epoch) * self.classifier_lr / self.lr
+        } else {
+            self.lr_at(epoch)
         }
     }
 

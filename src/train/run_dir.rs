@@ -11,6 +11,7 @@
 //! * `state.json` — [`RunState`], the commit point: written last (atomically) after an epoch's
 //!   files, it names the checkpoint and selected model that are complete. Files of an epoch
 //!   that crashed before its `state.json` are ignored and overwritten on `--resume`.
+//! * `untrained.json` — [`Untrained`]: Recall@K of the initial network (`eval_untrained`).
 //! * `run.json` — [`RunSummary`], when the run has finished.
 
 use crate::fsutil::write_atomic;
@@ -66,6 +67,14 @@ pub struct EpochRecord {
     pub reloaded_from: Option<usize>,
 }
 
+/// Recall@K of the initial network (`untrained.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Untrained {
+    pub val_recall: Option<Vec<f64>>,
+    pub test_recall: Option<Vec<f64>>,
+    pub seconds: f64,
+}
+
 /// Best epoch under one metric.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Best {
@@ -100,6 +109,9 @@ pub struct RunSummary {
     pub test_recall_last: Option<Vec<f64>>,
     pub test_recall_val_selected: Option<Vec<f64>>,
     pub test_recall_best_on_test: Option<Vec<f64>>,
+    /// Recall@K of the initial network, before any training step.
+    pub test_recall_untrained: Option<Vec<f64>>,
+    pub val_recall_untrained: Option<Vec<f64>>,
     pub seconds: f64,
 }
 
@@ -122,6 +134,9 @@ impl RunDir {
     }
     pub fn state_path(&self) -> PathBuf {
         self.root.join("state.json")
+    }
+    pub fn untrained_path(&self) -> PathBuf {
+        self.root.join("untrained.json")
     }
     pub fn summary_path(&self) -> PathBuf {
         self.root.join("run.json")

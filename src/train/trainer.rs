@@ -5,6 +5,7 @@
 
 use crate::data::crop_cache;
 use crate::data::loader::LoaderParams;
+use crate::data::transform::Augment;
 use crate::eval::{embed, recall};
 use crate::loss::group_loss::{GroupLoss, GroupLossOptions};
 use crate::model::net::{EmbeddingNet, HeadParams};
@@ -14,7 +15,9 @@ use crate::train::config::{Selection, TrainConfig};
 use crate::train::epoch::{self, EpochInputs};
 use crate::train::init;
 use crate::train::radam::{RAdam, RAdamParams};
-use crate::train::run_dir::{Best, EpochRecord, RunConfig, RunDir, RunState, RunSummary};
+use crate::train::run_dir::{
+    Best, EpochRecord, RunConfig, RunDir, RunState, RunSummary, Untrained,
+};
 use crate::train::split::{self, RunSplits};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -141,7 +144,9 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         }
     };
     opt_params.lr = cfg.lr_at(state.epoch + 1);
-    let mut opt = RAdam::new(vs.trainable_variables(), opt_params)?;
+    let (body, head) = param_groups(&vs);
+    let mut opt = RAdam::new(body, opt_params)?;
+    opt.add_group(head, cfg.classifier_lr_at(state.epoch + 1))?;
     if state.epoch > 0 {
         let path = run_dir
             .root
@@ -169,10 +174,26 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         crop: cfg.input_size,
         resize: cfg.resize,
         normalize: net.spec().normalize,
+        augment: Augment {
+            scale: (cfg.crop_scale_min, 1.0),
+            hflip: cfg.hflip,
+        },
         threads: cfg.loader_threads,
         prefetch: cfg.prefetch,
         seed,
     };
+    if state.epoch == 0 && cfg.eval_untrained && !run_dir.untrained_path().exists() {
+        let t = Instant::now();
+        let val = recall_of(&net, &rows, &splits.val, cfg, loader(s.seed), s.device)?;
+        let test = recall_of(&net, &rows, &splits.test, cfg, loader(s.seed), s.device)?;
+        let rec = Untrained {
+            val_recall: val,
+            test_recall: test,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        eprintln!("{}", untrained_line(&rec, &cfg.recall_ks));
+        run_dir.write_json(&run_dir.untrained_path(), &rec)?;
+    }
     let mut steps = records.iter().map(|r| r.batches).sum::<usize>();
     for e in state.epoch + 1..=cfg.epochs {
         let mut reloaded_from = None;
@@ -184,7 +205,8 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
             }
         }
         let lr = cfg.lr_at(e);
-        opt.set_lr(lr)?;
+        opt.set_group_lr(0, lr)?;
+        opt.set_group_lr(1, cfg.classifier_lr_at(e))?;
         tch::manual_seed(epoch::torch_seed(s.seed, e));
         let batches = epoch::epoch_batches(cfg, &splits.train, &splits.train_labels, s.seed, e)?;
         let losses = epoch::train_epoch(
@@ -217,18 +239,9 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         steps += losses.batches;
         let eval_start = Instant::now();
         let evaluate = e % cfg.eval_every == 0 || e == cfg.epochs;
-        let recall_of = |idx: &[usize]| -> Result<Option<Vec<f64>>> {
-            if !evaluate || idx.is_empty() {
-                return Ok(None);
-            }
-            let emb = embed::embed(&net, &rows, idx, cfg.eval_batch, loader(s.seed), s.device)?;
-            let ks: Vec<usize> = cfg
-                .recall_ks
-                .iter()
-                .copied()
-                .filter(|&k| k < emb.labels.len())
-                .collect();
-            recall::recall_at_k(&emb.features, &emb.labels, &ks).map(Some)
+        let recall_of = |idx: &[usize]| match evaluate {
+            true => recall_of(&net, &rows, idx, cfg, loader(s.seed), s.device),
+            false => Ok(None),
         };
         let val_recall = recall_of(&splits.val).context("validation")?;
         let test_recall = recall_of(&splits.test).context("test")?;
@@ -256,7 +269,13 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         run_dir.prune(&state)?;
         on_epoch(&run_dir)?;
     }
-    let summary = summarise(cfg, &records, &state, started.elapsed().as_secs_f64());
+    let untrained: Option<Untrained> = match run_dir.untrained_path().exists() {
+        true => Some(RunDir::read_json(&run_dir.untrained_path())?),
+        false => None,
+    };
+    let mut summary = summarise(cfg, &records, &state, started.elapsed().as_secs_f64());
+    summary.test_recall_untrained = untrained.as_ref().and_then(|u| u.test_recall.clone());
+    summary.val_recall_untrained = untrained.and_then(|u| u.val_recall);
     run_dir.write_json(&run_dir.summary_path(), &summary)?;
     on_epoch(&run_dir)?;
     Ok(Outcome {
@@ -264,6 +283,45 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         epochs: records,
         summary,
     })
+}
+
+/// Trainable variables in name order: everything but the classifier, then the classifier (its
+/// own RAdam group, for `classifier_lr`). Name order keeps the optimiser state's layout the same
+/// in every process, which `--resume` relies on.
+fn param_groups(vs: &nn::VarStore) -> (Vec<tch::Tensor>, Vec<tch::Tensor>) {
+    let mut named: Vec<(String, tch::Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let (head, body): (Vec<_>, Vec<_>) = named
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("classifier."));
+    let strip = |v: Vec<(String, tch::Tensor)>| v.into_iter().map(|(_, t)| t).collect();
+    (strip(body), strip(head))
+}
+
+/// Recall@K of `idx` (the configured K below the set's size), or `None` for an empty set.
+fn recall_of(
+    net: &EmbeddingNet,
+    rows: &Arc<Vec<crop_cache::CropRow>>,
+    idx: &[usize],
+    cfg: &TrainConfig,
+    loader: LoaderParams,
+    device: Device,
+) -> Result<Option<Vec<f64>>> {
+    if idx.is_empty() {
+        return Ok(None);
+    }
+    let emb = embed::embed(net, rows, idx, cfg.eval_batch, loader, device)?;
+    let ks: Vec<usize> = cfg
+        .recall_ks
+        .iter()
+        .copied()
+        .filter(|&k| k < emb.labels.len())
+        .collect();
+    recall::recall_at_k(&emb.features, &emb.labels, &ks).map(Some)
 }
 
 /// Creates the run directory, or checks that a resumed one is the same run.
@@ -402,8 +460,28 @@ fn summarise(cfg: &TrainConfig, recs: &[EpochRecord], st: &RunState, secs: f64) 
         test_recall_last: recs.last().and_then(|r| r.test_recall.clone()),
         test_recall_val_selected: test_at(st.best_val.map(|b| b.epoch)),
         test_recall_best_on_test: test_at(st.best_test.map(|b| b.epoch)),
+        test_recall_untrained: None,
+        val_recall_untrained: None,
         seconds: secs,
     }
+}
+
+fn untrained_line(u: &Untrained, ks: &[usize]) -> String {
+    let fmt = |v: &Option<Vec<f64>>| {
+        v.as_ref().map_or("-".to_string(), |v| {
+            ks.iter()
+                .zip(v)
+                .map(|(k, x)| format!("R@{k} {:.2}", 100.0 * x))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    };
+    format!(
+        "untrained  | val {} | test {}  ({:.1}s)",
+        fmt(&u.val_recall),
+        fmt(&u.test_recall),
+        u.seconds
+    )
 }
 
 /// One line per epoch on stderr.
