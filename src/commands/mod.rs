@@ -9,3 +9,4 @@ pub mod prepare;
 pub mod sql;
 pub mod synth;
 pub mod verify_loss;
+pub mod weights;

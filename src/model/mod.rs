@@ -6,6 +6,7 @@
 pub mod bn_inception;
 pub mod registry;
 pub mod resnet;
+pub mod weights;
 
 pub use registry::{registry, spec, BackboneSpec};
 
