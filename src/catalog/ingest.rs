@@ -120,6 +120,68 @@ pub fn ingest_prepare(
     })
 }
 
+/// Replaces the row of the converted weights, records the output as an artifact and the stage
+/// run — atomically. Runs also when the stage found everything up to date, so a catalogue
+/// created afterwards still learns about existing weights.
+pub fn ingest_weights(
+    cat: &mut Catalog,
+    outcome: &crate::stages::weights::Outcome,
+    started_at: SystemTime,
+) -> Result<i64> {
+    let m = &outcome.manifest;
+    let path = outcome.path.display().to_string();
+    let run = StageRunRecord {
+        stage: "weights".into(),
+        subject: m.name.clone(),
+        inputs_fingerprint: format!("{}:{}", m.source.sha256, m.rules_fingerprint),
+        started_at,
+        finished_at: Some(SystemTime::now()),
+        status: StageStatus::Succeeded,
+        outputs: Some(serde_json::to_value(m)?),
+        error: None,
+    };
+    cat.transaction(|tx| {
+        let id = record_stage_run(tx, &run)?;
+        tx.execute("DELETE FROM weights WHERE name = ?", [&m.name])?;
+        tx.execute(
+            "INSERT INTO weights VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             strptime(?, '%Y-%m-%dT%H:%M:%SZ'))",
+            duckdb::params![
+                m.name,
+                m.backbone,
+                m.source.origin,
+                m.source.file,
+                m.source.sha256,
+                m.source.member,
+                m.sha256,
+                path,
+                m.bytes as i64,
+                m.conversion.tensors as i64,
+                m.conversion.mapping.skipped.len() as i64,
+                m.conversion
+                    .classifier_shape
+                    .as_ref()
+                    .and_then(|s| s.first().copied()),
+                m.license,
+                m.converted_at,
+            ],
+        )?;
+        tx.execute("DELETE FROM artifacts WHERE path = ?", [&path])?;
+        record_artifact(
+            tx,
+            &ArtifactRecord {
+                path: path.clone(),
+                kind: "weights".into(),
+                sha256: m.sha256.clone(),
+                bytes: m.bytes as i64,
+                stage_run_id: Some(id),
+                created_at: SystemTime::now(),
+            },
+        )?;
+        Ok(id)
+    })
+}
+
 /// Records a failed stage run (its own small transaction; no data rows).
 pub fn record_failure(
     cat: &mut Catalog,

@@ -129,6 +129,8 @@ pub fn ingest_run(cat: &mut Catalog, dir: &Path) -> Result<()> {
                 summary
                     .as_ref()
                     .and_then(|s| r1(&s.test_recall_best_on_test)),
+                summary.as_ref().and_then(|s| r1(&s.test_recall_untrained)),
+                summary.as_ref().and_then(|s| r1(&s.val_recall_untrained)),
                 serde_json::to_string(&cfg.train)?,
                 summary.as_ref().map(serde_json::to_string).transpose()?,
                 timestamp(created),

@@ -94,6 +94,28 @@ CREATE TABLE image_failures (
     },
     Migration {
         version: 3,
+        name: "weights",
+        sql: r#"
+CREATE TABLE weights (
+    name               VARCHAR PRIMARY KEY,
+    backbone           VARCHAR NOT NULL,
+    source             VARCHAR NOT NULL,
+    source_file        VARCHAR NOT NULL,
+    source_sha256      VARCHAR NOT NULL,
+    member             VARCHAR,
+    sha256             VARCHAR NOT NULL,
+    path               VARCHAR NOT NULL,
+    bytes              BIGINT NOT NULL,
+    tensors            BIGINT NOT NULL,
+    skipped            BIGINT NOT NULL,
+    classifier_classes BIGINT,
+    license            VARCHAR,
+    converted_at       TIMESTAMP NOT NULL
+);
+"#,
+    },
+    Migration {
+        version: 4,
         name: "runs, epochs",
         sql: super::runs::MIGRATION_SQL,
     },

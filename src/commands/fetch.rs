@@ -55,6 +55,7 @@ pub fn run(s: Settings) -> Result<ExitCode> {
             }
         }
     };
+    let _ = started_at; // only the catalogue records it
     let outcome = result?;
     let c = outcome.counts;
     println!(

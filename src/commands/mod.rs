@@ -13,3 +13,4 @@ pub mod sql;
 pub mod synth;
 pub mod train;
 pub mod verify_loss;
+pub mod weights;

@@ -1,12 +1,17 @@
 //! `pipeline/datasets.lock`: sha256 of every dataset file, pinned on its first successful
 //! download (like Cargo.lock) and verified on every later use — the files without a published
-//! checksum are otherwise unverifiable.
+//! checksum are otherwise unverifiable. `pipeline/weights.lock` has the same format for the
+//! weights files of `gl weights` ([`Lock::load_at`]; there `dataset` holds the weights name).
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Where the lock file lives, relative to the project root.
 pub const LOCK_FILE: &str = "pipeline/datasets.lock";
+
+const DATASETS_HEADER: &str =
+    "# Pinned sha256 of dataset files, written by `gl fetch` on first download and\n\
+                               # verified on every later use. Commit it.";
 
 /// One pinned file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,13 +34,19 @@ struct LockDoc {
 #[derive(Debug)]
 pub struct Lock {
     path: PathBuf,
+    header: &'static str,
     doc: LockDoc,
 }
 
 impl Lock {
-    /// Reads the lock file (a missing file is an empty lock).
+    /// Reads the datasets' lock file (a missing file is an empty lock).
     pub fn load(project_root: &Path) -> Result<Self> {
-        let path = project_root.join(LOCK_FILE);
+        Self::load_at(project_root.join(LOCK_FILE), DATASETS_HEADER)
+    }
+
+    /// Reads the lock file at `path` (a missing file is an empty lock); `header` is the comment
+    /// written at its top.
+    pub fn load_at(path: PathBuf, header: &'static str) -> Result<Self> {
         let doc = match std::fs::read_to_string(&path) {
             Ok(text) => {
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
@@ -43,7 +54,7 @@ impl Lock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => LockDoc::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Lock { path, doc })
+        Ok(Lock { path, header, doc })
     }
 
     /// The pin of `dataset`/`file`, if any.
@@ -65,10 +76,7 @@ impl Lock {
             .files
             .sort_by(|a, b| (&a.dataset, &a.file).cmp(&(&b.dataset, &b.file)));
         let body = toml::to_string(&self.doc).context("serialising the lock file")?;
-        let text = format!(
-            "# Pinned sha256 of dataset files, written by `gl fetch` on first download and\n\
-             # verified on every later use. Commit it.\n\n{body}"
-        );
+        let text = format!("{}\n\n{body}", self.header);
         crate::fsutil::write_atomic(&self.path, text.as_bytes())
     }
 

@@ -9,6 +9,7 @@ pub mod net;
 pub mod registry;
 pub mod resnet;
 pub mod tiny_cnn;
+pub mod weights;
 
 pub use registry::{registry, spec, BackboneSpec};
 

@@ -132,7 +132,7 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
             st
         }
         None => {
-            init::initialise(&mut vs, cfg, &s.project)?;
+            init::initialise(&vs, cfg, &s.project)?;
             RunState {
                 epoch: 0,
                 checkpoint: String::new(),

@@ -7,9 +7,15 @@ use super::target::Target;
 use super::{FetchError, FetchOptions, Fetched};
 
 /// The HTTP client for one [`fetch`](super::fetch): statuses are answers, not errors, and
-/// `opts.timeout` bounds connecting and each read or write.
+/// `opts.timeout` bounds connecting and each read or write. TLS trusts the system's certificate
+/// store (`SSL_CERT_FILE` / the distribution's bundle), not a bundled copy of Mozilla's: behind
+/// an institution's TLS-inspecting proxy only the system store has its CA.
 pub(super) fn agent(opts: &FetchOptions) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .http_status_as_error(false)
         .timeout_connect(Some(opts.timeout))
         .timeout_per_read(Some(opts.timeout))
