@@ -254,3 +254,36 @@ fn runs_and_epochs_are_in_the_catalogue() {
     );
     assert!(out2.trim().ends_with('2'), "{out2}");
 }
+
+#[test]
+fn two_epochs_lower_the_loss_and_raise_validation_recall_above_the_untrained_network() {
+    // 48 training classes, 12 validation classes; random-init tiny CNN, so "untrained" means
+    // untrained. Measured here: val R@1 69.4 untrained → 77.1 after 2 epochs; loss 5.85 → 5.62.
+    let extra = [
+        "--set=class_limit=60",
+        "--set=val_fraction=0.2",
+        "--set=lr=1e-2",
+        "--set=classifier_lr=1e-2",
+        "--set=epochs=2",
+        "--set=lr_milestones=[]",
+        "--set=batchnorm=\"train\"",
+        "--set=classes_per_batch=8",
+    ];
+    let (code, out, err) = gl_cli::run(project(), &train_args("learns", &extra), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let untrained: Value =
+        serde_json::from_slice(&std::fs::read(run_dir("learns").join("untrained.json")).unwrap())
+            .unwrap();
+    let before = untrained["val_recall"][0].as_f64().unwrap();
+    let e = epochs("learns");
+    let after = e[1]["val_recall"][0].as_f64().unwrap();
+    assert!(
+        after >= before + 0.03,
+        "validation R@1 {before:.4} untrained → {after:.4} after 2 epochs"
+    );
+    assert!(e[1]["loss"].as_f64() < e[0]["loss"].as_f64(), "{e:?}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(run_dir("learns").join("run.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["val_recall_untrained"][0].as_f64(), Some(before));
+}
