@@ -65,8 +65,15 @@ lint: setup duckdb
 
 # A `gl` without the catalogue (no libduckdb.so needed) and what the GPU smoke test reads, in
 # dist/ (ignored), to carry to a GPU machine or cluster node.
+# Everything a GPU box needs to train the demo: gl (debug info stripped), pipeline/, the demo
+# archive, the smoke script; with `gl weights efficientnet_lite0_imagenet` done, its weights too.
 dist: setup
     cargo build --locked --bin gl --no-default-features
-    mkdir -p dist/golden
-    cp "$CARGO_TARGET_DIR/debug/gl" dist/gl
+    rm -rf dist && mkdir -p dist/golden dist/data/demo dist/scripts
+    strip --strip-debug -o dist/gl "$CARGO_TARGET_DIR/debug/gl"
     cp ../shared/golden/group_loss/* dist/golden/
+    cp -r pipeline dist/
+    cp data/demo/glyphs.tar.gz dist/data/demo/
+    cp scripts/gpu-smoke.sh dist/scripts/
+    if [ -f data/weights/efficientnet_lite0_imagenet/weights.json ]; then mkdir -p dist/data/weights/efficientnet_lite0_imagenet && cp data/weights/efficientnet_lite0_imagenet/weights.* dist/data/weights/efficientnet_lite0_imagenet/; fi
+    du -sh dist

@@ -6,7 +6,8 @@
 # Needs an NVIDIA GPU and PyTorch 2.11 in a Python found as $GL_PYTHON, /opt/torch/.venv/bin/python
 # or python3. gl is pointed at that PyTorch's torch/lib with LD_LIBRARY_PATH (it takes precedence
 # over the RUNPATH baked in at build time). Checks: CUDA is seen and libtorch_cuda is mapped,
-# the golden vectors pass on cuda (f64 and f32) and cpu, and the loss benchmark on cuda and cpu.
+# the golden vectors pass on cuda (f64 and f32) and cpu, the loss benchmark on cuda and cpu, and
+# one epoch of demo training on cuda and on cpu.
 set -euo pipefail
 gl=${1:-dist/gl}
 golden=${2:-dist/golden}
@@ -35,4 +36,27 @@ step "bench loss on cuda"
 "$gl" bench loss --device cuda --reference-dir "${GL_REFERENCE_DIR:-tests/reference}"
 step "bench loss on cpu"
 "$gl" bench loss --device cpu --rounds 3 --reference-dir "${GL_REFERENCE_DIR:-tests/reference}"
+step "demo training: 1 epoch on cuda, then on cpu (images/s side by side)"
+# Needs the project's pipeline/ and data/demo/ (run from the repository root); uses the
+# pretrained EfficientNet-Lite0 when data/weights/ has it converted (`gl weights
+# efficientnet_lite0_imagenet`, carried over), else the tiny CNN from random init.
+export GL_DATA_DIR=${GL_DATA_DIR:-/tmp/gl-smoke-data}
+mkdir -p "$GL_DATA_DIR"
+if [ -f data/weights/efficientnet_lite0_imagenet/weights.safetensors ]; then
+    mkdir -p "$GL_DATA_DIR/weights" && cp -r data/weights/efficientnet_lite0_imagenet "$GL_DATA_DIR/weights/"
+    model=()
+else
+    model=(--set 'backbone="tiny_cnn"' --set 'init="none"' --set input_size=32 --set resize=36)
+fi
+"$gl" fetch demo --quiet
+for dev in cuda cpu; do
+    rm -rf "$GL_DATA_DIR/runs/gpu-smoke-$dev"
+    "$gl" train --dataset demo --profile demo --device "$dev" --run-id "gpu-smoke-$dev" --quiet \
+        --set epochs=1 --set 'lr_milestones=[]' --set loader_threads=8 "${model[@]}"
+done
+for dev in cuda cpu; do
+    printf '%s: ' "$dev"
+    "$GL_PYTHON" -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]; print("%.0f img/s training, %.1f s train + %.1f s eval, test R@1 %.2f" % (r["images_per_second"], r["train_seconds"], r["eval_seconds"], 100*r["test_recall"][0]))' "$GL_DATA_DIR/runs/gpu-smoke-$dev/epochs.jsonl"
+done
+
 echo; echo "gpu-smoke: all checks passed"
