@@ -31,12 +31,13 @@ pub fn recall_at_k(embeddings: &Tensor, labels: &[i64], ks: &[usize]) -> Result<
         "every K must be in 1..{n} (N − 1 neighbours), got {ks:?}"
     );
     let device = embeddings.device();
-    let x = embeddings.to_kind(Kind::Float).f_div(
-        &embeddings
-            .to_kind(Kind::Float)
-            .norm_scalaropt_dim(2, [1], true)
-            .clamp_min(1e-12),
-    )?;
+    // f64 stays f64 (exact comparisons in tests); anything else is computed in f32.
+    let kind = match embeddings.kind() {
+        Kind::Double => Kind::Double,
+        _ => Kind::Float,
+    };
+    let e = embeddings.to_kind(kind);
+    let x = e.f_div(&e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12))?;
     let y = Tensor::from_slice(labels).to_device(device);
     let mut hits = vec![0i64; ks.len()];
     let mut start = 0;

@@ -279,29 +279,35 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The learning rate during (1-based) `epoch`.
-    pub fn lr_at(&self, epoch: usize) -> f64 {
+    /// The schedule's factor during (1-based) `epoch`: 1 before the first milestone.
+    pub fn lr_factor(&self, epoch: usize) -> f64 {
         match self.lr_decay {
             LrDecay::Cumulative => {
-                crate::train::schedule::lr_at(epoch, self.lr, &self.lr_milestones, self.lr_gamma)
+                crate::train::schedule::lr_at(epoch, 1.0, &self.lr_milestones, self.lr_gamma)
             }
             LrDecay::Official => {
                 if self.lr_milestones.iter().any(|&m| m < epoch) {
-                    self.lr * self.lr_gamma
+                    self.lr_gamma
                 } else {
-                    self.lr
+                    1.0
                 }
             }
         }
     }
 
+    /// The learning rate during (1-based) `epoch`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        self.lr * self.lr_factor(epoch)
+    }
+
     /// The classifier's learning rate during `epoch` (same schedule as [`Self::lr_at`]).
     pub fn classifier_lr_at(&self, epoch: usize) -> f64 {
-        if self.classifier_lr > 0.0 && self.lr > 0.0 {
-            self.lr_at(epoch) * self.classifier_lr / self.lr
+        let base = if self.classifier_lr > 0.0 {
+            self.classifier_lr
         } else {
-            self.lr_at(epoch)
-        }
+            self.lr
+        };
+        base * self.lr_factor(epoch)
     }
 
     /// True when the lr changes between `epoch − 1` and `epoch` (where the official code
