@@ -2,6 +2,10 @@
 //! compute the same first step, prints the loader comparison and a SPEEDUP line; and a reference
 //! that computes another loss (τ changed on its side only) fails the command before any timing.
 
+#[path = "common/gl_cli.rs"]
+#[allow(dead_code)] // `run` is for the other test files
+mod gl_cli;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -27,12 +31,7 @@ fn bench_train(env: &[(&str, &str)]) -> (i32, String, String) {
         .envs(env.iter().copied())
         .output()
         .expect("starting gl");
-    let s = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        s(out.stdout),
-        s(out.stderr),
-    )
+    gl_cli::collect(out)
 }
 
 #[test]

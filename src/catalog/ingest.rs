@@ -203,3 +203,27 @@ pub fn record_failure(
     cat.transaction(|tx| Ok(record_stage_run(tx, &run)?))?;
     Ok(())
 }
+
+/// Records a stage's result in the catalogue at `catalog`: `ingest` on success (its rows in one
+/// transaction), a failed stage run on error (then the stage's error is returned unchanged; a
+/// failure to record it is only logged).
+pub fn record_stage<T>(
+    catalog: &std::path::Path,
+    stage: &str,
+    subject: &str,
+    started_at: SystemTime,
+    result: Result<T>,
+    ingest: impl FnOnce(&mut Catalog, &T, SystemTime) -> Result<i64>,
+) -> Result<T> {
+    let mut cat = Catalog::open(catalog)?;
+    match result {
+        Ok(outcome) => ingest(&mut cat, &outcome, started_at).map(|_| outcome),
+        Err(e) => {
+            let message = format!("{e:#}");
+            if let Err(r) = record_failure(&mut cat, stage, subject, started_at, &message) {
+                tracing::warn!("could not record the failed run: {r:#}");
+            }
+            Err(e)
+        }
+    }
+}

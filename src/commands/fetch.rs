@@ -39,22 +39,14 @@ pub fn run(s: Settings) -> Result<ExitCode> {
     #[cfg(not(feature = "catalog"))]
     let _ = started_at;
     #[cfg(feature = "catalog")]
-    let result = {
-        let mut cat = crate::catalog::Catalog::open(s.project.catalog_path())?;
-        match result {
-            Ok(outcome) => crate::catalog::ingest::ingest_fetch(&mut cat, &outcome, started_at)
-                .map(|_| outcome),
-            Err(e) => {
-                let message = format!("{e:#}");
-                if let Err(r) = crate::catalog::ingest::record_failure(
-                    &mut cat, "fetch", &s.dataset, started_at, &message,
-                ) {
-                    tracing::warn!("could not record the failed run: {r:#}");
-                }
-                Err(e)
-            }
-        }
-    };
+    let result = crate::catalog::ingest::record_stage(
+        &s.project.catalog_path(),
+        "fetch",
+        &s.dataset,
+        started_at,
+        result,
+        crate::catalog::ingest::ingest_fetch,
+    );
     let _ = started_at; // only the catalogue records it
     let outcome = result?;
     let c = outcome.counts;

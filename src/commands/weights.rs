@@ -87,22 +87,14 @@ fn convert(s: &Settings) -> Result<ExitCode> {
     let (started_at, clock) = (SystemTime::now(), Instant::now());
     let result = weights::run(s);
     #[cfg(feature = "catalog")]
-    let result = {
-        let mut cat = crate::catalog::Catalog::open(s.project.catalog_path())?;
-        match result {
-            Ok(outcome) => crate::catalog::ingest::ingest_weights(&mut cat, &outcome, started_at)
-                .map(|_| outcome),
-            Err(e) => {
-                let message = format!("{e:#}");
-                if let Err(r) = crate::catalog::ingest::record_failure(
-                    &mut cat, "weights", &s.name, started_at, &message,
-                ) {
-                    tracing::warn!("could not record the failed run: {r:#}");
-                }
-                Err(e)
-            }
-        }
-    };
+    let result = crate::catalog::ingest::record_stage(
+        &s.project.catalog_path(),
+        "weights",
+        &s.name,
+        started_at,
+        result,
+        crate::catalog::ingest::ingest_weights,
+    );
     let _ = started_at;
     let outcome = result?;
     let m = &outcome.manifest;

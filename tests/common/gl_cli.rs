@@ -12,6 +12,11 @@ pub fn run(project: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String,
         .envs(env.iter().copied())
         .output()
         .expect("starting gl");
+    collect(out)
+}
+
+/// (exit code, stdout, stderr) of a finished process.
+pub fn collect(out: std::process::Output) -> (i32, String, String) {
     let s = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     (
         out.status.code().unwrap_or(-1),
