@@ -47,6 +47,7 @@ gl *ARGS: build
 bench *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" bench loss {{ARGS}}
     "$CARGO_TARGET_DIR/debug/gl" bench loader
+    "$CARGO_TARGET_DIR/debug/gl" bench train --rounds 3 --steps 3
 
 # Time the PyTorch-eager reference loss alone (JSON on stdout).
 bench-reference: setup

@@ -217,6 +217,43 @@ pub enum BenchCommand {
     /// Prepare throughput and loader throughput (decode + augment + batch, 227×227) at 1 and 2
     /// threads, beside a PIL + NumPy reference loader on the same cache file.
     Loader(BenchLoaderArgs),
+    /// One training step (forward, Group Loss, backward, RAdam) at the paper's CUB batch
+    /// (6 × 9 = 54 images, m = 100) per backbone, beside a PyTorch-eager step on the same
+    /// weights and batch; also the loader's images/s at the same input size.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchTrainArgs {
+    /// Backbones, comma-separated [default: bn_inception,efficientnet_lite0, skipping (with a
+    /// note) those this build has not registered]. Input side: the registry's (bn_inception 227),
+    /// except efficientnet_lite0 at 64 (the demo's).
+    #[arg(long, value_delimiter = ',')]
+    pub backbones: Option<Vec<String>>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Timed steps per backbone and round.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Untimed steps before them, per round, besides the untimed check step that each side
+    /// runs first (which already warms both up).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// Rounds, alternating the reference and ours; the median over rounds is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Loader threads of the loader measurement (pipeline/train.toml's default).
+    #[arg(long, default_value_t = 4)]
+    pub loader_threads: usize,
+    /// Batches the loader measurement times (after one warm-up batch), over synthetic
+    /// photographs prepared as `gl prepare` does.
+    #[arg(long, default_value_t = 6)]
+    pub loader_batches: usize,
+    /// Largest accepted relative difference between our first-step loss and the reference's.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tolerance: f64,
+    #[command(flatten)]
+    pub reference: ReferenceArgs,
 }
 
 #[derive(Debug, clap::Args)]

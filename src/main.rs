@@ -3,7 +3,9 @@
 
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
-use grouploss::commands::{bench_loss, env, fetch, models, prepare, synth, train, verify_loss};
+use grouploss::commands::{
+    bench_loss, bench_train, env, fetch, models, prepare, synth, train, verify_loss,
+};
 use grouploss::project::Project;
 use std::process::ExitCode;
 
@@ -24,6 +26,9 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Loader(args)) => grouploss::commands::bench_loader::run(args),
         Command::Bench(BenchCommand::Loss(args)) => {
             bench_loss::Settings::resolve(args).and_then(bench_loss::run)
+        }
+        Command::Bench(BenchCommand::Train(args)) => {
+            bench_train::Settings::resolve(args).and_then(bench_train::run)
         }
         Command::Fetch(args) => project()
             .and_then(|p| fetch::resolve(args, p))

@@ -163,12 +163,7 @@ fn killed_run_resumes_to_the_same_numbers_and_weights() {
 
     // The official reload at the lr drop: epoch 3 starts from the selected epoch's model.
     let st = state("full").unwrap();
-    assert_eq!(
-        full[2]["reloaded_from"].as_u64().is_some(),
-        true,
-        "{}",
-        full[2]
-    );
+    assert!(full[2]["reloaded_from"].as_u64().is_some(), "{}", full[2]);
     assert!(full[2]["lr"].as_f64().unwrap() < full[1]["lr"].as_f64().unwrap());
     assert!(st["best_val"]["epoch"].as_u64().is_some());
     // Old checkpoints are pruned: one checkpoint, one selected model.

@@ -15,6 +15,7 @@ use crate::stages::prepare::{prepare_image, PrepareParams};
 use anyhow::{ensure, Context, Result};
 use image::{ImageEncoder, Rgb, RgbImage};
 use rayon::prelude::*;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,10 +32,7 @@ pub fn run(args: BenchLoaderArgs) -> Result<ExitCode> {
         "--images must be ≥ --batch ≥ 1"
     );
     let reference = Reference::resolve(reference)?;
-    let sources: Vec<Vec<u8>> = (0..images as u32)
-        .into_par_iter()
-        .map(photo_like)
-        .collect::<Result<_>>()?;
+    let sources = photo_sources(images)?;
     let params = PrepareParams::default();
 
     println!("bench loader: {images} images 500×375 → prepare (shorter side 256) → loader 227×227, batch {batch}, median of {rounds} rounds");
@@ -56,26 +54,11 @@ pub fn run(args: BenchLoaderArgs) -> Result<ExitCode> {
             "prepare  {threads} thread(s): {:8.1} images/s",
             images as f64 / t.elapsed().as_secs_f64()
         );
-        rows = prepared
-            .into_iter()
-            .enumerate()
-            .map(|(i, (width, height, jpeg))| CropRow {
-                image_id: i as i64 + 1,
-                class_id: i as i64 % 50,
-                split: Split::Train,
-                width,
-                height,
-                jpeg,
-                sha256: String::new(),
-            })
-            .collect();
+        rows = crop_rows(prepared);
     }
     let dir = tempfile::tempdir()?;
     let cache = dir.path().join("crops.parquet");
-    let mut w = CacheWriter::create(std::fs::File::create(&cache)?)?;
-    w.write_group(&rows)?;
-    w.finish()?;
-    let rows = Arc::new(crate::data::crop_cache::read(&cache, None)?);
+    let rows = cache_rows(&rows, &cache)?;
     let batches: Vec<Vec<usize>> = crate::data::loader::sequential(images - images % batch, batch);
 
     let mut comparisons = Vec::new();
@@ -107,19 +90,7 @@ pub fn run(args: BenchLoaderArgs) -> Result<ExitCode> {
                 prefetch: 2,
                 seed: 0,
             };
-            for b in stream(
-                rows.clone(),
-                batches[..1].to_vec(),
-                Mode::Train { epoch: 0 },
-                p,
-            )? {
-                b?; // warm-up
-            }
-            let t = Instant::now();
-            for b in stream(rows.clone(), batches.clone(), Mode::Train { epoch: 1 }, p)? {
-                b?;
-            }
-            ours.push(t.elapsed().as_secs_f64() / (batches.len() * batch) as f64);
+            ours.push(1.0 / loader_images_per_s(&rows, &batches, p)?);
         }
         let c = Comparison {
             name: format!("loader_{threads}t"),
@@ -137,8 +108,61 @@ pub fn run(args: BenchLoaderArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `n` synthetic photographs ([`photo_like`]), generated in parallel.
+pub fn photo_sources(n: usize) -> Result<Vec<Vec<u8>>> {
+    (0..n as u32).into_par_iter().map(photo_like).collect()
+}
+
+/// Prepared images (`prepare_image`'s width, height, JPEG) as training rows of 50 classes.
+pub fn crop_rows(prepared: Vec<(u32, u32, Vec<u8>)>) -> Vec<CropRow> {
+    prepared
+        .into_iter()
+        .enumerate()
+        .map(|(i, (width, height, jpeg))| CropRow {
+            image_id: i as i64 + 1,
+            class_id: i as i64 % 50,
+            split: Split::Train,
+            width,
+            height,
+            jpeg,
+            sha256: String::new(),
+        })
+        .collect()
+}
+
+/// Writes `rows` as a Parquet crop cache at `path` and reads it back as the trainer does.
+pub fn cache_rows(rows: &[CropRow], path: &Path) -> Result<Arc<Vec<CropRow>>> {
+    let mut w = CacheWriter::create(std::fs::File::create(path)?)?;
+    w.write_group(rows)?;
+    w.finish()?;
+    Ok(Arc::new(crate::data::crop_cache::read(path, None)?))
+}
+
+/// Training-mode loader throughput (images/s) over `batches`, after one warm-up batch.
+pub fn loader_images_per_s(
+    rows: &Arc<Vec<CropRow>>,
+    batches: &[Vec<usize>],
+    p: LoaderParams,
+) -> Result<f64> {
+    ensure!(!batches.is_empty(), "the loader benchmark needs ≥ 1 batch");
+    for b in stream(
+        rows.clone(),
+        batches[..1].to_vec(),
+        Mode::Train { epoch: 0 },
+        p,
+    )? {
+        b?; // warm-up
+    }
+    let images: usize = batches.iter().map(Vec::len).sum();
+    let t = Instant::now();
+    for b in stream(rows.clone(), batches.to_vec(), Mode::Train { epoch: 1 }, p)? {
+        b?;
+    }
+    Ok(images as f64 / t.elapsed().as_secs_f64())
+}
+
 /// A 500×375 JPEG with smooth gradients, edges and noise (compresses like a photograph).
-fn photo_like(seed: u32) -> Result<Vec<u8>> {
+pub fn photo_like(seed: u32) -> Result<Vec<u8>> {
     let mut state = seed.wrapping_mul(0x9E37_79B9) | 1;
     let img = RgbImage::from_fn(500, 375, |x, y| {
         state ^= state << 13;

@@ -2,6 +2,7 @@
 
 pub mod bench_loader;
 pub mod bench_loss;
+pub mod bench_train;
 pub mod env;
 pub mod fetch;
 #[cfg(feature = "catalog")]

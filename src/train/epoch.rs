@@ -88,6 +88,84 @@ pub struct EpochLosses {
     pub seconds: f64,
 }
 
+/// The losses of one training step, read back from the device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepValues {
+    /// The minimised loss; non-finite means the step was refused (weights untouched).
+    pub loss: f64,
+    /// The Group Loss part (0 for the cross-entropy objective).
+    pub loss_group: f64,
+    pub loss_ce: f64,
+}
+
+/// One training step as the trainer runs it (and `gl bench train` times it): zero the
+/// gradients, forward, objective, read the loss back, then backward and the RAdam update —
+/// unless the loss is not finite, in which case the weights are left untouched.
+pub struct Stepper<'a> {
+    pub net: &'a EmbeddingNet,
+    pub loss: &'a GroupLoss,
+    pub objective: Objective,
+    pub anchors: Anchors,
+    pub mode: ForwardMode,
+    pub device: Device,
+}
+
+impl Stepper<'_> {
+    /// One step on `images` (moved to the device) with classifier labels `labels`.
+    /// `poison` replaces the loss by NaN (the fault-injection hook of the NaN test).
+    pub fn step(
+        &self,
+        opt: &mut RAdam,
+        images: &Tensor,
+        labels: &[i64],
+        anchor_rng: &mut ChaCha8Rng,
+        poison: bool,
+    ) -> Result<StepValues> {
+        opt.zero_grad();
+        let xs = images.to_device(self.device);
+        let out = self.net.forward(&xs, self.mode);
+        let (loss, group, ce) = match self.objective {
+            Objective::GroupLoss => {
+                let mask = self.anchors.mask(labels, anchor_rng)?;
+                let targets =
+                    self.loss
+                        .targets(labels, &mask, out.logits.size()[1], self.device)?;
+                let o = self.loss.forward(&out.features, &out.logits, &targets)?;
+                (o.loss, Some(o.loss_group), o.loss_ce)
+            }
+            Objective::CrossEntropy => {
+                let y = Tensor::from_slice(labels).to_device(self.device);
+                let ce = out.logits.log_softmax(1, Kind::Float).g_nll_loss::<Tensor>(
+                    &y,
+                    None,
+                    Reduction::Mean,
+                    -100,
+                );
+                (ce.shallow_clone(), None, ce)
+            }
+        };
+        let value = if poison {
+            f64::NAN
+        } else {
+            loss.double_value(&[])
+        };
+        if !value.is_finite() {
+            return Ok(StepValues {
+                loss: value,
+                loss_group: f64::NAN,
+                loss_ce: f64::NAN,
+            });
+        }
+        loss.backward();
+        opt.step()?;
+        Ok(StepValues {
+            loss: value,
+            loss_group: group.map_or(0.0, |g| g.double_value(&[])),
+            loss_ce: ce.double_value(&[]),
+        })
+    }
+}
+
 /// Everything one epoch reads.
 pub struct EpochInputs<'a> {
     pub cfg: &'a TrainConfig,
@@ -136,6 +214,14 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
     )?;
     let mut sums = EpochLosses::default();
     let mut anchor_rng = epoch_rng(u64::MAX, inp.epoch); // unused by FirstK; kept seeded
+    let stepper = Stepper {
+        net: inp.net,
+        loss: inp.loss,
+        objective: cfg.objective,
+        anchors,
+        mode,
+        device: inp.device,
+    };
     for (b, batch) in stream.enumerate() {
         let batch = batch.with_context(|| format!("epoch {}: loading batch {b}", inp.epoch))?;
         let labels = batch
@@ -148,34 +234,15 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
                     .with_context(|| format!("class {c} is not a training class"))
             })
             .collect::<Result<Vec<i64>>>()?;
-        opt.zero_grad();
-        let xs = batch.images.to_device(inp.device);
-        let out = inp.net.forward(&xs, mode);
-        let (loss, group, ce) = match cfg.objective {
-            Objective::GroupLoss => {
-                let mask = anchors.mask(&labels, &mut anchor_rng)?;
-                let targets = inp
-                    .loss
-                    .targets(&labels, &mask, out.logits.size()[1], inp.device)?;
-                let o = inp.loss.forward(&out.features, &out.logits, &targets)?;
-                (o.loss, Some(o.loss_group), o.loss_ce)
-            }
-            Objective::CrossEntropy => {
-                let y = Tensor::from_slice(&labels).to_device(inp.device);
-                let ce = out.logits.log_softmax(1, Kind::Float).g_nll_loss::<Tensor>(
-                    &y,
-                    None,
-                    Reduction::Mean,
-                    -100,
-                );
-                (ce.shallow_clone(), None, ce)
-            }
-        };
         let step = inp.step_offset + b + 1;
-        let mut value = loss.double_value(&[]);
-        if fault && b == 0 {
-            value = f64::NAN;
-        }
+        let v = stepper.step(
+            opt,
+            &batch.images,
+            &labels,
+            &mut anchor_rng,
+            fault && b == 0,
+        )?;
+        let value = v.loss;
         if !value.is_finite() {
             bar.abandon();
             bail!(
@@ -186,11 +253,9 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
                 b + 1
             );
         }
-        loss.backward();
-        opt.step()?;
         sums.loss += value;
-        sums.loss_group += group.map_or(0.0, |g| g.double_value(&[]));
-        sums.loss_ce += ce.double_value(&[]);
+        sums.loss_group += v.loss_group;
+        sums.loss_ce += v.loss_ce;
         sums.batches += 1;
         sums.images += labels.len();
         bar.inc(1);

@@ -1,0 +1,79 @@
+//! `gl bench train` end to end on the small registered backbone: it checks that both sides
+//! compute the same first step, prints the loader comparison and a SPEEDUP line; and a reference
+//! that computes another loss (τ changed on its side only) fails the command before any timing.
+
+use std::path::Path;
+use std::process::Command;
+
+fn bench_train(env: &[(&str, &str)]) -> (i32, String, String) {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
+    let out = Command::new(env!("CARGO_BIN_EXE_gl"))
+        .args([
+            "bench",
+            "train",
+            "--backbones",
+            "tiny_cnn",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--rounds",
+            "1",
+            "--loader-batches",
+            "1",
+        ])
+        .arg("--reference-dir")
+        .arg(reference)
+        .envs(env.iter().copied())
+        .output()
+        .expect("starting gl");
+    let s = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        s(out.stdout),
+        s(out.stderr),
+    )
+}
+
+#[test]
+fn tiny_cnn_step_agrees_and_ends_with_a_speedup_line() {
+    let (code, out, err) = bench_train(&[]);
+    assert_eq!(
+        code, 0,
+        "set GL_PYTHON to a python with torch (just does)\n{out}\n{err}"
+    );
+    let loss_line = out
+        .lines()
+        .find(|l| l.contains("check step: loss"))
+        .unwrap_or_else(|| panic!("no check-step line:\n{out}"));
+    assert!(loss_line.starts_with("tiny_cnn 32×32"), "{loss_line}");
+    let loader = out
+        .lines()
+        .find(|l| l.starts_with("loader "))
+        .unwrap_or_else(|| panic!("no loader line:\n{out}"));
+    assert!(
+        loader.contains(" img/s vs train step ") && loader.contains("(ratio "),
+        "{loader}"
+    );
+    let last = out.lines().last().unwrap_or_default();
+    let parts: Vec<&str> = last.split(' ').collect();
+    assert_eq!(parts.len(), 3, "{last}");
+    assert_eq!(
+        (parts[0], parts[1]),
+        ("SPEEDUP", "train_step_tiny_cnn"),
+        "{last}"
+    );
+    let x: f64 = parts[2].parse().unwrap();
+    assert!(x.is_finite() && x > 0.0, "{last}");
+}
+
+#[test]
+fn a_reference_computing_another_loss_fails_before_timing() {
+    let (code, out, err) = bench_train(&[("GL_FAULT_REFERENCE_TAU", "1")]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("tiny_cnn: first-step loss") && err.contains("nothing was timed"),
+        "{err}"
+    );
+    assert!(!out.contains("SPEEDUP"), "{out}");
+}
