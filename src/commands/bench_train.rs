@@ -479,3 +479,33 @@ fn bench_backbone(
         torch_version,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_six_distinct_classes_of_nine_contiguous_samples() {
+        let labels = batch_labels();
+        assert_eq!(labels.len(), cub::BATCH);
+        let classes: Vec<i64> = labels.chunks(cub::PER_CLASS).map(|c| c[0]).collect();
+        for (chunk, c) in labels.chunks(cub::PER_CLASS).zip(&classes) {
+            assert!(chunk.iter().all(|l| l == c), "{labels:?}");
+        }
+        let distinct: std::collections::HashSet<_> = classes.iter().collect();
+        assert_eq!(distinct.len(), cub::CLASSES);
+        assert!(classes.iter().all(|&c| (0..cub::M).contains(&c)));
+    }
+
+    #[test]
+    fn input_sizes_follow_the_registry_unless_tabled() {
+        let spec = |n| crate::model::spec(n).unwrap();
+        assert_eq!(input_size(spec("bn_inception")), (227, 256));
+        assert_eq!(input_size(spec("tiny_cnn")), (32, 36));
+        for (name, s, r) in INPUT_SIZES {
+            if let Ok(sp) = crate::model::spec(name) {
+                assert_eq!(input_size(sp), (*s, *r));
+            }
+        }
+    }
+}
