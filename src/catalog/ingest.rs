@@ -73,25 +73,12 @@ pub fn ingest_prepare(
     let m = &outcome.manifest;
     let file = outcome.dir.join(&m.file);
     let bytes = std::fs::metadata(&file)?.len() as i64;
-    let run = StageRunRecord {
-        stage: "prepare".into(),
-        subject: m.dataset.clone(),
-        inputs_fingerprint: m.key.clone(),
-        started_at,
-        finished_at: Some(SystemTime::now()),
-        status: StageStatus::Succeeded,
-        outputs: Some(serde_json::to_value(m)?),
-        error: None,
-    };
+    let run = succeeded_run("prepare", &m.dataset, m.key.clone(), started_at, m)?;
     cat.transaction(|tx| {
         let id = record_stage_run(tx, &run)?;
-        tx.execute(
-            "DELETE FROM artifacts WHERE path = ?",
-            [file.display().to_string()],
-        )?;
-        record_artifact(
+        replace_artifact(
             tx,
-            &ArtifactRecord {
+            ArtifactRecord {
                 path: file.display().to_string(),
                 kind: "crop_cache".into(),
                 sha256: m.key.clone(),
@@ -130,16 +117,8 @@ pub fn ingest_weights(
 ) -> Result<i64> {
     let m = &outcome.manifest;
     let path = outcome.path.display().to_string();
-    let run = StageRunRecord {
-        stage: "weights".into(),
-        subject: m.name.clone(),
-        inputs_fingerprint: format!("{}:{}", m.source.sha256, m.rules_fingerprint),
-        started_at,
-        finished_at: Some(SystemTime::now()),
-        status: StageStatus::Succeeded,
-        outputs: Some(serde_json::to_value(m)?),
-        error: None,
-    };
+    let fingerprint = format!("{}:{}", m.source.sha256, m.rules_fingerprint);
+    let run = succeeded_run("weights", &m.name, fingerprint, started_at, m)?;
     cat.transaction(|tx| {
         let id = record_stage_run(tx, &run)?;
         tx.execute("DELETE FROM weights WHERE name = ?", [&m.name])?;
@@ -166,10 +145,9 @@ pub fn ingest_weights(
                 m.converted_at,
             ],
         )?;
-        tx.execute("DELETE FROM artifacts WHERE path = ?", [&path])?;
-        record_artifact(
+        replace_artifact(
             tx,
-            &ArtifactRecord {
+            ArtifactRecord {
                 path: path.clone(),
                 kind: "weights".into(),
                 sha256: m.sha256.clone(),
@@ -180,6 +158,33 @@ pub fn ingest_weights(
         )?;
         Ok(id)
     })
+}
+
+/// A stage run that succeeded now, with `outputs` (the stage's manifest) as its outputs.
+fn succeeded_run(
+    stage: &str,
+    subject: &str,
+    inputs_fingerprint: String,
+    started_at: SystemTime,
+    outputs: &impl serde::Serialize,
+) -> Result<StageRunRecord> {
+    Ok(StageRunRecord {
+        stage: stage.into(),
+        subject: subject.into(),
+        inputs_fingerprint,
+        started_at,
+        finished_at: Some(SystemTime::now()),
+        status: StageStatus::Succeeded,
+        outputs: Some(serde_json::to_value(outputs)?),
+        error: None,
+    })
+}
+
+/// Replaces the artifact row of `artifact.path` (a rerun writes the same path).
+fn replace_artifact(tx: &duckdb::Transaction, artifact: ArtifactRecord) -> Result<()> {
+    tx.execute("DELETE FROM artifacts WHERE path = ?", [&artifact.path])?;
+    record_artifact(tx, &artifact)?;
+    Ok(())
 }
 
 /// Records a failed stage run (its own small transaction; no data rows).
