@@ -83,6 +83,28 @@ impl Lock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Checks a downloaded file (`found`, stored at `stored`) against its pin: an error when
+    /// the sha256 differs (the file changed upstream or is corrupt); without a pin, pins it when
+    /// `pin_new` (files without a published checksum).
+    pub fn verify_or_pin(&mut self, found: Pin, stored: &Path, pin_new: bool) -> Result<()> {
+        match self.get(&found.dataset, &found.file) {
+            Some(pin) if pin.sha256 != found.sha256 => anyhow::bail!(
+                "{}: sha256 {} differs from the one pinned in {} ({}); the file changed upstream or is corrupt",
+                stored.display(),
+                found.sha256,
+                self.path.display(),
+                pin.sha256
+            ),
+            None if pin_new => {
+                let file = found.file.clone();
+                self.pin(found)?;
+                tracing::info!("pinned sha256 of {file} in {}", self.path.display());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -155,20 +155,16 @@ fn fetch_files(s: &Settings, spec: &DatasetSpec) -> Result<Vec<FileRecord>> {
             Some(local) => download::fetch_from_local(&file, &local, &dest)?,
             None => download::fetch(&file, &dest, &s.options)?,
         };
-        match pinned {
-            Some(pin) if pin.sha256 != fetched.sha256 => bail!(
-                "{}: sha256 {} differs from the one pinned in {} ({}); the file changed upstream or is corrupt",
-                fetched.path.display(),
-                fetched.sha256,
-                lock.path().display(),
-                pin.sha256
-            ),
-            Some(_) => {}
-            None => {
-                lock.pin(Pin { dataset: s.dataset.clone(), file: entry.name.clone(), sha256: fetched.sha256.clone(), bytes: fetched.bytes })?;
-                tracing::info!("pinned sha256 of {} in {}", entry.name, lock.path().display());
-            }
-        }
+        lock.verify_or_pin(
+            Pin {
+                dataset: s.dataset.clone(),
+                file: entry.name.clone(),
+                sha256: fetched.sha256.clone(),
+                bytes: fetched.bytes,
+            },
+            &fetched.path,
+            true,
+        )?;
         out.push(FileRecord {
             name: entry.name.clone(),
             sha256: fetched.sha256,

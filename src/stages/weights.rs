@@ -230,25 +230,16 @@ fn fetch_source(s: &Settings, spec: &WeightsSpec, dest: &Path) -> Result<Source>
             );
         }
     }
-    match pinned {
-        Some(pin) if pin.sha256 != fetched.sha256 => bail!(
-            "{}: sha256 {} differs from the one pinned in {} ({}); the file changed upstream or is corrupt",
-            fetched.path.display(),
-            fetched.sha256,
-            lock.path().display(),
-            pin.sha256
-        ),
-        None if spec.sha256.is_none() => {
-            lock.pin(Pin {
-                dataset: s.name.clone(),
-                file: spec.file.clone(),
-                sha256: fetched.sha256.clone(),
-                bytes: fetched.bytes,
-            })?;
-            tracing::info!("pinned sha256 of {} in {}", spec.file, lock.path().display());
-        }
-        _ => {}
-    }
+    lock.verify_or_pin(
+        Pin {
+            dataset: s.name.clone(),
+            file: spec.file.clone(),
+            sha256: fetched.sha256.clone(),
+            bytes: fetched.bytes,
+        },
+        &fetched.path,
+        spec.sha256.is_none(),
+    )?;
     Ok(Source {
         path: fetched.path,
         dir: dest.to_owned(),
