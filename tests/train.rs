@@ -12,6 +12,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The tests share one project and its catalogue, which one process at a time may hold for
+/// writing (`gl train` indexes after every epoch): they run one after another.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A project with the repository's registry and recipes and the demo set fetched once.
 fn project() -> &'static Path {
     static P: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -101,6 +108,7 @@ fn state(id: &str) -> Option<Value> {
 
 #[test]
 fn killed_run_resumes_to_the_same_numbers_and_weights() {
+    let _serial = serial();
     let (code, out, err) = gl_cli::run(project(), &train_args("full", &[]), &[]);
     assert_eq!(code, 0, "{out}{err}");
     let full = epochs("full");
@@ -188,6 +196,7 @@ fn killed_run_resumes_to_the_same_numbers_and_weights() {
 
 #[test]
 fn nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let _serial = serial();
     let (code, out, err) = gl_cli::run(
         project(),
         &train_args("nan", &[]),
@@ -210,6 +219,7 @@ fn nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn runs_and_epochs_are_in_the_catalogue() {
+    let _serial = serial();
     let (code, out, err) = gl_cli::run(
         project(),
         &train_args("indexed", &["--set=epochs=2", "--set=lr_milestones=[]"]),
@@ -252,6 +262,7 @@ fn runs_and_epochs_are_in_the_catalogue() {
 
 #[test]
 fn two_epochs_lower_the_loss_and_raise_validation_recall_above_the_untrained_network() {
+    let _serial = serial();
     // 48 training classes, 12 validation classes; random-init tiny CNN, so "untrained" means
     // untrained. Measured here: val R@1 69.4 untrained → 77.1 after 2 epochs; loss 5.85 → 5.62.
     let extra = [
