@@ -51,6 +51,95 @@ pub enum Command {
     IndexRuns(IndexRunsArgs),
     /// Download, verify and convert pretrained weights (pipeline/weights.toml) to safetensors.
     Weights(WeightsArgs),
+    /// Embed a run's test (and validation) images as Parquet in its run directory.
+    Embed(EmbedArgs),
+    /// Recall@K, NMI, MAP@R and R-Precision of a run, or of any embeddings Parquet file.
+    Evaluate(EvaluateArgs),
+    /// The paper's ensemble row: concatenated normalised embeddings of several runs, evaluated.
+    Ensemble(EnsembleArgs),
+}
+
+/// Which weights and splits of a run to embed.
+#[derive(Debug, clap::Args)]
+pub struct EmbedTarget {
+    /// Weights: selected (the run's selection rule), last (last epoch), untrained (the
+    /// initial, e.g. ImageNet, weights: the pretrained baseline).
+    #[arg(long, default_value = "selected")]
+    pub model: crate::stages::embed::ModelChoice,
+    /// Splits, comma-separated: test, val.
+    #[arg(long, value_delimiter = ',', default_value = "test")]
+    pub split: Vec<crate::stages::embed::EvalSplit>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// Run id (a directory under data/runs/) or a run directory's path.
+    pub run: String,
+    #[command(flatten)]
+    pub target: EmbedTarget,
+    /// Embed again even when up-to-date embeddings exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Metric options shared by `gl evaluate` and `gl ensemble`.
+#[derive(Debug, clap::Args)]
+pub struct MetricArgs {
+    /// K of Recall@K, comma-separated [default: the run's `recall_ks`; 1,2,4,8 for a file].
+    #[arg(long, value_delimiter = ',')]
+    pub ks: Option<Vec<usize>>,
+    /// Neighbour ranking: cosine (the paper's: normalised, then Euclidean) or euclidean.
+    #[arg(long, default_value = "cosine")]
+    pub similarity: crate::eval::knn::Similarity,
+    /// Skip NMI (k-means over every test image, k = test classes).
+    #[arg(long)]
+    pub no_nmi: bool,
+    /// k-means restarts for NMI (lowest inertia kept).
+    #[arg(long, default_value_t = 3)]
+    pub kmeans_restarts: usize,
+    #[arg(long, default_value_t = 100)]
+    pub kmeans_max_iter: usize,
+    #[arg(long, default_value_t = 0)]
+    pub kmeans_seed: u64,
+    /// Similarity block size in MiB (bounds the memory of the exact search).
+    #[arg(long, default_value_t = 64)]
+    pub chunk_mib: usize,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["run", "embeddings"]))]
+pub struct EvaluateArgs {
+    /// Run id (a directory under data/runs/) or a run directory's path.
+    pub run: Option<String>,
+    /// Evaluate a Parquet file instead (columns `class_id`, `vector`; `image_id` optional):
+    /// prints the metrics, stores nothing.
+    #[arg(long, conflicts_with = "run")]
+    pub embeddings: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: EmbedTarget,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnsembleArgs {
+    /// Name of the ensemble (data/ensembles/<name>/).
+    #[arg(long)]
+    pub name: String,
+    /// Run ids, at least one (the paper: 5 seeds of one configuration).
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+    /// Ensemble runs whose configurations differ in more than the seed.
+    #[arg(long)]
+    pub allow_mixed: bool,
+    #[command(flatten)]
+    pub target: EmbedTarget,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -249,6 +338,36 @@ pub enum BenchCommand {
     /// (6 × 9 = 54 images, m = 100) per backbone, beside a PyTorch-eager step on the same
     /// weights and batch; also the loader's images/s at the same input size.
     Train(BenchTrainArgs),
+    /// Exact Recall@K + MAP@R on a synthetic SOP-sized set (60,502 × 1024), time and peak
+    /// memory, beside faiss-cpu `IndexFlatIP` + NumPy metrics on the same vectors.
+    Eval(BenchEvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchEvalArgs {
+    /// Images (SOP test: 60,502).
+    #[arg(long, default_value_t = 60502)]
+    pub n: i64,
+    #[arg(long, default_value_t = 1024)]
+    pub dim: i64,
+    /// Classes (SOP test: 11,316).
+    #[arg(long, default_value_t = 11316)]
+    pub classes: i64,
+    /// K of Recall@K (SOP's).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    pub ks: Vec<usize>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Similarity block size in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub chunk_mib: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip the faiss reference (ours only).
+    #[arg(long)]
+    pub no_reference: bool,
+    #[command(flatten)]
+    pub reference: ReferenceArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -314,7 +433,7 @@ pub struct BenchLossArgs {
 }
 
 /// Where the Python reference of a benchmark lives.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ReferenceArgs {
     /// Python interpreter with torch [default: the venv whose torch `gl` was built against,
     /// else python3].

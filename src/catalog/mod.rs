@@ -8,6 +8,7 @@
 //! Parquet and JSON are built into it, so nothing is downloaded at run time.
 
 mod error;
+pub mod evaluations;
 pub mod ingest;
 pub mod query;
 pub mod records;
@@ -89,6 +90,28 @@ impl Catalog {
             read_only: true,
             schema_version,
         })
+    }
+
+    /// [`Catalog::open`] or [`Catalog::open_read_only`], retrying for about 3 s while another
+    /// process holds the file (a training run indexing an epoch); other errors are returned at
+    /// once.
+    pub fn open_waiting(path: impl AsRef<Path>, read_only: bool) -> Result<Self, CatalogError> {
+        let path = path.as_ref();
+        let mut delay = std::time::Duration::from_millis(50);
+        loop {
+            let opened = match read_only {
+                true => Self::open_read_only(path),
+                false => Self::open(path),
+            };
+            match opened {
+                Err(e @ CatalogError::Open { .. }) if delay < std::time::Duration::from_secs(2) => {
+                    tracing::debug!("catalogue busy ({e}), retrying in {delay:?}");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs `f` inside one DuckDB transaction: commits when it returns `Ok`, rolls back when it

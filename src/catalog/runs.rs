@@ -68,19 +68,10 @@ fn enum_str<T: serde::Serialize>(v: &T) -> String {
 /// Opens the catalogue at `catalog` (retrying for a few seconds while another process holds
 /// it) and indexes the run directory `dir`.
 pub fn ingest_run_path(catalog: &Path, dir: &Path) -> Result<()> {
-    let mut delay = Duration::from_millis(50);
-    let mut cat = loop {
-        match Catalog::open(catalog) {
-            Ok(c) => break c,
-            Err(e) if delay < Duration::from_secs(3) => {
-                tracing::debug!("catalogue busy ({e}), retrying in {delay:?}");
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    ingest_run(&mut cat, dir)
+    let mut cat = Catalog::open_waiting(catalog, false)?;
+    ingest_run(&mut cat, dir)?;
+    crate::catalog::evaluations::ingest_dir(&mut cat, dir)?;
+    Ok(())
 }
 
 /// Indexes the run directory `dir` (config, committed epochs, summary if finished).

@@ -119,6 +119,11 @@ CREATE TABLE weights (
         name: "runs, epochs",
         sql: super::runs::MIGRATION_SQL,
     },
+    Migration {
+        version: 5,
+        name: "embeddings, evaluations, metrics, ensembles",
+        sql: super::evaluations::MIGRATION_SQL,
+    },
 ];
 
 /// The newest schema version this binary can read and write.

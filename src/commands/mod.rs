@@ -1,9 +1,11 @@
 //! One module per `gl` subcommand: `Settings::resolve(args)` validates, `run(settings)` works.
 
+pub mod bench_eval;
 pub mod bench_loader;
 pub mod bench_loss;
 pub mod bench_train;
 pub mod env;
+pub mod evaluate;
 pub mod fetch;
 #[cfg(feature = "catalog")]
 pub mod index_runs;

@@ -14,7 +14,8 @@ pub fn run(args: SqlArgs, project: Project) -> Result<ExitCode> {
         "no catalogue at {} yet: run `gl fetch <dataset>` first",
         path.display()
     );
-    let cat = Catalog::open_read_only(&path)?;
+    // Waits briefly while a training run indexes an epoch.
+    let cat = Catalog::open_waiting(&path, true)?;
     let format = match format {
         SqlFormat::Table => OutputFormat::Table,
         SqlFormat::Csv => OutputFormat::Csv,

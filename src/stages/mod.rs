@@ -2,6 +2,9 @@
 //! writes files under the data or run directory; recording it in the catalogue is a separate
 //! step, so a stage can run where the catalogue is not.
 
+pub mod embed;
+pub mod ensemble;
+pub mod evaluate;
 pub mod fetch;
 pub mod prepare;
 pub mod weights;

@@ -6,7 +6,7 @@
 use crate::data::crop_cache;
 use crate::data::loader::LoaderParams;
 use crate::data::transform::Augment;
-use crate::eval::{embed, recall};
+use crate::eval::{embed, retrieval};
 use crate::loss::group_loss::{GroupLoss, GroupLossOptions};
 use crate::model::net::{EmbeddingNet, HeadParams};
 use crate::project::Project;
@@ -321,7 +321,7 @@ fn recall_of(
         .copied()
         .filter(|&k| k < emb.labels.len())
         .collect();
-    recall::recall_at_k(&emb.features, &emb.labels, &ks).map(Some)
+    retrieval::recall_at_k(&emb.features, &emb.labels, &ks).map(Some)
 }
 
 /// Creates the run directory, or checks that a resumed one is the same run.

@@ -1,0 +1,152 @@
+//! `gl embed`, `gl evaluate` and `gl ensemble`: resolve the run(s) and metric options, run the
+//! stage, index its records in the catalogue (when this `gl` has one and it can be written;
+//! `gl index-runs` catches up otherwise), print the metrics.
+
+use crate::cli::{EmbedArgs, EmbedTarget, EnsembleArgs, EvaluateArgs, Format, MetricArgs};
+use crate::eval::embeddings_file;
+use crate::eval::metrics::{self, EvalParams, Metrics};
+use crate::project::Project;
+use crate::stages::{embed, ensemble, evaluate};
+use anyhow::{ensure, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// A run given by id (a directory under data/runs/) or by path.
+pub fn run_dir(project: &Project, run: &str) -> PathBuf {
+    let p = Path::new(run);
+    if run.contains('/') || (p.join("config.json").is_file() && !run.is_empty()) {
+        p.to_path_buf()
+    } else {
+        project.runs_dir().join(run)
+    }
+}
+
+fn params(m: &MetricArgs) -> Result<EvalParams> {
+    ensure!(m.chunk_mib >= 1, "--chunk-mib must be ≥ 1");
+    Ok(EvalParams {
+        recall_ks: m.ks.clone().unwrap_or_else(|| vec![1, 2, 4, 8]),
+        similarity: m.similarity,
+        nmi: !m.no_nmi,
+        kmeans_restarts: m.kmeans_restarts,
+        kmeans_max_iter: m.kmeans_max_iter,
+        kmeans_seed: m.kmeans_seed,
+        chunk_mib: m.chunk_mib,
+    })
+}
+
+fn embed_settings(
+    project: &Project,
+    run: &str,
+    t: &EmbedTarget,
+    force: bool,
+) -> Result<embed::Settings> {
+    ensure!(!t.split.is_empty(), "--split names no split");
+    Ok(embed::Settings {
+        project: project.clone(),
+        run_dir: run_dir(project, run),
+        model: t.model,
+        splits: t.split.clone(),
+        device: t.device.resolve()?,
+        force,
+    })
+}
+
+/// Indexes a run or ensemble directory's records; a busy or absent catalogue is a warning.
+fn index(project: &Project, dir: &Path) {
+    #[cfg(feature = "catalog")]
+    {
+        let indexed = crate::catalog::Catalog::open_waiting(project.catalog_path(), false)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut cat| crate::catalog::evaluations::ingest_dir(&mut cat, dir));
+        if let Err(e) = indexed {
+            tracing::warn!("not indexed in the catalogue (run `gl index-runs` later): {e:#}");
+        }
+    }
+    let _ = (project, dir);
+}
+
+fn print_metrics(label: &str, m: &Metrics, format: Format) -> Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&m.to_json())?),
+        Format::Text => print!("{label}\n{}", m.table()),
+    }
+    Ok(())
+}
+
+pub fn embed(args: EmbedArgs, project: Project) -> Result<ExitCode> {
+    let s = embed_settings(&project, &args.run, &args.target, args.force)?;
+    for r in embed::run(&s)? {
+        println!(
+            "{} {} {}: {} × {} → {}",
+            r.subject,
+            r.model,
+            r.split,
+            r.rows,
+            r.dim,
+            s.run_dir.join("embeddings").join(&r.file).display()
+        );
+    }
+    index(&project, &s.run_dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
+    let p = params(&args.metrics)?;
+    if let Some(file) = &args.embeddings {
+        let set = embeddings_file::read(file)?;
+        let m = metrics::evaluate(
+            &set.vectors,
+            &set.class_ids,
+            &p,
+            args.target.device.resolve()?,
+        )?;
+        print_metrics(&file.display().to_string(), &m, args.metrics.format)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = args.run.as_deref().unwrap_or_default();
+    let s = evaluate::Settings {
+        embed: embed_settings(&project, run, &args.target, false)?,
+        recall_ks: args.metrics.ks.clone(),
+        params: p,
+    };
+    let records = evaluate::run(&s)?;
+    index(&project, &s.embed.run_dir);
+    for r in &records {
+        let label = format!("{} ({} model, {} split)", r.subject, r.model, r.split);
+        print_metrics(&label, &r.metrics, args.metrics.format)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ensemble(args: EnsembleArgs, project: Project) -> Result<ExitCode> {
+    let name = &args.name;
+    ensure!(
+        !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..",
+        "--name {name:?} must be a plain directory name"
+    );
+    ensure!(!args.target.split.is_empty(), "--split names no split");
+    let s = ensemble::Settings {
+        name: name.clone(),
+        runs: args.runs.clone(),
+        model: args.target.model,
+        splits: args.target.split.clone(),
+        recall_ks: args.metrics.ks.clone(),
+        params: params(&args.metrics)?,
+        device: args.target.device.resolve()?,
+        allow_mixed: args.allow_mixed,
+        project: project.clone(),
+    };
+    let (record, evals) = ensemble::run(&s)?;
+    index(&project, &project.ensembles_dir().join(name));
+    for r in &evals {
+        let label = format!(
+            "ensemble {} of {} runs ({} model, {} split)",
+            record.name,
+            record.members.len(),
+            r.model,
+            r.split
+        );
+        print_metrics(&label, &r.metrics, args.metrics.format)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,297 @@
+//! Exact k-nearest-neighbour search for retrieval metrics: every row of an N×D embedding matrix
+//! is a query against all other rows (itself excluded), by blocks of queries × gallery rows so
+//! that memory is bounded by the block size, not by N², on whatever device the embeddings live
+//! on (a GPU when the run has one).
+//!
+//! Ranking is total and the same for every block size and device: by similarity, descending,
+//! and among equal similarities by gallery index, ascending. Each block keeps its candidates as
+//! one `i64` key per (similarity, index) pair — the similarity's f32 bits mapped to an
+//! order-preserving integer in the high 32 bits, the complement of the index in the low 32 — so
+//! the running top-k across blocks is a single `topk` over keys with no ties left to break.
+
+use anyhow::{ensure, Result};
+use tch::{Device, Kind, Tensor};
+
+/// How neighbours are ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Similarity {
+    /// Cosine: rows are L2-normalised first, then ranked by inner product (the paper's
+    /// evaluation: Euclidean distance between normalised embeddings ranks the same).
+    #[default]
+    Cosine,
+    /// Euclidean distance between the rows as given (ranked by 2·q·g − ‖g‖²).
+    Euclidean,
+}
+
+impl std::str::FromStr for Similarity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cosine" => Ok(Similarity::Cosine),
+            "euclidean" => Ok(Similarity::Euclidean),
+            _ => Err(format!("unknown similarity {s:?} (cosine, euclidean)")),
+        }
+    }
+}
+
+/// Block sizes of the search. The similarity block is `queries × gallery` f32 values; the
+/// defaults keep it at 64 MiB (plus its top-k), whatever N is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunks {
+    pub queries: i64,
+    pub gallery: i64,
+}
+
+impl Default for Chunks {
+    fn default() -> Self {
+        Chunks {
+            queries: 1024,
+            gallery: 16384,
+        }
+    }
+}
+
+impl Chunks {
+    /// Blocks of about `mib` MiB of similarities (1024 queries, the gallery chunk to fit).
+    pub fn for_budget(mib: usize) -> Self {
+        let elems = (mib.max(1) as i64) << 18; // MiB / 4 bytes
+        let queries = 1024.min(elems);
+        Chunks {
+            queries,
+            gallery: (elems / queries).max(1),
+        }
+    }
+}
+
+/// The `k` nearest neighbours of the queries `start..start + len`: gallery indices and
+/// similarities, both `len × k`, nearest first.
+#[derive(Debug)]
+pub struct Neighbours {
+    pub start: i64,
+    pub indices: Tensor,
+    pub similarities: Tensor,
+}
+
+/// Prepared embeddings: f32 on their device, normalised for cosine.
+pub struct Index {
+    x: Tensor,
+    /// ‖g‖² per row, for Euclidean ranking.
+    sq_norms: Option<Tensor>,
+    n: i64,
+}
+
+impl Index {
+    /// Validates `embeddings` (N×D, finite) and prepares them for `similarity`.
+    pub fn new(embeddings: &Tensor, similarity: Similarity) -> Result<Self> {
+        let size = embeddings.size();
+        ensure!(
+            size.len() == 2,
+            "embeddings must be N×D, got shape {size:?}"
+        );
+        ensure!(
+            size[0] < (1 << 31),
+            "at most 2^31 embeddings, got {}",
+            size[0]
+        );
+        let x = embeddings.to_kind(Kind::Float);
+        ensure!(
+            bool::try_from(x.isfinite().all())?,
+            "embeddings contain NaN or infinite values"
+        );
+        let (x, sq_norms) = match similarity {
+            Similarity::Cosine => (l2_normalise(&x), None),
+            Similarity::Euclidean => {
+                let sq = (&x * &x).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+                (x, Some(sq))
+            }
+        };
+        Ok(Index {
+            n: size[0],
+            x,
+            sq_norms,
+        })
+    }
+
+    pub fn len(&self) -> i64 {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn device(&self) -> Device {
+        self.x.device()
+    }
+
+    /// Calls `visit` with the `k` nearest neighbours of every query chunk, in order.
+    /// `k` must be below N (a query has N − 1 candidates).
+    pub fn search(
+        &self,
+        k: i64,
+        chunks: Chunks,
+        mut visit: impl FnMut(Neighbours) -> Result<()>,
+    ) -> Result<()> {
+        ensure!(
+            k >= 1 && k < self.n,
+            "k = {k} neighbours asked of {} embeddings (at most N − 1)",
+            self.n
+        );
+        ensure!(
+            chunks.queries >= 1 && chunks.gallery >= 1,
+            "chunk sizes must be ≥ 1, got {chunks:?}"
+        );
+        tch::no_grad(|| {
+            let mut start = 0;
+            while start < self.n {
+                let len = chunks.queries.min(self.n - start);
+                let keys = self.chunk_keys(start, len, k, chunks.gallery)?;
+                let (indices, similarities) = decode(&keys);
+                visit(Neighbours {
+                    start,
+                    indices,
+                    similarities,
+                })?;
+                start += len;
+            }
+            Ok(())
+        })
+    }
+
+    /// Top-`k` keys (sorted, largest first) of queries `start..start + len` over all gallery
+    /// blocks.
+    fn chunk_keys(&self, start: i64, len: i64, k: i64, gallery: i64) -> Result<Tensor> {
+        let device = self.device();
+        let q = self.x.narrow(0, start, len);
+        let own = Tensor::arange_start(start, start + len, (Kind::Int64, device));
+        let mut best: Option<Tensor> = None;
+        let mut g0 = 0;
+        while g0 < self.n {
+            let glen = gallery.min(self.n - g0);
+            let g = self.x.narrow(0, g0, glen);
+            let mut sim = q.matmul(&g.tr());
+            if let Some(sq) = &self.sq_norms {
+                sim = sim * 2.0 - sq.narrow(0, g0, glen).unsqueeze(0);
+            }
+            // The query itself is not a neighbour: rows whose own index falls in this block.
+            let in_block = own.ge(g0).logical_and(&own.lt(g0 + glen));
+            if bool::try_from(in_block.any())? {
+                let rows = in_block.nonzero().squeeze_dim(1);
+                let cols = own.index_select(0, &rows) - g0;
+                let _ = sim.index_put_(
+                    &[Some(rows), Some(cols)],
+                    &Tensor::from(f32::NEG_INFINITY).to_device(device),
+                    false,
+                );
+            }
+            let keys = block_top_keys(&sim, g0, k.min(glen))?;
+            best = Some(match best {
+                None => keys,
+                Some(b) => {
+                    let both = Tensor::cat(&[b, keys], 1);
+                    let kk = k.min(both.size()[1]);
+                    both.topk(kk, 1, true, true).0
+                }
+            });
+            g0 += glen;
+        }
+        let best = best.expect("N ≥ 2 gives one gallery block");
+        // One block may hold fewer than k candidates; the merge sorted all others.
+        Ok(best.topk(k, 1, true, true).0)
+    }
+}
+
+/// Rows scaled to unit L2 norm (a zero row stays zero).
+pub fn l2_normalise(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+}
+
+/// The top-`kk` keys of one similarity block whose first column is gallery index `g0`.
+///
+/// `topk` on the f32 values picks candidates fast; only a row whose `kk`-th value is tied with
+/// a value left out (more than `kk` values ≥ it) is ranked again over all its keys, so ties at
+/// the boundary go to the lower index as everywhere else.
+fn block_top_keys(sim: &Tensor, g0: i64, kk: i64) -> Result<Tensor> {
+    let device = sim.device();
+    let (vals, idx) = sim.topk(kk, 1, true, false);
+    let mut keys = encode(&vals, &(idx + g0));
+    let kth = vals.amin([1], true);
+    let ambiguous = sim
+        .ge_tensor(&kth)
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)
+        .gt(kk);
+    if bool::try_from(ambiguous.any())? {
+        let rows = ambiguous.nonzero().squeeze_dim(1);
+        let sub = sim.index_select(0, &rows);
+        let cols = Tensor::arange_start(g0, g0 + sim.size()[1], (Kind::Int64, device))
+            .unsqueeze(0)
+            .expand_as(&sub);
+        let exact = encode(&sub, &cols).topk(kk, 1, true, false).0;
+        let _ = keys.index_copy_(0, &rows, &exact);
+    }
+    Ok(keys)
+}
+
+const LOW: i64 = 1 << 32;
+
+/// Packs f32 similarities and gallery indices (same shape) into order-preserving i64 keys.
+fn encode(sim: &Tensor, index: &Tensor) -> Tensor {
+    // + 0.0 turns −0.0 into +0.0, which compare equal as floats and must as keys.
+    let bits = (sim + 0.0).contiguous().view_dtype(Kind::Int);
+    let ord = order_bits(&bits).to_kind(Kind::Int64);
+    ord * LOW + (LOW - 1 - index)
+}
+
+/// Unpacks keys into (gallery indices, f32 similarities).
+fn decode(keys: &Tensor) -> (Tensor, Tensor) {
+    let ord = keys.floor_divide_scalar(LOW);
+    let index = (LOW - 1) - (keys - &ord * LOW);
+    let bits = order_bits(&ord.to_kind(Kind::Int));
+    (index, bits.view_dtype(Kind::Float))
+}
+
+/// The involution between IEEE-754 f32 bits (as i32) and integers that sort like the floats:
+/// non-negative floats keep their bits, negative ones have all but the sign bit flipped.
+fn order_bits(bits: &Tensor) -> Tensor {
+    bits.bitwise_xor(0x7fff_ffff_i64)
+        .where_self(&bits.lt(0), bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_sort_like_floats() {
+        let v = [
+            -f32::INFINITY,
+            -2.5,
+            -1e-30,
+            -0.0,
+            0.0,
+            1e-30,
+            0.5,
+            1.0,
+            3.0,
+        ];
+        let sim = Tensor::from_slice(&v).view([1, -1]);
+        let idx = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7, 8]).view([1, -1]);
+        let keys = encode(&sim, &idx);
+        let (i, s) = decode(&keys);
+        assert_eq!(
+            Vec::<i64>::try_from(i.view([-1])).unwrap(),
+            (0..9).collect::<Vec<_>>()
+        );
+        let back = Vec::<f32>::try_from(s.view([-1])).unwrap();
+        for (a, b) in back.iter().zip(v) {
+            assert!(*a == b, "{a} != {b}");
+        }
+        let k = Vec::<i64>::try_from(keys.view([-1])).unwrap();
+        // −0.0 and +0.0 are equal similarities: the lower index (3) ranks first.
+        for w in [0, 1, 2, 4, 5, 6, 7].map(|j| (k[j], k[j + 1])) {
+            assert!(w.0 < w.1 || w == (k[3], k[4]), "{w:?}");
+        }
+        assert!(k[3] > k[4], "tie on zero: index 3 ranks above index 4");
+    }
+}

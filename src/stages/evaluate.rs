@@ -1,0 +1,100 @@
+//! The evaluate stage (`gl evaluate`): the metrics of a run's (or an ensemble's) embeddings,
+//! written as `<dir>/eval/<model>-<split>.json` ([`EvalRecord`]) for the catalogue to index —
+//! or, for `--embeddings FILE`, of embeddings made anywhere, printed and not stored.
+
+use crate::eval::embeddings_file;
+use crate::eval::metrics::{self, EvalParams, Metrics};
+use crate::stages::embed::{self, unix_now, EmbeddingsRecord};
+use crate::train::run_dir::{RunConfig, RunDir};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// What was evaluated and how; the file the catalogue's `evaluations` and `metrics` rows come
+/// from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalRecord {
+    /// Run id or ensemble name.
+    pub subject: String,
+    /// `run` or `ensemble`.
+    pub kind: String,
+    pub dataset: String,
+    pub model: String,
+    pub split: String,
+    /// Path of the embeddings file and its sha256 when evaluated.
+    pub embeddings: PathBuf,
+    pub embeddings_sha256: String,
+    pub params: EvalParams,
+    pub metrics: Metrics,
+    pub device: String,
+    pub created_unix: u64,
+}
+
+/// `<dir>/eval/<model>-<split>.json`.
+pub fn record_path(dir: &Path, model: &str, split: &str) -> PathBuf {
+    dir.join("eval").join(format!("{model}-{split}.json"))
+}
+
+/// Evaluates the verified embeddings `<dir>/embeddings/<model>-<split>` and writes the record.
+pub fn evaluate_dir(
+    dir: &Path,
+    kind: &str,
+    model: &str,
+    split: &str,
+    params: &EvalParams,
+    device: Device,
+) -> Result<EvalRecord> {
+    let (emb, file) = EmbeddingsRecord::load_verified(dir, model, split)?.with_context(|| {
+        format!(
+            "{}: no embeddings (run `gl embed` first)",
+            embed::record_path(dir, model, split).display()
+        )
+    })?;
+    let set = embeddings_file::read(&file)?;
+    let metrics = metrics::evaluate(&set.vectors, &set.class_ids, params, device)
+        .with_context(|| format!("evaluating {}", file.display()))?;
+    let rec = EvalRecord {
+        subject: emb.subject.clone(),
+        kind: kind.to_string(),
+        dataset: emb.dataset.clone(),
+        model: model.to_string(),
+        split: split.to_string(),
+        embeddings: file,
+        embeddings_sha256: emb.sha256,
+        params: params.clone(),
+        metrics,
+        device: format!("{device:?}").to_lowercase(),
+        created_unix: unix_now(),
+    };
+    RunDir::new(dir.to_path_buf()).write_json(&record_path(dir, model, split), &rec)?;
+    Ok(rec)
+}
+
+/// Resolved settings of `gl evaluate <run>`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub embed: embed::Settings,
+    /// `None`: the K of the run's configuration (`recall_ks`).
+    pub recall_ks: Option<Vec<usize>>,
+    pub params: EvalParams,
+}
+
+/// Embeds what is missing, then evaluates each split; returns the records written.
+pub fn run(s: &Settings) -> Result<Vec<EvalRecord>> {
+    let rd = RunDir::new(s.embed.run_dir.clone());
+    let cfg: RunConfig = RunDir::read_json(&rd.config_path())
+        .with_context(|| format!("{} is not a run directory", rd.root.display()))?;
+    let mut params = s.params.clone();
+    params.recall_ks = s
+        .recall_ks
+        .clone()
+        .unwrap_or_else(|| cfg.train.recall_ks.clone());
+    let embedded = embed::run(&s.embed)?;
+    let model = s.embed.model.as_str();
+    s.embed
+        .splits
+        .iter()
+        .filter(|sp| embedded.iter().any(|e| e.split == sp.as_str()))
+        .map(|sp| evaluate_dir(&rd.root, "run", model, sp.as_str(), &params, s.embed.device))
+        .collect()
+}
