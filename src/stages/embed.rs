@@ -13,7 +13,7 @@ use crate::data::transform::Augment;
 use crate::eval::embed::embed;
 use crate::eval::embeddings_file::{self, EmbeddingSet};
 use crate::eval::knn::l2_normalise;
-use crate::model::net::{EmbeddingNet, HeadParams};
+use crate::model::net::EmbeddingNet;
 use crate::model::weights::load_into;
 use crate::project::Project;
 use crate::stages::prepare::Manifest;
@@ -194,14 +194,7 @@ pub fn run(s: &Settings) -> Result<Vec<EmbeddingsRecord>> {
     // Seeded as in training, so untrained heads (random init) are the run's own.
     tch::manual_seed(crate::train::epoch::torch_seed(cfg.seed, 0));
     let vs = nn::VarStore::new(s.device);
-    let net = EmbeddingNet::new(
-        &vs.root(),
-        &tc.backbone,
-        HeadParams {
-            embedding_dim: (tc.embedding_dim > 0).then_some(tc.embedding_dim),
-            num_classes: splits.num_classes(),
-        },
-    )?;
+    let net = EmbeddingNet::new(&vs.root(), &tc.backbone, tc.head(splits.num_classes()))?;
     let epoch = load_model(&vs, &rd, &cfg, s.model, &s.project)?;
     let loader = LoaderParams {
         crop: tc.input_size,

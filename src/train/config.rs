@@ -138,6 +138,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The network head of this recipe over `num_classes` training classes.
+    pub fn head(&self, num_classes: i64) -> crate::model::net::HeadParams {
+        crate::model::net::HeadParams {
+            embedding_dim: (self.embedding_dim > 0).then_some(self.embedding_dim),
+            num_classes,
+        }
+    }
+
     /// Resolves dataset + profile from `<project>/pipeline/train.toml`, the environment and
     /// `overrides` (`key=value`, the value parsed as TOML, else taken as a string).
     pub fn resolve(

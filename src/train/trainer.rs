@@ -8,7 +8,7 @@ use crate::data::loader::LoaderParams;
 use crate::data::transform::Augment;
 use crate::eval::{embed, retrieval};
 use crate::loss::group_loss::{GroupLoss, GroupLossOptions};
-use crate::model::net::{EmbeddingNet, HeadParams};
+use crate::model::net::EmbeddingNet;
 use crate::project::Project;
 use crate::stages::prepare;
 use crate::train::config::{Selection, TrainConfig};
@@ -18,7 +18,7 @@ use crate::train::radam::{RAdam, RAdamParams};
 use crate::train::run_dir::{
     Best, EpochRecord, RunConfig, RunDir, RunState, RunSummary, Untrained,
 };
-use crate::train::split::{self, RunSplits};
+use crate::train::split;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -96,17 +96,20 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
             .map_or(0, |d| d.as_secs()),
     };
     let state = open_run_dir(&run_dir, &run_config, s.resume)?;
+    if let Some(st) = state.as_ref().filter(|st| st.epoch >= cfg.epochs) {
+        if run_dir.summary_path().exists() {
+            // `--resume` of a finished run: nothing to do, its record stays as it was.
+            return Ok(Outcome {
+                epochs: run_dir.epochs(Some(st.epoch))?,
+                summary: RunDir::read_json(&run_dir.summary_path())?,
+                run_dir,
+            });
+        }
+    }
 
     tch::manual_seed(epoch::torch_seed(s.seed, 0));
     let mut vs = nn::VarStore::new(s.device);
-    let net = EmbeddingNet::new(
-        &vs.root(),
-        &cfg.backbone,
-        HeadParams {
-            embedding_dim: (cfg.embedding_dim > 0).then_some(cfg.embedding_dim),
-            num_classes: splits.num_classes(),
-        },
-    )?;
+    let net = EmbeddingNet::new(&vs.root(), &cfg.backbone, cfg.head(splits.num_classes()))?;
     let mut opt_params = RAdamParams {
         lr: cfg.lr,
         eps: cfg.adam_eps,
@@ -509,18 +512,5 @@ pub fn epoch_line(r: &EpochRecord, ks: &[usize]) -> String {
         r.eval_seconds,
         fmt("val", &r.val_recall),
         fmt("test", &r.test_recall)
-    )
-}
-
-/// Unused-split guard for callers that only want the numbers of a split.
-pub fn describe_splits(s: &RunSplits) -> String {
-    format!(
-        "{} train classes ({} images), {} validation classes ({} images), {} test classes ({} images)",
-        s.train_classes.len(),
-        s.train.len(),
-        s.val_classes.len(),
-        s.val.len(),
-        s.test_classes.len(),
-        s.test.len()
     )
 }
