@@ -367,6 +367,10 @@ pub struct BenchEvalArgs {
     /// retrieval is.
     #[arg(long, default_value_t = 2.75)]
     pub noise: f64,
+    /// Also time k-means for NMI (k = classes, one seeding, at most this many Lloyd
+    /// iterations); 0 skips it. No reference: scikit-learn at this size takes hours.
+    #[arg(long, default_value_t = 0)]
+    pub kmeans_iters: usize,
     /// Skip the faiss reference (ours only).
     #[arg(long)]
     pub no_reference: bool,

@@ -8,7 +8,12 @@
 //! one `i64` key per (similarity, index) pair — the similarity's f32 bits mapped to an
 //! order-preserving integer in the high 32 bits, the complement of the index in the low 32 — so
 //! the running top-k across blocks is a single `topk` over keys with no ties left to break.
+//!
+//! Two strategies give the same neighbours: on a GPU, libtorch `topk` per block; on a CPU, a
+//! one-pass selection into per-query buffers over the upper triangle of the (symmetric)
+//! similarity matrix, which halves the matrix products ([`Strategy`]).
 
+use crate::eval::topk::RunningTopK;
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -64,6 +69,18 @@ impl Chunks {
     }
 }
 
+/// How [`Index::search`] selects neighbours; both give the same result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// [`Strategy::Running`] on the CPU, [`Strategy::TopkBlocks`] on a GPU.
+    Auto,
+    /// libtorch `topk` per block of query chunk × gallery chunk, merged by key (fast on a GPU).
+    TopkBlocks,
+    /// One pass per block into per-query buffers ([`super::topk`]), over the upper triangle of
+    /// the symmetric similarity matrix (fast on a CPU).
+    Running,
+}
+
 /// The `k` nearest neighbours of the queries `start..start + len`: gallery indices and
 /// similarities, both `len × k`, nearest first.
 #[derive(Debug)]
@@ -100,6 +117,9 @@ impl Index {
             "embeddings contain NaN or infinite values"
         );
         let (x, sq_norms) = match similarity {
+            // Rows already of unit length (as `gl embed` writes them) are used as they are: no
+            // second N×D copy at SOP scale.
+            Similarity::Cosine if is_unit_norm(&x)? => (x, None),
             Similarity::Cosine => (l2_normalise(&x), None),
             Similarity::Euclidean => {
                 let sq = (&x * &x).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
@@ -131,6 +151,17 @@ impl Index {
         &self,
         k: i64,
         chunks: Chunks,
+        visit: impl FnMut(Neighbours) -> Result<()>,
+    ) -> Result<()> {
+        self.search_with(k, chunks, Strategy::Auto, visit)
+    }
+
+    /// [`Index::search`] with a chosen [`Strategy`] (both give the same neighbours).
+    pub fn search_with(
+        &self,
+        k: i64,
+        chunks: Chunks,
+        strategy: Strategy,
         mut visit: impl FnMut(Neighbours) -> Result<()>,
     ) -> Result<()> {
         ensure!(
@@ -142,7 +173,15 @@ impl Index {
             chunks.queries >= 1 && chunks.gallery >= 1,
             "chunk sizes must be ≥ 1, got {chunks:?}"
         );
+        let running = match strategy {
+            Strategy::Auto => self.device() == Device::Cpu,
+            Strategy::Running => true,
+            Strategy::TopkBlocks => false,
+        };
         tch::no_grad(|| {
+            if running {
+                return self.search_running(k, chunks, &mut visit);
+            }
             let mut start = 0;
             while start < self.n {
                 let len = chunks.queries.min(self.n - start);
@@ -157,6 +196,82 @@ impl Index {
             }
             Ok(())
         })
+    }
+
+    /// The CPU search: square blocks of the upper triangle of the similarity matrix (it is
+    /// symmetric for cosine; for Euclidean only the ‖·‖² offset differs by direction), each
+    /// block offered to the running top-k of its rows and, transposed, of its columns — half
+    /// the matrix products of a plain blocked search.
+    fn search_running(
+        &self,
+        k: i64,
+        chunks: Chunks,
+        visit: &mut dyn FnMut(Neighbours) -> Result<()>,
+    ) -> Result<()> {
+        let n = self.n;
+        let side = ((chunks.queries as f64 * chunks.gallery as f64).sqrt() as i64).max(1);
+        let mut best = RunningTopK::new(n as usize, k as usize);
+        tracing::debug!(
+            "exact search: {n} queries, k = {k}, blocks of {side}², buffers of {} MiB",
+            best.bytes() >> 20
+        );
+        let sq: Option<Vec<f32>> = match &self.sq_norms {
+            Some(t) => Some(Vec::<f32>::try_from(t.to_device(Device::Cpu))?),
+            None => None,
+        };
+        let offset = |start: i64, len: i64| {
+            sq.as_ref()
+                .map(|v| &v[start as usize..(start + len) as usize])
+        };
+        let mut i0 = 0;
+        while i0 < n {
+            let bi = side.min(n - i0);
+            let xi = self.x.narrow(0, i0, bi);
+            let mut j0 = i0;
+            while j0 < n {
+                let bj = side.min(n - j0);
+                let d = xi.matmul(&self.x.narrow(0, j0, bj).tr()).contiguous();
+                let (ui, uj) = (bi as usize, bj as usize);
+                best.offer(
+                    &cpu_floats(&d)?,
+                    ui,
+                    uj,
+                    i0 as usize,
+                    j0 as usize,
+                    offset(j0, bj),
+                );
+                if j0 != i0 {
+                    let t = d.tr().contiguous();
+                    best.offer(
+                        &cpu_floats(&t)?,
+                        uj,
+                        ui,
+                        j0 as usize,
+                        i0 as usize,
+                        offset(i0, bi),
+                    );
+                }
+                j0 += bj;
+            }
+            i0 += bi;
+        }
+        let mut start = 0;
+        while start < n {
+            let len = chunks.queries.min(n - start);
+            let (mut idx, mut sim) = (Vec::new(), Vec::new());
+            for q in start..start + len {
+                let (i, s) = best.best(q as usize);
+                idx.extend(i);
+                sim.extend(s);
+            }
+            visit(Neighbours {
+                start,
+                indices: Tensor::from_slice(&idx).view([len, k]),
+                similarities: Tensor::from_slice(&sim).view([len, k]),
+            })?;
+            start += len;
+        }
+        Ok(())
     }
 
     /// Top-`k` keys (sorted, largest first) of queries `start..start + len` over all gallery
@@ -200,6 +315,24 @@ impl Index {
         // One block may hold fewer than k candidates; the merge sorted all others.
         Ok(best.topk(k, 1, true, true).0)
     }
+}
+
+/// The f32 values of a contiguous CPU tensor, without a copy.
+fn cpu_floats(t: &Tensor) -> Result<&[f32]> {
+    ensure!(
+        t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(),
+        "internal: expected a contiguous f32 CPU tensor"
+    );
+    let n = t.numel();
+    // SAFETY: the tensor is contiguous f32 on the CPU, holds `n` elements, and outlives the
+    // returned slice (borrowed from `t`).
+    Ok(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) })
+}
+
+/// Every row has L2 norm 1 within 1e-5.
+fn is_unit_norm(x: &Tensor) -> Result<bool> {
+    let dev = x.norm_scalaropt_dim(2, [1], false) - 1.0;
+    Ok(x.size()[0] == 0 || f64::try_from(dev.abs().max())? <= 1e-5)
 }
 
 /// Rows scaled to unit L2 norm (a zero row stays zero).

@@ -8,3 +8,4 @@ pub mod knn;
 pub mod metrics;
 pub mod nmi;
 pub mod retrieval;
+pub mod topk;

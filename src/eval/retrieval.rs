@@ -155,6 +155,7 @@ pub fn recall_at_k(embeddings: &Tensor, labels: &[i64], ks: &[usize]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::knn::Strategy;
 
     /// Brute force on the CPU: f64 cosine similarities, ties to the lower index.
     fn brute(x: &[Vec<f64>], labels: &[i64], k: usize) -> f64 {
@@ -210,43 +211,54 @@ mod tests {
     #[test]
     fn chunked_search_equals_one_block_on_random_data() {
         tch::manual_seed(7);
-        let x = Tensor::randn([500, 32], (Kind::Float, tch::Device::Cpu));
-        let index = Index::new(&x, Similarity::Cosine).unwrap();
-        let all = |chunks: Chunks| {
-            let (mut idx, mut sim) = (Vec::new(), Vec::new());
-            index
-                .search(40, chunks, |nb| {
-                    idx.extend(Vec::<i64>::try_from(nb.indices.view([-1]))?);
-                    sim.extend(Vec::<f32>::try_from(nb.similarities.view([-1]))?);
-                    Ok(())
-                })
-                .unwrap();
-            (idx, sim)
-        };
-        let (i1, s1) = all(Chunks {
-            queries: 500,
-            gallery: 500,
-        });
-        for chunks in [
-            Chunks {
-                queries: 7,
-                gallery: 13,
-            },
-            Chunks {
-                queries: 64,
-                gallery: 41,
-            },
-        ] {
-            let (i2, s2) = all(chunks);
-            assert_eq!(i1, i2, "{chunks:?}");
-            assert!(s1.iter().zip(&s2).all(|(a, b)| (a - b).abs() < 1e-6));
+        for similarity in [Similarity::Cosine, Similarity::Euclidean] {
+            let x = Tensor::randn([500, 32], (Kind::Float, tch::Device::Cpu));
+            let index = Index::new(&x, similarity).unwrap();
+            let all = |chunks: Chunks, strategy: Strategy| {
+                let (mut idx, mut sim) = (Vec::new(), Vec::new());
+                index
+                    .search_with(40, chunks, strategy, |nb| {
+                        idx.extend(Vec::<i64>::try_from(nb.indices.view([-1]))?);
+                        sim.extend(Vec::<f32>::try_from(nb.similarities.view([-1]))?);
+                        Ok(())
+                    })
+                    .unwrap();
+                (idx, sim)
+            };
+            let one = Chunks {
+                queries: 500,
+                gallery: 500,
+            };
+            let (i1, s1) = all(one, Strategy::TopkBlocks);
+            for chunks in [
+                one,
+                Chunks {
+                    queries: 7,
+                    gallery: 13,
+                },
+                Chunks {
+                    queries: 64,
+                    gallery: 41,
+                },
+            ] {
+                for strategy in [Strategy::TopkBlocks, Strategy::Running] {
+                    let (i2, s2) = all(chunks, strategy);
+                    assert_eq!(i1, i2, "{similarity:?} {chunks:?} {strategy:?}");
+                    let worst = s1
+                        .iter()
+                        .zip(&s2)
+                        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-5, "{similarity:?} {chunks:?} {strategy:?}: {worst}");
+                }
+            }
+            // Nearest first, and never the query itself.
+            assert!(s1.chunks(40).all(|r| r.windows(2).all(|w| w[0] >= w[1])));
+            assert!(i1
+                .chunks(40)
+                .enumerate()
+                .all(|(q, r)| !r.contains(&(q as i64))));
         }
-        // Nearest first, and never the query itself.
-        assert!(s1.chunks(40).all(|r| r.windows(2).all(|w| w[0] >= w[1])));
-        assert!(i1
-            .chunks(40)
-            .enumerate()
-            .all(|(q, r)| !r.contains(&(q as i64))));
     }
 
     #[test]
@@ -286,23 +298,27 @@ mod tests {
         // Image 4 = −e1. For query 0 the ranking is 3 (1.0), then the tie 1, 2 (0.0), then 4.
         let t = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, -1.0, 0.0])
             .view([5, 2]);
-        for g in [1, 2, 3, 5] {
+        let cases = [1, 2, 3, 5]
+            .into_iter()
+            .flat_map(|g| [(g, Strategy::TopkBlocks), (g, Strategy::Running)]);
+        for (g, strategy) in cases {
             let index = Index::new(&t, Similarity::Cosine).unwrap();
             let mut got = Vec::new();
             index
-                .search(
+                .search_with(
                     4,
                     Chunks {
                         queries: 2,
                         gallery: g,
                     },
+                    strategy,
                     |nb| {
                         got.extend(Vec::<i64>::try_from(nb.indices.view([-1]))?);
                         Ok(())
                     },
                 )
                 .unwrap();
-            assert_eq!(&got[..4], &[3, 1, 2, 4], "gallery chunk {g}");
+            assert_eq!(&got[..4], &[3, 1, 2, 4], "gallery chunk {g}, {strategy:?}");
             // Query 1 (e2): image 2 (1.0), then 0 and 3 tied at 0.0, then 4 (0.0 too).
             assert_eq!(&got[4..8], &[2, 0, 3, 4], "gallery chunk {g}");
         }
