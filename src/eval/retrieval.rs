@@ -244,12 +244,18 @@ mod tests {
                 for strategy in [Strategy::TopkBlocks, Strategy::Running] {
                     let (i2, s2) = all(chunks, strategy);
                     assert_eq!(i1, i2, "{similarity:?} {chunks:?} {strategy:?}");
+                    // Values differ by the products' rounding: 2·q·g − ‖g‖² cancels terms of
+                    // size ≈ 32 here, cosines are ≤ 1.
+                    let tol = match similarity {
+                        Similarity::Cosine => 1e-5,
+                        Similarity::Euclidean => 1e-4,
+                    };
                     let worst = s1
                         .iter()
                         .zip(&s2)
-                        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+                        .map(|(a, b)| (a - b).abs())
                         .fold(0f32, f32::max);
-                    assert!(worst < 1e-5, "{similarity:?} {chunks:?} {strategy:?}: {worst}");
+                    assert!(worst < tol, "{similarity:?} {chunks:?} {strategy:?}: {worst}");
                 }
             }
             // Nearest first, and never the query itself.
