@@ -106,6 +106,10 @@ pub struct MetricArgs {
     /// Similarity block size in MiB (bounds the memory of the exact search).
     #[arg(long, default_value_t = 64)]
     pub chunk_mib: usize,
+    /// Exact search: triangle (CPU default: half the products, N × 1.25k keys of 8 bytes of
+    /// buffers), blocks (GPU default: memory bounded by the block alone), auto.
+    #[arg(long, default_value = "auto")]
+    pub search: crate::eval::knn::Strategy,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
@@ -361,6 +365,9 @@ pub struct BenchEvalArgs {
     /// Similarity block size in MiB.
     #[arg(long, default_value_t = 64)]
     pub chunk_mib: usize,
+    /// Exact search strategy: auto, triangle, blocks.
+    #[arg(long, default_value = "auto")]
+    pub search: crate::eval::knn::Strategy,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Per-coordinate noise around the class centres (unit-variance Gaussians): sets how hard

@@ -141,6 +141,26 @@ fn evaluate_a_parquet_file_from_another_tool() {
         );
     }
     assert!((got["map@r"].as_f64().unwrap() - r["map_at_r"].as_f64().unwrap()).abs() < 1e-12);
+    // The blocked search (the GPU's) gives the same numbers.
+    let (code, out2, err) = gl_cli::run(
+        dir.path(),
+        &[
+            "evaluate",
+            "--embeddings",
+            f,
+            "--format",
+            "json",
+            "--ks",
+            "1,2,4,8,16,500",
+            "--device",
+            "cpu",
+            "--search",
+            "blocks",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out2, out);
 
     // A file without `vector`, and one whose vectors differ in length: errors naming both.
     let bad = dir.path().join("bad.parquet");

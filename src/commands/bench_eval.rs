@@ -133,6 +133,7 @@ pub fn run(s: Settings) -> Result<ExitCode> {
         recall_ks: a.ks.clone(),
         map_at_r: true,
         chunks: Chunks::for_budget(a.chunk_mib),
+        search: a.search,
         ..Default::default()
     };
     crate::device::synchronize(s.device);

@@ -31,6 +31,7 @@ fn params(m: &MetricArgs) -> Result<EvalParams> {
         kmeans_max_iter: m.kmeans_max_iter,
         kmeans_seed: m.kmeans_seed,
         chunk_mib: m.chunk_mib,
+        search: m.search,
     })
 }
 

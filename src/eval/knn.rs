@@ -70,15 +70,32 @@ impl Chunks {
 }
 
 /// How [`Index::search`] selects neighbours; both give the same result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// [`Strategy::Running`] on the CPU, [`Strategy::TopkBlocks`] on a GPU.
+    #[default]
     Auto,
-    /// libtorch `topk` per block of query chunk × gallery chunk, merged by key (fast on a GPU).
+    /// libtorch `topk` per block of query chunk × gallery chunk, merged by key (fast on a GPU;
+    /// memory bounded by the block size alone).
+    #[serde(rename = "blocks")]
     TopkBlocks,
     /// One pass per block into per-query buffers ([`super::topk`]), over the upper triangle of
-    /// the symmetric similarity matrix (fast on a CPU).
+    /// the symmetric similarity matrix (fast on a CPU; N × 1.25k keys of 8 bytes besides).
+    #[serde(rename = "triangle")]
     Running,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Strategy::Auto),
+            "blocks" => Ok(Strategy::TopkBlocks),
+            "triangle" => Ok(Strategy::Running),
+            _ => Err(format!("unknown search {s:?} (auto, blocks, triangle)")),
+        }
+    }
 }
 
 /// The `k` nearest neighbours of the queries `start..start + len`: gallery indices and
@@ -233,7 +250,7 @@ impl Index {
                 let d = xi.matmul(&self.x.narrow(0, j0, bj).tr()).contiguous();
                 let (ui, uj) = (bi as usize, bj as usize);
                 best.offer(
-                    &cpu_floats(&d)?,
+                    cpu_floats(&d)?,
                     ui,
                     uj,
                     i0 as usize,
@@ -243,7 +260,7 @@ impl Index {
                 if j0 != i0 {
                     let t = d.tr().contiguous();
                     best.offer(
-                        &cpu_floats(&t)?,
+                        cpu_floats(&t)?,
                         uj,
                         ui,
                         j0 as usize,

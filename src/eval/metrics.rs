@@ -3,7 +3,7 @@
 //! k-means, k = the number of classes (the paper's protocol).
 
 use crate::eval::kmeans::{kmeans, KMeansParams};
-use crate::eval::knn::{l2_normalise, Chunks, Similarity};
+use crate::eval::knn::{l2_normalise, Chunks, Similarity, Strategy};
 use crate::eval::nmi::nmi;
 use crate::eval::retrieval::{self, Retrieval, RetrievalParams};
 use anyhow::{Context, Result};
@@ -24,6 +24,9 @@ pub struct EvalParams {
     pub kmeans_seed: u64,
     /// Similarity block budget in MiB.
     pub chunk_mib: usize,
+    /// Neighbour search strategy (same result; time against memory).
+    #[serde(default)]
+    pub search: Strategy,
 }
 
 impl Default for EvalParams {
@@ -36,6 +39,7 @@ impl Default for EvalParams {
             kmeans_max_iter: 100,
             kmeans_seed: 0,
             chunk_mib: 64,
+            search: Strategy::Auto,
         }
     }
 }
@@ -118,6 +122,7 @@ pub fn evaluate(
         map_at_r: true,
         similarity: p.similarity,
         chunks: Chunks::for_budget(p.chunk_mib),
+        search: p.search,
     };
     let retrieval = retrieval::evaluate(&x, labels, &rp).context("retrieval metrics")?;
     let classes = labels.iter().collect::<BTreeSet<_>>().len();

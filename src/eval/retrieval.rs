@@ -10,7 +10,7 @@
 //!   among the R nearest, and MAP@R = (1/R) Σ_{i ≤ R} P(i)·rel(i). Averaged over the queries
 //!   with R ≥ 1 (for R = 0 both are undefined); how many were left out is reported.
 
-use crate::eval::knn::{Chunks, Index, Neighbours, Similarity};
+use crate::eval::knn::{Chunks, Index, Neighbours, Similarity, Strategy};
 use anyhow::{ensure, Result};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
@@ -23,6 +23,7 @@ pub struct RetrievalParams {
     pub map_at_r: bool,
     pub similarity: Similarity,
     pub chunks: Chunks,
+    pub search: Strategy,
 }
 
 impl Default for RetrievalParams {
@@ -32,6 +33,7 @@ impl Default for RetrievalParams {
             map_at_r: true,
             similarity: Similarity::Cosine,
             chunks: Chunks::default(),
+            search: Strategy::Auto,
         }
     }
 }
@@ -88,7 +90,7 @@ pub fn evaluate(embeddings: &Tensor, labels: &[i64], p: &RetrievalParams) -> Res
     let mut hits = vec![0i64; p.recall_ks.len()];
     let (mut ap_sum, mut rp_sum) = (0f64, 0f64);
     let ranks = Tensor::arange_start(1, k + 1, (Kind::Int64, device));
-    index.search(k, p.chunks, |nb: Neighbours| {
+    index.search_with(k, p.chunks, p.search, |nb: Neighbours| {
         let len = nb.indices.size()[0];
         let same = y
             .index_select(0, &nb.indices.view([-1]))
@@ -155,7 +157,6 @@ pub fn recall_at_k(embeddings: &Tensor, labels: &[i64], ks: &[usize]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::knn::Strategy;
 
     /// Brute force on the CPU: f64 cosine similarities, ties to the lower index.
     fn brute(x: &[Vec<f64>], labels: &[i64], k: usize) -> f64 {
@@ -255,7 +256,10 @@ mod tests {
                         .zip(&s2)
                         .map(|(a, b)| (a - b).abs())
                         .fold(0f32, f32::max);
-                    assert!(worst < tol, "{similarity:?} {chunks:?} {strategy:?}: {worst}");
+                    assert!(
+                        worst < tol,
+                        "{similarity:?} {chunks:?} {strategy:?}: {worst}"
+                    );
                 }
             }
             // Nearest first, and never the query itself.
