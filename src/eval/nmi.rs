@@ -1,9 +1,10 @@
 //! Normalised mutual information between class labels and a clustering, the paper's NMI column:
 //! I(U; V) / mean(H(U), H(V)) with the arithmetic mean, natural logarithms, as scikit-learn's
-//! `normalized_mutual_info_score` (its default `average_method="arithmetic"`).
+//! `normalized_mutual_info_score` (its default `average_method="arithmetic"`). Sums run in key
+//! order, so the same input gives the same bits.
 
 use anyhow::{ensure, Result};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// NMI of `labels` and `clusters` (same length), in [0, 1].
 pub fn nmi(labels: &[i64], clusters: &[i64]) -> Result<f64> {
@@ -14,9 +15,9 @@ pub fn nmi(labels: &[i64], clusters: &[i64]) -> Result<f64> {
         clusters.len()
     );
     let n = labels.len() as f64;
-    let mut joint: HashMap<(i64, i64), f64> = HashMap::new();
-    let mut a: HashMap<i64, f64> = HashMap::new();
-    let mut b: HashMap<i64, f64> = HashMap::new();
+    let mut joint: BTreeMap<(i64, i64), f64> = BTreeMap::new();
+    let mut a: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut b: BTreeMap<i64, f64> = BTreeMap::new();
     for (&u, &v) in labels.iter().zip(clusters) {
         *joint.entry((u, v)).or_default() += 1.0;
         *a.entry(u).or_default() += 1.0;
@@ -26,7 +27,7 @@ pub fn nmi(labels: &[i64], clusters: &[i64]) -> Result<f64> {
     if a.len() <= 1 && b.len() <= 1 {
         return Ok(1.0);
     }
-    let entropy = |m: &HashMap<i64, f64>| -> f64 {
+    let entropy = |m: &BTreeMap<i64, f64>| -> f64 {
         m.values()
             .map(|&c| {
                 let p = c / n;
