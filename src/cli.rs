@@ -57,6 +57,43 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// The paper's ensemble row: concatenated normalised embeddings of several runs, evaluated.
     Ensemble(EnsembleArgs),
+    /// Run the pipeline of a profile: every stale task, or one stage (`gl run train`).
+    Run(RunArgs),
+    /// Every task of a profile: fresh, stale, missing or failed, with its last run.
+    Status(StatusArgs),
+}
+
+/// Which profile, with which overrides.
+#[derive(Debug, clap::Args)]
+pub struct ProfileArgs {
+    /// A profile of pipeline/profiles/ (paper, demo, …).
+    #[arg(long, default_value = "paper")]
+    pub profile: String,
+    /// Override a key of the profile, e.g. `--set seeds=[0,1] --set train.recipe=paper`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Only this stage's tasks (with --force: all of them, fresh or not).
+    pub stage: Option<String>,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Run tasks even when they are fresh.
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would run; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 /// Which weights and splits of a run to embed.

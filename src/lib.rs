@@ -9,12 +9,15 @@ pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
 pub mod fsutil;
 pub mod loss;
 pub mod model;
+#[cfg(feature = "catalog")]
+pub mod pipeline;
 pub mod progress;
 pub mod project;
 pub mod runtime;

@@ -11,6 +11,11 @@ use grouploss::project::Project;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`gl sql … | head`), as command-line tools do.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     grouploss::runtime::tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -58,6 +63,16 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Eval(args)) => {
             bench_eval::Settings::resolve(args).and_then(bench_eval::run)
         }
+        #[cfg(feature = "catalog")]
+        Command::Run(args) => {
+            project().and_then(|p| grouploss::commands::pipeline::run(args, p, cli.threads))
+        }
+        #[cfg(feature = "catalog")]
+        Command::Status(args) => {
+            project().and_then(|p| grouploss::commands::pipeline::status(args, p))
+        }
+        #[cfg(not(feature = "catalog"))]
+        Command::Run(_) | Command::Status(_) => Err(no_catalog()),
         Command::Weights(args) => project()
             .and_then(|p| weights::resolve(args, p))
             .and_then(weights::run),

@@ -10,6 +10,7 @@
 mod error;
 pub mod evaluations;
 pub mod ingest;
+pub mod pipeline;
 pub mod query;
 pub mod records;
 pub mod runs;

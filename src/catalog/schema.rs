@@ -124,6 +124,11 @@ CREATE TABLE weights (
         name: "embeddings, evaluations, metrics, ensembles",
         sql: super::evaluations::MIGRATION_SQL,
     },
+    Migration {
+        version: 6,
+        name: "pipeline_tasks, pipeline_profiles",
+        sql: super::pipeline::MIGRATION_SQL,
+    },
 ];
 
 /// The newest schema version this binary can read and write.

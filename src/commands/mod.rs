@@ -10,6 +10,8 @@ pub mod fetch;
 #[cfg(feature = "catalog")]
 pub mod index_runs;
 pub mod models;
+#[cfg(feature = "catalog")]
+pub mod pipeline;
 pub mod prepare;
 #[cfg(feature = "catalog")]
 pub mod sql;

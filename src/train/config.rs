@@ -183,14 +183,8 @@ impl TrainConfig {
             .merge(file.focus(&format!("profiles.{profile}")))
             .merge(Env::prefixed("GL_TRAIN_"));
         for o in overrides {
-            let (key, value) = o
-                .split_once('=')
-                .with_context(|| format!("override {o:?} is not key=value"))?;
-            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(value.to_string()));
-            fig = fig.merge(Serialized::default(key.trim(), value));
+            let (key, value) = crate::config::parse_override(o)?;
+            fig = fig.merge(Serialized::default(&key, value));
         }
         let cfg: TrainConfig = fig
             .extract()

@@ -1,0 +1,12 @@
+//! The pipeline: the stage DAG of `pipeline/stages.toml` expanded for a profile of
+//! `pipeline/profiles/` into tasks (each a `gl` command over files), fingerprints that decide
+//! what is stale, a lock per data directory, an executor that runs tasks, and the catalogue rows
+//! that record every task run.
+
+pub mod dag;
+pub mod executor;
+pub mod lock;
+pub mod profile;
+pub mod runner;
+pub mod state;
+pub mod tasks;

@@ -1,0 +1,220 @@
+//! A pipeline profile: which datasets, seeds, recipes, baselines and evaluation a `gl run`
+//! covers. Read with figment from `pipeline/profiles/<name>.toml`, then `GL_PIPELINE_<KEY>`
+//! environment variables (nested keys with `__`: `GL_PIPELINE_TRAIN__RECIPE=paper`), then
+//! `--set key=value` — later wins. An unknown key, a wrong type or a missing file is an error
+//! naming the key path and the file.
+
+use anyhow::{bail, ensure, Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use std::path::{Path, PathBuf};
+
+/// Where profiles live, relative to the project root.
+pub const PROFILES_DIR: &str = "pipeline/profiles";
+
+/// The Group Loss runs (`gl train`, one per dataset × seed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainStage {
+    /// A `[profiles.<recipe>]` of pipeline/train.toml.
+    pub recipe: String,
+    /// `key=value` overrides of that recipe.
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// Start from the fine-tuned run of the same dataset and seed (the paper's way).
+    #[serde(default)]
+    pub init_from_finetune: bool,
+}
+
+/// Softmax-only fine-tuning: a baseline beside Group Loss and, in the paper, its initial weights.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneStage {
+    pub recipe: String,
+    #[serde(default)]
+    pub set: Vec<String>,
+    pub seeds: Vec<u64>,
+}
+
+/// What `gl evaluate` computes for every run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluateStage {
+    /// Also evaluate the initial weights of each dataset's first Group Loss run (the pretrained
+    /// network before training).
+    pub untrained_baseline: bool,
+    pub nmi: bool,
+    pub kmeans_restarts: usize,
+}
+
+impl Default for EvaluateStage {
+    fn default() -> Self {
+        EvaluateStage {
+            untrained_baseline: true,
+            nmi: true,
+            kmeans_restarts: 3,
+        }
+    }
+}
+
+/// A resolved pipeline profile.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Set from the file name, not read from it.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub datasets: Vec<String>,
+    pub seeds: Vec<u64>,
+    /// `auto`, `cpu`, `cuda`, `cuda:N` for every task.
+    #[serde(default = "auto")]
+    pub device: String,
+    /// Where stage tasks run: `local` (this machine, one after another).
+    #[serde(default = "local")]
+    pub executor: String,
+    /// `gl weights` entries the recipes need.
+    #[serde(default)]
+    pub weights: Vec<String>,
+    pub train: TrainStage,
+    #[serde(default)]
+    pub finetune: Option<FinetuneStage>,
+    #[serde(default)]
+    pub evaluate: EvaluateStage,
+    /// Evaluate the concatenation of each dataset's seeds as one more row.
+    #[serde(default = "yes")]
+    pub ensemble: bool,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+fn local() -> String {
+    "local".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Profile {
+    /// `<project>/pipeline/profiles/<name>.toml`.
+    pub fn path(project_root: &Path, name: &str) -> PathBuf {
+        project_root.join(PROFILES_DIR).join(format!("{name}.toml"))
+    }
+
+    /// Resolves profile `name` of the project with environment and `overrides`.
+    pub fn resolve(project_root: &Path, name: &str, overrides: &[String]) -> Result<Self> {
+        ensure!(
+            !name.is_empty() && !name.contains(['/', '\\', '.']),
+            "profile name {name:?} must be a plain name"
+        );
+        let path = Self::path(project_root, name);
+        if !path.is_file() {
+            let dir = project_root.join(PROFILES_DIR);
+            let mut known: Vec<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(String::from))?
+                })
+                .collect();
+            known.sort();
+            bail!(
+                "profile file {} not found (profiles in {}: {})",
+                path.display(),
+                dir.display(),
+                known.join(", ")
+            );
+        }
+        let mut fig =
+            Figment::from(Toml::file(&path)).merge(Env::prefixed("GL_PIPELINE_").split("__"));
+        for o in overrides {
+            let (key, value) = crate::config::parse_override(o)?;
+            fig = fig.merge(Serialized::default(&key, value));
+        }
+        let mut p: Profile = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .with_context(|| format!("resolving profile {name:?} from {}", path.display()))?;
+        p.name = name.to_string();
+        p.validate()
+            .with_context(|| format!("profile {name:?} ({})", path.display()))?;
+        Ok(p)
+    }
+
+    /// Checks that need more than the types: non-empty lists, plain names, known executors.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(!self.datasets.is_empty(), "datasets: at least one dataset");
+        ensure!(!self.seeds.is_empty(), "seeds: at least one seed");
+        let mut s = self.seeds.clone();
+        s.sort_unstable();
+        s.dedup();
+        ensure!(
+            s.len() == self.seeds.len(),
+            "seeds: {:?} repeats a seed",
+            self.seeds
+        );
+        for d in &self.datasets {
+            ensure!(
+                !d.is_empty() && !d.contains(['/', '\\']),
+                "datasets: {d:?} is not a plain name"
+            );
+        }
+        ensure!(
+            self.executor == "local",
+            "executor: {:?} is not known (local)",
+            self.executor
+        );
+        self.device
+            .parse::<crate::device::DeviceArg>()
+            .map_err(|e| anyhow::anyhow!("device: {e}"))?;
+        if let Some(f) = &self.finetune {
+            ensure!(!f.seeds.is_empty(), "finetune.seeds: at least one seed");
+        }
+        if self.train.init_from_finetune {
+            let f = self
+                .finetune
+                .as_ref()
+                .context("train.init_from_finetune needs a [finetune] table")?;
+            for s in &self.seeds {
+                ensure!(
+                    f.seeds.contains(s),
+                    "train.init_from_finetune: seed {s} has no fine-tuned run (finetune.seeds {:?})",
+                    f.seeds
+                );
+            }
+        }
+        ensure!(
+            self.evaluate.kmeans_restarts >= 1,
+            "evaluate.kmeans_restarts must be ≥ 1"
+        );
+        Ok(())
+    }
+}
+
+/// A figment error with its key path and source on one line.
+fn describe(e: &figment::Error) -> String {
+    let mut parts = Vec::new();
+    for err in e.clone() {
+        let key = err.path.join(".");
+        let source = match err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(f)) => format!(" (in {})", f.display()),
+            Some(figment::Source::Code(_)) => " (from --set)".to_string(),
+            Some(s) => format!(" (from {s})"),
+            None => err
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default(),
+        };
+        parts.push(if key.is_empty() {
+            format!("{}{source}", err.kind)
+        } else {
+            format!("key `{key}`: {}{source}", err.kind)
+        });
+    }
+    parts.join("; ")
+}

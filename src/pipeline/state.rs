@@ -1,0 +1,194 @@
+//! Whether each task of a plan is fresh, stale, missing or failed: its fingerprint against the
+//! one recorded when it last ran (`pipeline_tasks`), its outputs on disk, and its upstream.
+
+use crate::catalog::pipeline::LatestRecord;
+use crate::pipeline::dag::{Output, Plan, Task};
+use crate::project::Project;
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// A task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Ran with this fingerprint, succeeded, outputs present, everything upstream fresh.
+    Fresh,
+    /// Ran before, but its inputs, settings or upstream changed (or an output is gone).
+    Stale,
+    /// Never ran.
+    Missing,
+    /// Its last run with this fingerprint failed.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Fresh => "fresh",
+            Status::Stale => "stale",
+            Status::Missing => "missing",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// The fingerprint of `task` given the output digests of the tasks it needs (`None` for one
+/// that never succeeded): sha256 of its stage version, `gl`'s version, command, config slice
+/// and those digests.
+pub fn fingerprint(plan: &Plan, task: &Task, dep_digests: &[Option<String>]) -> String {
+    let version = plan.stages.get(&task.stage).map_or(0, |s| s.version);
+    let deps: Vec<(String, &Option<String>)> = task
+        .deps
+        .iter()
+        .zip(dep_digests)
+        .map(|(&i, d)| (plan.tasks[i].id(), d))
+        .collect();
+    let doc = serde_json::json!({
+        "task": task.id(),
+        "stage_version": version,
+        "gl": env!("CARGO_PKG_VERSION"),
+        "argv": task.argv,
+        "config": task.config,
+        "upstream": deps,
+    });
+    hex::encode(Sha256::digest(doc.to_string().as_bytes()))
+}
+
+/// The files behind a task's outputs (relative to the data directory), `None` if one is absent.
+pub fn output_files(project: &Project, task: &Task) -> Result<Option<Vec<PathBuf>>> {
+    let mut files = Vec::new();
+    for o in &task.outputs {
+        match o {
+            Output::File(rel) => {
+                if !project.data_dir.join(rel).is_file() {
+                    return Ok(None);
+                }
+                files.push(rel.clone());
+            }
+            Output::CropCache { dataset, resize } => {
+                match crop_cache_manifest(project, dataset, *resize)? {
+                    Some(rel) => files.push(rel),
+                    None => return Ok(None),
+                }
+            }
+        }
+    }
+    Ok(Some(files))
+}
+
+/// The manifest of the crop cache of `dataset` at `resize` made from its current fetch.
+fn crop_cache_manifest(project: &Project, dataset: &str, resize: u32) -> Result<Option<PathBuf>> {
+    let summary = project.dataset_dir(dataset).join("dataset.json");
+    let Ok(bytes) = std::fs::read(&summary) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", summary.display()))?;
+    let Some(fp) = v["fingerprint"].as_str() else {
+        return Ok(None);
+    };
+    let params = crate::stages::prepare::PrepareParams {
+        resize,
+        ..Default::default()
+    };
+    let key = crate::stages::prepare::cache_key(fp, &params)?;
+    let rel = PathBuf::from("cache")
+        .join(dataset)
+        .join(key)
+        .join("manifest.json");
+    Ok(project.data_dir.join(&rel).is_file().then_some(rel))
+}
+
+/// sha256 of each output file and one digest over all of them.
+pub fn digest_outputs(project: &Project, files: &[PathBuf]) -> Result<(serde_json::Value, String)> {
+    let mut map = serde_json::Map::new();
+    let mut all = Sha256::new();
+    for rel in files {
+        let path = project.data_dir.join(rel);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let h = hex::encode(Sha256::digest(&bytes));
+        all.update(rel.to_string_lossy().as_bytes());
+        all.update(h.as_bytes());
+        map.insert(rel.to_string_lossy().into_owned(), h.into());
+    }
+    Ok((serde_json::Value::Object(map), hex::encode(all.finalize())))
+}
+
+/// The state of one task.
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    pub status: Status,
+    pub fingerprint: String,
+    /// Digest of its outputs when it last succeeded with this fingerprint (what downstream
+    /// fingerprints include).
+    pub digest: Option<String>,
+    pub last: Option<LatestRecord>,
+}
+
+/// The state of task `i` given the states of the tasks before it and its records (the latest
+/// of each fingerprint, newest first): the record of the current fingerprint decides, so going
+/// back to an earlier configuration whose outputs are still on disk is fresh again.
+pub fn task_state(
+    project: &Project,
+    plan: &Plan,
+    i: usize,
+    before: &[TaskState],
+    records: &[LatestRecord],
+) -> Result<TaskState> {
+    let t = &plan.tasks[i];
+    let digests: Vec<Option<String>> = t.deps.iter().map(|&d| before[d].digest.clone()).collect();
+    let fp = fingerprint(plan, t, &digests);
+    let upstream_fresh = t.deps.iter().all(|&d| before[d].status == Status::Fresh);
+    let last = records
+        .iter()
+        .find(|r| r.fingerprint == fp)
+        .or(records.first());
+    let status = match last {
+        None => Status::Missing,
+        Some(r) if r.fingerprint == fp && !r.succeeded => Status::Failed,
+        Some(r) if r.fingerprint == fp && upstream_fresh && outputs_match(project, t, r)? => {
+            Status::Fresh
+        }
+        Some(_) => Status::Stale,
+    };
+    Ok(TaskState {
+        digest: match status {
+            Status::Fresh => last.and_then(|r| r.digest.clone()),
+            _ => None,
+        },
+        status,
+        fingerprint: fp,
+        last: last.cloned(),
+    })
+}
+
+/// The outputs are there and hash to what was recorded.
+fn outputs_match(project: &Project, t: &Task, r: &LatestRecord) -> Result<bool> {
+    Ok(match output_files(project, t)? {
+        Some(files) => Some(digest_outputs(project, &files)?.1) == r.digest,
+        None => false,
+    })
+}
+
+/// The state of every task of a plan, in plan order.
+pub fn states(
+    project: &Project,
+    plan: &Plan,
+    latest: &HashMap<(String, String), Vec<LatestRecord>>,
+) -> Result<Vec<TaskState>> {
+    let mut out: Vec<TaskState> = Vec::with_capacity(plan.tasks.len());
+    for (i, t) in plan.tasks.iter().enumerate() {
+        let records = latest.get(&(t.stage.clone(), t.key.clone()));
+        let st = task_state(
+            project,
+            plan,
+            i,
+            &out,
+            records.map_or(&[][..], Vec::as_slice),
+        )?;
+        out.push(st);
+    }
+    Ok(out)
+}

@@ -1,0 +1,357 @@
+//! How each declared stage fans out into tasks for a profile: the registry of task builders
+//! (one function per stage name), each giving the task's variables, its `gl` command, the files
+//! it writes and the settings it was resolved with.
+
+use crate::pipeline::dag::{Output, Task};
+use crate::pipeline::profile::Profile;
+use crate::project::Project;
+use crate::train::config::TrainConfig;
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Stage names with a builder.
+pub const KNOWN: &[&str] = &[
+    "fetch", "weights", "prepare", "finetune", "train", "embed", "evaluate", "ensemble",
+];
+
+pub fn is_known(stage: &str) -> bool {
+    KNOWN.contains(&stage)
+}
+
+/// The tasks of `stage` for `profile`.
+pub fn build(stage: &str, p: &Profile, project: &Project) -> Result<Vec<Task>> {
+    match stage {
+        "fetch" => Ok(p.datasets.iter().map(|d| fetch(d)).collect()),
+        "weights" => Ok(p.weights.iter().map(|w| weights(w)).collect()),
+        "prepare" => prepare(p, project),
+        "finetune" => runs(p, project, Kind::Finetune),
+        "train" => runs(p, project, Kind::GroupLoss),
+        "embed" => Ok(embeddings(p, "embed")),
+        "evaluate" => Ok(embeddings(p, "evaluate")),
+        "ensemble" => Ok(ensembles(p)),
+        other => anyhow::bail!("no task builder for stage {other:?}"),
+    }
+}
+
+fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(path: String) -> Output {
+    Output::File(PathBuf::from(path))
+}
+
+/// What a task reads and writes, as resource names.
+struct Io {
+    consumes: Vec<String>,
+    produces: Vec<String>,
+}
+
+fn io(consumes: Vec<String>, produces: &str) -> Io {
+    Io {
+        consumes,
+        produces: vec![produces.to_string()],
+    }
+}
+
+fn task(
+    stage: &str,
+    key: String,
+    vars: BTreeMap<String, String>,
+    argv: Vec<String>,
+    outputs: Vec<Output>,
+    io: Io,
+) -> Task {
+    Task {
+        stage: stage.into(),
+        key,
+        vars,
+        argv,
+        outputs,
+        config: serde_json::Value::Null,
+        consumes: io.consumes,
+        produces: io.produces,
+        deps: Vec::new(),
+    }
+}
+
+fn strings(xs: &[&str]) -> Vec<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+fn fetch(d: &str) -> Task {
+    task(
+        "fetch",
+        d.into(),
+        vars(&[("dataset", d)]),
+        strings(&["fetch", d, "--quiet"]),
+        vec![file(format!("datasets/{d}/dataset.json"))],
+        io(vec![], &format!("dataset:{d}")),
+    )
+}
+
+fn weights(w: &str) -> Task {
+    task(
+        "weights",
+        w.into(),
+        vars(&[("weights", w)]),
+        strings(&["weights", w, "--quiet"]),
+        vec![file(format!("weights/{w}/weights.json"))],
+        io(vec![], &format!("weights:{w}")),
+    )
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Finetune,
+    GroupLoss,
+}
+
+/// One training run of the profile.
+struct RunSpec {
+    dataset: String,
+    seed: u64,
+    run_id: String,
+    recipe: String,
+    set: Vec<String>,
+}
+
+/// Run id of the Group Loss run (`<dataset>-<profile>-s<seed>`) or of the softmax baseline
+/// (`<dataset>-<profile>-softmax-s<seed>`).
+pub fn run_id(p: &Profile, dataset: &str, seed: u64, finetune: bool) -> String {
+    match finetune {
+        true => format!("{dataset}-{}-softmax-s{seed}", p.name),
+        false => format!("{dataset}-{}-s{seed}", p.name),
+    }
+}
+
+fn run_specs(p: &Profile, kind: Kind) -> Vec<RunSpec> {
+    let mut out = Vec::new();
+    for d in &p.datasets {
+        match kind {
+            Kind::Finetune => {
+                if let Some(f) = &p.finetune {
+                    for &seed in &f.seeds {
+                        out.push(RunSpec {
+                            dataset: d.clone(),
+                            seed,
+                            run_id: run_id(p, d, seed, true),
+                            recipe: f.recipe.clone(),
+                            set: f.set.clone(),
+                        });
+                    }
+                }
+            }
+            Kind::GroupLoss => {
+                for &seed in &p.seeds {
+                    let mut set = p.train.set.clone();
+                    if p.train.init_from_finetune {
+                        set.push(format!("init=\"run:{}\"", run_id(p, d, seed, true)));
+                    }
+                    out.push(RunSpec {
+                        dataset: d.clone(),
+                        seed,
+                        run_id: run_id(p, d, seed, false),
+                        recipe: p.train.recipe.clone(),
+                        set,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn resolve(r: &RunSpec, project: &Project) -> Result<TrainConfig> {
+    TrainConfig::resolve(&project.root, &r.dataset, &r.recipe, &r.set)
+}
+
+fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
+    let stage = match kind {
+        Kind::Finetune => "finetune",
+        Kind::GroupLoss => "train",
+    };
+    run_specs(p, kind)
+        .into_iter()
+        .map(|r| {
+            let cfg = resolve(&r, project)?;
+            let seed = r.seed.to_string();
+            let mut argv = strings(&[
+                "train",
+                "--dataset",
+                &r.dataset,
+                "--profile",
+                &r.recipe,
+                "--seed",
+                &seed,
+                "--run-id",
+                &r.run_id,
+                "--device",
+                &p.device,
+                "--resume",
+                "--quiet",
+            ]);
+            for s in &r.set {
+                argv.push(format!("--set={s}"));
+            }
+            let mut consumes = vec![format!("crops:{}/r{}", r.dataset, cfg.resize)];
+            consumes.extend(p.weights.iter().map(|w| format!("weights:{w}")));
+            if let Some(init) = cfg.init.strip_prefix("run:") {
+                consumes.push(format!("run:{init}"));
+            }
+            let mut t = task(
+                stage,
+                format!("{}/s{}", r.dataset, r.seed),
+                vars(&[("dataset", &r.dataset), ("seed", &seed), ("run", &r.run_id)]),
+                argv,
+                vec![file(format!("runs/{}/run.json", r.run_id))],
+                io(consumes, &format!("run:{}", r.run_id)),
+            );
+            t.config = serde_json::to_value(&cfg)?;
+            Ok(t)
+        })
+        .collect()
+}
+
+/// One crop cache per dataset and distinct `resize` of the profile's recipes.
+fn prepare(p: &Profile, project: &Project) -> Result<Vec<Task>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for kind in [Kind::Finetune, Kind::GroupLoss] {
+        for r in run_specs(p, kind) {
+            seen.insert((r.dataset.clone(), resolve(&r, project)?.resize));
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(d, resize)| {
+            let r = resize.to_string();
+            let mut t = task(
+                "prepare",
+                format!("{d}/r{resize}"),
+                vars(&[("dataset", &d)]),
+                strings(&["prepare", &d, "--resize", &r, "--quiet"]),
+                vec![Output::CropCache {
+                    dataset: d.clone(),
+                    resize,
+                }],
+                io(
+                    vec![format!("dataset:{d}")],
+                    &format!("crops:{d}/r{resize}"),
+                ),
+            );
+            t.config = serde_json::json!({ "resize": resize });
+            t
+        })
+        .collect())
+}
+
+/// `embed` or `evaluate` tasks: every run's selected model, the softmax baselines, and the
+/// untrained network of each dataset's first Group Loss run.
+fn embeddings(p: &Profile, stage: &str) -> Vec<Task> {
+    let mut items: Vec<(String, u64, String, &str)> = Vec::new();
+    for d in &p.datasets {
+        for &seed in &p.seeds {
+            items.push((d.clone(), seed, run_id(p, d, seed, false), "selected"));
+        }
+        if p.evaluate.untrained_baseline {
+            items.push((
+                d.clone(),
+                p.seeds[0],
+                run_id(p, d, p.seeds[0], false),
+                "untrained",
+            ));
+        }
+        if let Some(f) = &p.finetune {
+            for &seed in &f.seeds {
+                items.push((d.clone(), seed, run_id(p, d, seed, true), "selected"));
+            }
+        }
+    }
+    items
+        .into_iter()
+        .map(|(d, seed, run, model)| {
+            let seed = seed.to_string();
+            let mut argv = strings(&[stage, &run, "--model", model, "--device", &p.device]);
+            let (out, consumes) = match stage {
+                // The vectors themselves (bit-identical when re-embedded from the same weights),
+                // not the record beside them with its timings.
+                "embed" => (
+                    format!("runs/{run}/embeddings/{model}-test.parquet"),
+                    format!("run:{run}"),
+                ),
+                _ => {
+                    argv.extend(eval_flags(p));
+                    (
+                        format!("runs/{run}/eval/{model}-test.json"),
+                        format!("emb:{run}/{model}"),
+                    )
+                }
+            };
+            let produces = match stage {
+                "embed" => format!("emb:{run}/{model}"),
+                _ => format!("eval:{run}/{model}"),
+            };
+            task(
+                stage,
+                format!("{run}/{model}"),
+                vars(&[
+                    ("dataset", &d),
+                    ("seed", &seed),
+                    ("run", &run),
+                    ("model", model),
+                ]),
+                argv,
+                vec![file(out)],
+                io(vec![consumes], &produces),
+            )
+        })
+        .collect()
+}
+
+fn eval_flags(p: &Profile) -> Vec<String> {
+    let mut a = vec![
+        "--kmeans-restarts".to_string(),
+        p.evaluate.kmeans_restarts.to_string(),
+    ];
+    if !p.evaluate.nmi {
+        a.push("--no-nmi".into());
+    }
+    a
+}
+
+/// Name of a dataset's ensemble of seeds: `<dataset>-<profile>`.
+pub fn ensemble_name(p: &Profile, dataset: &str) -> String {
+    format!("{dataset}-{}", p.name)
+}
+
+fn ensembles(p: &Profile) -> Vec<Task> {
+    if !p.ensemble {
+        return Vec::new();
+    }
+    p.datasets
+        .iter()
+        .map(|d| {
+            let name = ensemble_name(p, d);
+            let runs: Vec<String> = p.seeds.iter().map(|&s| run_id(p, d, s, false)).collect();
+            let mut argv = strings(&["ensemble", "--name", &name, "--device", &p.device]);
+            argv.extend(runs.iter().cloned());
+            argv.extend(eval_flags(p));
+            let consumes = runs.iter().map(|r| format!("eval:{r}/selected")).collect();
+            task(
+                "ensemble",
+                name.clone(),
+                vars(&[("dataset", d)]),
+                argv,
+                vec![
+                    file(format!("ensembles/{name}/ensemble.json")),
+                    file(format!("ensembles/{name}/eval/selected-test.json")),
+                ],
+                io(consumes, &format!("ensemble:{name}")),
+            )
+        })
+        .collect()
+}

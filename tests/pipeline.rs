@@ -1,0 +1,257 @@
+//! The stage runner end to end (`gl run`, `gl status`) on a tiny profile: a synthetic dataset
+//! (`gl synth`), a tiny CNN for 1 epoch, two seeds, a softmax baseline, the untrained baseline
+//! and an ensemble — every stage — then what the DAG promises: a second run does nothing, a
+//! changed key makes only the stages that depend on it stale, `gl run <stage> --force` reruns
+//! exactly that stage, a failing stage leaves what follows it stale and a fixed run finishes it,
+//! a second writer is refused, and configuration errors name the key.
+
+#[path = "common/gl_cli.rs"]
+mod gl_cli;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const TINY_PROFILE: &str = r#"
+description = "tests: synthetic data, tiny CNN, 1 epoch"
+datasets = ["tiny_synth"]
+seeds = [0, 1]
+device = "cpu"
+ensemble = true
+
+[train]
+recipe = "tiny"
+
+[finetune]
+recipe = "tiny"
+set = ['objective="cross_entropy"']
+seeds = [0]
+
+[evaluate]
+kmeans_restarts = 1
+"#;
+
+/// Appended to the project's copy of pipeline/train.toml.
+const TINY_RECIPE: &str = r#"
+[datasets.tiny_synth]
+backbone = "tiny_cnn"
+init = "none"
+classes_per_batch = 4
+samples_per_class = 3
+input_size = 24
+resize = 32
+crop_scale_min = 0.5
+loader_threads = 1
+eval_batch = 64
+
+[profiles.tiny]
+epochs = 1
+lr = 1e-3
+lr_milestones = []
+val_fraction = 0.25
+"#;
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(p.join("pipeline/profiles")).unwrap();
+    for f in ["datasets.toml", "stages.toml"] {
+        std::fs::copy(repo.join("pipeline").join(f), p.join("pipeline").join(f)).unwrap();
+    }
+    let recipes = std::fs::read_to_string(repo.join("pipeline/train.toml")).unwrap();
+    std::fs::write(p.join("pipeline/train.toml"), recipes + TINY_RECIPE).unwrap();
+    std::fs::write(p.join("pipeline/profiles/tiny.toml"), TINY_PROFILE).unwrap();
+    let (code, out, err) = gl(
+        p,
+        &[
+            "synth",
+            "--name",
+            "tiny_synth",
+            "--classes",
+            "24",
+            "--per-class",
+            "6",
+            "--size",
+            "16",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    dir
+}
+
+fn gl(p: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut a = vec!["--threads", "1"];
+    a.extend_from_slice(args);
+    gl_cli::run(p, &a, &[])
+}
+
+/// `gl status` as stage:task → status.
+fn status(p: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+    let mut a = vec!["status", "--profile", "tiny", "--format", "json"];
+    a.extend_from_slice(extra);
+    let (code, out, err) = gl(p, &a);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}:{}",
+                    r["stage"].as_str().unwrap(),
+                    r["task"].as_str().unwrap()
+                ),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The stages of the `gl run` lines that say "ran".
+fn ran(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.contains(" ran in "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
+    let dir = project();
+    let p = dir.path();
+    let (code, out, err) = gl(p, &["run", "--profile", "tiny"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let stages: std::collections::BTreeSet<String> = ran(&out).into_iter().collect();
+    for s in [
+        "fetch", "prepare", "finetune", "train", "embed", "evaluate", "ensemble",
+    ] {
+        assert!(stages.contains(s), "{s} did not run:\n{out}");
+    }
+    let st = status(p, &[]);
+    assert!(st.values().all(|s| s == "fresh"), "{st:?}");
+    assert_eq!(st.len(), 14, "{st:?}");
+
+    // Nothing stale: nothing runs.
+    let (code, out, err) = gl(p, &["run", "--profile", "tiny"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(ran(&out).is_empty(), "{out}");
+
+    // One evaluation key: evaluate and what follows it are stale, nothing else.
+    let st = status(p, &["--set", "evaluate.kmeans_restarts=2"]);
+    for (task, s) in &st {
+        let expected = if task.starts_with("evaluate:") || task.starts_with("ensemble:") {
+            "stale"
+        } else {
+            "fresh"
+        };
+        assert_eq!(s, expected, "{task}: {st:?}");
+    }
+
+    // `gl run <stage> --force` reruns exactly that stage.
+    let (code, out, err) = gl(p, &["run", "embed", "--profile", "tiny", "--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ran(&out), vec!["embed"; 4], "{out}");
+
+    // The Parquet embeddings changed bits? No: same weights, same images. What follows embed
+    // was fingerprinted with the embed digests, which are unchanged, so it is still fresh.
+    let st = status(p, &[]);
+    assert!(st.values().all(|s| s == "fresh"), "{st:?}");
+
+    // A failing train (another backbone in the same run directory is refused) fails its tasks, leaves what follows stale
+    // and the run exits non-zero; fixing it runs only what was missing.
+    let broken = "train.set=['backbone=\"resnet50\"']";
+    let (code, out, _) = gl(p, &["run", "--profile", "tiny", "--set", broken]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FAILED") && out.contains("not run: train:"),
+        "{out}"
+    );
+    let st = status(p, &["--set", broken]);
+    assert_eq!(st["train:tiny_synth/s0"], "failed");
+    assert_ne!(st["embed:tiny_synth-tiny-s0/selected"], "fresh");
+    assert_eq!(st["finetune:tiny_synth/s0"], "fresh");
+    // Back to the profile as written: its earlier outputs are still there and still fresh.
+    let st = status(p, &[]);
+    assert!(st.values().all(|s| s == "fresh"), "{st:?}");
+
+    // A second writer of the same data directory is refused, naming the lock.
+    let lock = grouploss::pipeline::lock::DataLock::acquire(&p.join("data")).unwrap();
+    let (code, _, err) = gl(p, &["run", "--profile", "tiny"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("pipeline.lock") && err.contains("locked by another gl"),
+        "{err}"
+    );
+    drop(lock);
+
+    // The catalogue has every task run and the resolved profile.
+    let (code, out, err) = gl(
+        p,
+        &[
+            "sql",
+            "select count(*) filter (status = 'failed') > 0 as f, \
+                 count(distinct stage) as stages from pipeline_tasks",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "f,stages\ntrue,7\n");
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(p.join("pipeline/profiles")).unwrap();
+    for f in ["datasets.toml", "train.toml", "stages.toml"] {
+        std::fs::copy(repo.join("pipeline").join(f), p.join("pipeline").join(f)).unwrap();
+    }
+    std::fs::write(p.join("pipeline/profiles/tiny.toml"), TINY_PROFILE).unwrap();
+    let err = |args: &[&str], env: &[(&str, &str)]| {
+        let mut a = vec!["status", "--profile", "tiny"];
+        a.extend_from_slice(args);
+        let (code, out, err) = gl_cli::run(p, &a, env);
+        assert_eq!(code, 2, "{out}");
+        err
+    };
+    let e = err(&["--set", "evaluate.restarts=2"], &[]);
+    assert!(e.contains("key `evaluate.restarts`: unknown field"), "{e}");
+    let e = err(&["--set", "seeds=3"], &[]);
+    assert!(e.contains("key `seeds`") && e.contains("--set"), "{e}");
+    let e = err(&[], &[("GL_PIPELINE_SEEDS", "x")]);
+    assert!(
+        e.contains("key `seeds`") && e.contains("GL_PIPELINE_"),
+        "{e}"
+    );
+    std::fs::write(
+        p.join("pipeline/profiles/tiny.toml"),
+        TINY_PROFILE.replace("ensemble = true", "ensemble = 1"),
+    )
+    .unwrap();
+    let e = err(&[], &[]);
+    assert!(
+        e.contains("key `ensemble`") && e.contains("tiny.toml"),
+        "{e}"
+    );
+    let (code, _, e) = gl_cli::run(p, &["status", "--profile", "nope"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        e.contains("nope.toml not found") && e.contains("tiny"),
+        "{e}"
+    );
+    // A stage that needs one declared after it.
+    std::fs::write(p.join("pipeline/profiles/tiny.toml"), TINY_PROFILE).unwrap();
+    let stages = std::fs::read_to_string(p.join("pipeline/stages.toml")).unwrap();
+    std::fs::write(
+        p.join("pipeline/stages.toml"),
+        stages.replace("needs = [\"fetch\"]", "needs = [\"train\"]"),
+    )
+    .unwrap();
+    let e = err(&[], &[]);
+    assert!(
+        e.contains("stages.toml") && e.contains("needs \"train\""),
+        "{e}"
+    );
+}
