@@ -112,22 +112,15 @@ fn evaluate_a_parquet_file_from_another_tool() {
     let dir = tempfile::tempdir().unwrap();
     let file = fixtures().join("embeddings.parquet");
     let f = file.to_str().unwrap();
-    let (code, out, err) = gl_cli::run(
-        dir.path(),
-        &[
-            "evaluate",
-            "--embeddings",
-            f,
-            "--format",
-            "json",
-            "--ks",
-            "1,2,4,8,16,500",
-            "--device",
-            "cpu",
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let evaluate = |extra: &[&str]| {
+        let mut a = vec!["evaluate", "--embeddings", f, "--format", "json"];
+        a.extend_from_slice(&["--ks", "1,2,4,8,16,500", "--device", "cpu"]);
+        a.extend_from_slice(extra);
+        let (code, out, err) = gl_cli::run(dir.path(), &a, &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let out = evaluate(&[]);
     let got: Value = serde_json::from_str(&out).unwrap();
     let r = reference();
     for (k, want) in ints(&r["ks"]).iter().zip(r["recall"].as_array().unwrap()) {
@@ -142,24 +135,7 @@ fn evaluate_a_parquet_file_from_another_tool() {
     }
     assert!((got["map@r"].as_f64().unwrap() - r["map_at_r"].as_f64().unwrap()).abs() < 1e-12);
     // The blocked search (the GPU's) gives the same numbers.
-    let (code, out2, err) = gl_cli::run(
-        dir.path(),
-        &[
-            "evaluate",
-            "--embeddings",
-            f,
-            "--format",
-            "json",
-            "--ks",
-            "1,2,4,8,16,500",
-            "--device",
-            "cpu",
-            "--search",
-            "blocks",
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
+    let out2 = evaluate(&["--search", "blocks"]);
     assert_eq!(out2, out);
 
     // A file without `vector`, and one whose vectors differ in length: errors naming both.
