@@ -309,6 +309,28 @@ fn embed_evaluate_and_ensemble_a_trained_run() {
     );
     assert_eq!(sql(&q), format!("n,d\n{},{}\n", set.len(), set.dim()));
 
+    // Other weights under the same run id (a run trained again): embedded again, not reused —
+    // with seed 1's selected model, seed 0's embeddings become seed 1's.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(p.join("data/runs/tiny-s1/state.json")).unwrap())
+            .unwrap();
+    let file = state["selected"].as_str().unwrap();
+    std::fs::copy(
+        p.join("data/runs/tiny-s1").join(file),
+        p.join("data/runs/tiny-s0").join(file),
+    )
+    .unwrap();
+    for run in ["tiny-s0", "tiny-s1"] {
+        let (code, out, err) = gl_cli::run(p, &["embed", run, "--device", "cpu"], &[]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let vectors = |run: &str| {
+        let f = p.join(format!("data/runs/{run}/embeddings/selected-test.parquet"));
+        embeddings_file::read(&f).unwrap().vectors
+    };
+    assert!(vectors("tiny-s0").equal(&vectors("tiny-s1")));
+    assert!(!vectors("tiny-s0").equal(&set.vectors), "re-embedded");
+
     // A different recipe is not an ensemble of seeds unless asked.
     let (code, _, err) = gl_cli::run(p, &["ensemble", "--name", "x", "tiny-s0", "missing"], &[]);
     assert_eq!(code, 2);

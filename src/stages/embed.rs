@@ -20,6 +20,7 @@ use crate::stages::prepare::Manifest;
 use crate::train::run_dir::{RunConfig, RunDir};
 use crate::train::{init, split};
 use anyhow::{bail, ensure, Context, Result};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,6 +98,10 @@ pub struct EmbeddingsRecord {
     pub split: String,
     /// Epoch of the weights (`None` for untrained weights and ensembles).
     pub epoch: Option<usize>,
+    /// What identifies those weights (sha256 of the weights file, or of the recipe and seed for
+    /// the initial weights; empty for ensembles).
+    #[serde(default)]
+    pub model_sha256: String,
     /// File name inside the `embeddings/` directory.
     pub file: String,
     pub sha256: String,
@@ -170,13 +175,12 @@ pub fn run(s: &Settings) -> Result<Vec<EmbeddingsRecord>> {
     let cfg: RunConfig = RunDir::read_json(&rd.config_path())
         .with_context(|| format!("{} is not a run directory", s.run_dir.display()))?;
     let model = s.model.as_str();
+    let identity = model_identity(&rd, &cfg, s.model)?;
     let mut todo = Vec::new();
     let mut out = Vec::new();
     for &sp in &s.splits {
         match EmbeddingsRecord::load_verified(&rd.root, model, sp.as_str()) {
-            Ok(Some((rec, _))) if !s.force && rec.epoch == model_epoch(&rd, s.model)? => {
-                out.push(rec)
-            }
+            Ok(Some((rec, _))) if !s.force && rec.model_sha256 == identity => out.push(rec),
             Ok(_) => todo.push(sp),
             Err(e) => {
                 tracing::warn!("embedding again: {e:#}");
@@ -227,6 +231,7 @@ pub fn run(s: &Settings) -> Result<Vec<EmbeddingsRecord>> {
             model: model.to_string(),
             split: sp.as_str().to_string(),
             epoch,
+            model_sha256: identity.clone(),
             file: String::new(),
             sha256: String::new(),
             rows: 0,
@@ -265,31 +270,15 @@ fn crops_file(cfg: &RunConfig) -> Result<PathBuf> {
     Ok(cfg.crops.join(&manifest.file))
 }
 
-/// The epoch whose weights `choice` means now (`None`: untrained).
-fn model_epoch(rd: &RunDir, choice: ModelChoice) -> Result<Option<usize>> {
-    Ok(match choice {
-        ModelChoice::Untrained => None,
-        ModelChoice::Last => rd.state()?.map(|s| s.epoch),
-        ModelChoice::Selected => rd.state()?.and_then(|s| s.selected_epoch),
-    })
-}
-
-/// Loads the chosen weights into `vs`; returns their epoch.
-fn load_model(
-    vs: &nn::VarStore,
-    rd: &RunDir,
-    cfg: &RunConfig,
-    choice: ModelChoice,
-    project: &Project,
-) -> Result<Option<usize>> {
+/// The weights file `choice` means now and its epoch (`None` for the initial weights).
+fn model_file(rd: &RunDir, choice: ModelChoice) -> Result<Option<(PathBuf, usize)>> {
     if choice == ModelChoice::Untrained {
-        init::initialise(vs, &cfg.train, project)?;
         return Ok(None);
     }
     let Some(state) = rd.state()? else {
         bail!("run {} has no completed epoch yet", rd.root.display());
     };
-    let (file, epoch) = match choice {
+    Ok(Some(match choice {
         ModelChoice::Last => (
             rd.root.join(&state.checkpoint).join("model.safetensors"),
             state.epoch,
@@ -301,7 +290,38 @@ fn load_model(
                 rd.root.display()
             ),
         },
-    };
-    load_into(vs, &file, "")?;
-    Ok(Some(epoch))
+    }))
+}
+
+/// What identifies the weights `choice` means: the sha256 of the weights file, or for the
+/// initial weights the hash of what makes them (recipe, seed). Embeddings are reused only
+/// when it is unchanged — a run trained again under the same id gets new embeddings.
+fn model_identity(rd: &RunDir, cfg: &RunConfig, choice: ModelChoice) -> Result<String> {
+    Ok(match model_file(rd, choice)? {
+        Some((file, _)) => hash_file(&file)?.0,
+        None => {
+            let doc = serde_json::to_vec(&(&cfg.train, cfg.seed, &cfg.crops_key))?;
+            hex::encode(sha2::Sha256::digest(&doc))
+        }
+    })
+}
+
+/// Loads the chosen weights into `vs`; returns their epoch.
+fn load_model(
+    vs: &nn::VarStore,
+    rd: &RunDir,
+    cfg: &RunConfig,
+    choice: ModelChoice,
+    project: &Project,
+) -> Result<Option<usize>> {
+    match model_file(rd, choice)? {
+        None => {
+            init::initialise(vs, &cfg.train, project)?;
+            Ok(None)
+        }
+        Some((file, epoch)) => {
+            load_into(vs, &file, "")?;
+            Ok(Some(epoch))
+        }
+    }
 }

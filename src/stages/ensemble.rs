@@ -153,6 +153,7 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
                 model: model.to_string(),
                 split: sp.as_str().to_string(),
                 epoch: None,
+                model_sha256: String::new(),
                 file: String::new(),
                 sha256: String::new(),
                 rows: 0,
