@@ -157,9 +157,9 @@ fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
     let st = status(p, &[]);
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
 
-    // A failing train (another backbone in the same run directory is refused) fails its tasks, leaves what follows stale
+    // A failing train (initial weights that were never converted) fails its tasks, leaves what follows stale
     // and the run exits non-zero; fixing it runs only what was missing.
-    let broken = "train.set=['backbone=\"resnet50\"']";
+    let broken = "train.set=['init=\"weights:missing\"']";
     let (code, out, _) = gl(p, &["run", "--profile", "tiny", "--set", broken]);
     assert_eq!(code, 2, "{out}");
     assert!(
@@ -168,11 +168,32 @@ fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
     );
     let st = status(p, &["--set", broken]);
     assert_eq!(st["train:tiny_synth/s0"], "failed");
-    assert_ne!(st["embed:tiny_synth-tiny-s0/selected"], "fresh");
+    let embed_s0 = |st: &BTreeMap<String, String>| {
+        st.iter()
+            .find(|(k, _)| k.starts_with("embed:tiny_synth-tiny-s0-") && k.ends_with("/selected"))
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(embed_s0(&st), "missing", "another recipe is another run id");
     assert_eq!(st["finetune:tiny_synth/s0"], "fresh");
     // Back to the profile as written: its earlier outputs are still there and still fresh.
     let st = status(p, &[]);
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
+
+    // A forced training stage trains anew: the finished runs move to runs/.superseded/ (kept),
+    // and what was computed from them is stale until the next `gl run`.
+    let (code, out, err) = gl(p, &["run", "train", "--profile", "tiny", "--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ran(&out), vec!["train"; 2], "{out}");
+    let superseded = std::fs::read_dir(p.join("data/runs/.superseded"))
+        .unwrap()
+        .count();
+    assert_eq!(superseded, 2);
+    let st = status(p, &[]);
+    assert_eq!(embed_s0(&st), "stale", "{st:?}");
+    let (code, out, err) = gl(p, &["run", "--profile", "tiny"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(status(p, &[]).values().all(|s| s == "fresh"));
 
     // A second writer of the same data directory is refused, naming the lock.
     let lock = grouploss::pipeline::lock::DataLock::acquire(&p.join("data")).unwrap();

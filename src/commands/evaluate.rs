@@ -23,6 +23,13 @@ pub fn run_dir(project: &Project, run: &str) -> PathBuf {
 
 fn params(m: &MetricArgs) -> Result<EvalParams> {
     ensure!(m.chunk_mib >= 1, "--chunk-mib must be ≥ 1");
+    if let Some(ks) = &m.ks {
+        let mut seen = std::collections::BTreeSet::new();
+        ensure!(
+            ks.iter().all(|k| seen.insert(*k)),
+            "--ks {ks:?} repeats a K"
+        );
+    }
     Ok(EvalParams {
         recall_ks: m.ks.clone().unwrap_or_else(|| vec![1, 2, 4, 8]),
         similarity: m.similarity,

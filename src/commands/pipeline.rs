@@ -58,9 +58,10 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         .iter()
         .filter(|a| matches!(a, Action::Blocked { .. }))
         .count();
-    if failed > 0 {
+    if failed + blocked > 0 {
         bail!(
-            "{failed} task(s) failed, {blocked} not run because of them (logs in {})",
+            "{failed} task(s) failed, {blocked} not run because a task they need is not fresh \
+             (logs in {})",
             project.data_dir.join("pipeline/logs").display()
         );
     }

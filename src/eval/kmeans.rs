@@ -184,16 +184,25 @@ fn lloyd(
             break;
         }
         labels = new_labels;
-        let counts = labels.bincount(None::<Tensor>, k);
-        let sums = Tensor::zeros([k, d], (Kind::Float, device)).index_add(0, &labels, x);
-        let mut new_centers = sums / counts.clamp_min(1).to_kind(Kind::Float).unsqueeze(1);
-        let empty = counts.eq(0).nonzero().squeeze_dim(1);
+        let mut counts = labels.bincount(None::<Tensor>, k).to_kind(Kind::Float);
+        let mut sums = Tensor::zeros([k, d], (Kind::Float, device)).index_add(0, &labels, x);
+        let empty = counts.eq(0.0).nonzero().squeeze_dim(1);
         let n_empty = empty.size()[0];
         if n_empty > 0 {
-            // scikit-learn: the points farthest from their centres become the empty centres.
+            // scikit-learn: the points farthest from their centres move to the empty clusters,
+            // leaving their old clusters (sum and count) — they may empty another one too.
             let far = dists.topk(n_empty, 0, true, true).1;
-            let _ = new_centers.index_copy_(0, &empty, &x.index_select(0, &far));
+            let (points, old) = (x.index_select(0, &far), labels.index_select(0, &far));
+            let _ = sums.index_add_(0, &old, &(-&points));
+            let _ = counts.index_add_(
+                0,
+                &old,
+                &Tensor::full([n_empty], -1.0, (Kind::Float, device)),
+            );
+            let _ = sums.index_copy_(0, &empty, &points);
+            let _ = counts.index_fill_(0, &empty, 1.0);
         }
+        let new_centers = &sums / counts.clamp_min(1.0).unsqueeze(1);
         let shift = f64::try_from((&new_centers - &centers).square().sum(Kind::Double))?;
         centers = new_centers;
         if shift <= tol {

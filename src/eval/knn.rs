@@ -69,7 +69,9 @@ impl Chunks {
     }
 }
 
-/// How [`Index::search`] selects neighbours; both give the same result.
+/// How [`Index::search`] selects neighbours. Both rank by the same total order; their
+/// similarities come from differently shaped matrix products, so two candidates within a
+/// rounding error of each other may swap (the tests compare them on random data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
@@ -81,7 +83,8 @@ pub enum Strategy {
     #[serde(rename = "blocks")]
     TopkBlocks,
     /// One pass per block into per-query buffers ([`super::topk`]), over the upper triangle of
-    /// the symmetric similarity matrix (fast on a CPU; N × 1.25k keys of 8 bytes besides).
+    /// the symmetric similarity matrix (fast on a CPU; N × 1.25k keys of 8 bytes and a block
+    /// plus its transpose besides; runs on the CPU whatever the embeddings' device).
     #[serde(rename = "triangle")]
     Running,
 }
@@ -226,6 +229,8 @@ impl Index {
         visit: &mut dyn FnMut(Neighbours) -> Result<()>,
     ) -> Result<()> {
         let n = self.n;
+        // The selection runs on the CPU; embeddings elsewhere are copied here first.
+        let x = self.x.to_device(Device::Cpu);
         let side = ((chunks.queries as f64 * chunks.gallery as f64).sqrt() as i64).max(1);
         let mut best = RunningTopK::new(n as usize, k as usize);
         tracing::debug!(
@@ -243,11 +248,11 @@ impl Index {
         let mut i0 = 0;
         while i0 < n {
             let bi = side.min(n - i0);
-            let xi = self.x.narrow(0, i0, bi);
+            let xi = x.narrow(0, i0, bi);
             let mut j0 = i0;
             while j0 < n {
                 let bj = side.min(n - j0);
-                let d = xi.matmul(&self.x.narrow(0, j0, bj).tr()).contiguous();
+                let d = xi.matmul(&x.narrow(0, j0, bj).tr()).contiguous();
                 let (ui, uj) = (bi as usize, bj as usize);
                 best.offer(
                     cpu_floats(&d)?,

@@ -112,6 +112,10 @@ pub struct Task {
     /// What the task depends on besides its inputs: the profile keys of its stage and
     /// stage-specific resolved settings (a training run's full configuration).
     pub config: serde_json::Value,
+    /// A training task's run directory (relative to the data directory): moved aside to
+    /// `runs/.superseded/` before the task runs again with other upstream inputs, so the run
+    /// trains anew instead of `--resume` finding it finished.
+    pub run_dir: Option<PathBuf>,
     /// Resources it reads and writes (see the module docs).
     pub consumes: Vec<String>,
     pub produces: Vec<String>,

@@ -40,8 +40,9 @@ pub struct FinetuneStage {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateStage {
-    /// Also evaluate the initial weights of each dataset's first Group Loss run (the pretrained
-    /// network before training).
+    /// Also evaluate the initial weights of each dataset's first Group Loss run: the pretrained
+    /// network before training, or with `train.init_from_finetune` the fine-tuned network the
+    /// Group Loss runs start from.
     pub untrained_baseline: bool,
     pub nmi: bool,
     pub kmeans_restarts: usize,

@@ -115,6 +115,9 @@ pub fn run(
         } else if opts.dry_run {
             Action::WouldRun(st.status)
         } else {
+            if st.status == Status::Stale || opts.force {
+                supersede(project, t)?;
+            }
             let (action, new_state) = run_one(project, plan, exec, t, &st)?;
             st = new_state;
             action
@@ -124,6 +127,37 @@ pub fn run(
         actions.push(action);
     }
     Ok(actions)
+}
+
+/// Moves a training task's finished run directory to `runs/.superseded/<id>-<unix time>` so
+/// that the task trains anew (its upstream changed, or it is forced): `--resume` would find
+/// the old run finished. Nothing is deleted. An interrupted run (missing or failed with the
+/// same fingerprint) is left in place and resumed.
+fn supersede(project: &Project, t: &Task) -> Result<()> {
+    let Some(rel) = &t.run_dir else {
+        return Ok(());
+    };
+    let dir = project.data_dir.join(rel);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = project
+        .runs_dir()
+        .join(".superseded")
+        .join(format!("{name}-{now}"));
+    std::fs::create_dir_all(to.parent().expect("has a parent"))
+        .with_context(|| format!("creating {}", to.display()))?;
+    std::fs::rename(&dir, &to)
+        .with_context(|| format!("moving {} to {}", dir.display(), to.display()))?;
+    tracing::info!("{} superseded: moved to {}", t.id(), to.display());
+    Ok(())
 }
 
 /// Runs one task and records it; returns its action and new state.

@@ -6,7 +6,8 @@ use crate::pipeline::dag::{Output, Task};
 use crate::pipeline::profile::Profile;
 use crate::project::Project;
 use crate::train::config::TrainConfig;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -27,9 +28,9 @@ pub fn build(stage: &str, p: &Profile, project: &Project) -> Result<Vec<Task>> {
         "prepare" => prepare(p, project),
         "finetune" => runs(p, project, Kind::Finetune),
         "train" => runs(p, project, Kind::GroupLoss),
-        "embed" => Ok(embeddings(p, "embed")),
-        "evaluate" => Ok(embeddings(p, "evaluate")),
-        "ensemble" => Ok(ensembles(p)),
+        "embed" => embeddings(p, project, "embed"),
+        "evaluate" => embeddings(p, project, "evaluate"),
+        "ensemble" => ensembles(p, project),
         other => anyhow::bail!("no task builder for stage {other:?}"),
     }
 }
@@ -73,6 +74,7 @@ fn task(
         argv,
         outputs,
         config: serde_json::Value::Null,
+        run_dir: None,
         consumes: io.consumes,
         produces: io.produces,
         deps: Vec::new(),
@@ -111,63 +113,80 @@ enum Kind {
     GroupLoss,
 }
 
-/// One training run of the profile.
+/// One training run of the profile, its recipe resolved.
 struct RunSpec {
     dataset: String,
     seed: u64,
     run_id: String,
     recipe: String,
     set: Vec<String>,
+    config: TrainConfig,
 }
 
-/// Run id of the Group Loss run (`<dataset>-<profile>-s<seed>`) or of the softmax baseline
-/// (`<dataset>-<profile>-softmax-s<seed>`).
-pub fn run_id(p: &Profile, dataset: &str, seed: u64, finetune: bool) -> String {
-    match finetune {
-        true => format!("{dataset}-{}-softmax-s{seed}", p.name),
-        false => format!("{dataset}-{}-s{seed}", p.name),
-    }
+/// Run id: `<dataset>-<profile>-s<seed>-<h>` for Group Loss, `<dataset>-<profile>-softmax-
+/// s<seed>-<h>` for the softmax baseline, where `<h>` is 8 hex digits of the sha256 of the
+/// resolved recipe. Another recipe is another run directory, so changing a key and changing it
+/// back finds the earlier run, and a run directory never holds two recipes.
+fn run_id(
+    p: &Profile,
+    dataset: &str,
+    seed: u64,
+    finetune: bool,
+    cfg: &TrainConfig,
+) -> Result<String> {
+    let h = hex::encode(Sha256::digest(serde_json::to_vec(cfg)?));
+    let kind = if finetune { "-softmax" } else { "" };
+    Ok(format!("{dataset}-{}{kind}-s{seed}-{}", p.name, &h[..8]))
 }
 
-fn run_specs(p: &Profile, kind: Kind) -> Vec<RunSpec> {
+fn spec(
+    p: &Profile,
+    project: &Project,
+    dataset: &str,
+    seed: u64,
+    finetune: bool,
+    recipe: &str,
+    set: Vec<String>,
+) -> Result<RunSpec> {
+    let config = TrainConfig::resolve(&project.root, dataset, recipe, &set)?;
+    Ok(RunSpec {
+        dataset: dataset.to_string(),
+        seed,
+        run_id: run_id(p, dataset, seed, finetune, &config)?,
+        recipe: recipe.to_string(),
+        set,
+        config,
+    })
+}
+
+fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>> {
     let mut out = Vec::new();
     for d in &p.datasets {
+        let finetuned = |seed| -> Result<Option<RunSpec>> {
+            p.finetune
+                .as_ref()
+                .map(|f| spec(p, project, d, seed, true, &f.recipe, f.set.clone()))
+                .transpose()
+        };
         match kind {
             Kind::Finetune => {
-                if let Some(f) = &p.finetune {
-                    for &seed in &f.seeds {
-                        out.push(RunSpec {
-                            dataset: d.clone(),
-                            seed,
-                            run_id: run_id(p, d, seed, true),
-                            recipe: f.recipe.clone(),
-                            set: f.set.clone(),
-                        });
-                    }
+                for &seed in p.finetune.iter().flat_map(|f| &f.seeds) {
+                    out.extend(finetuned(seed)?);
                 }
             }
             Kind::GroupLoss => {
                 for &seed in &p.seeds {
                     let mut set = p.train.set.clone();
                     if p.train.init_from_finetune {
-                        set.push(format!("init=\"run:{}\"", run_id(p, d, seed, true)));
+                        let ft = finetuned(seed)?.context("init_from_finetune needs [finetune]")?;
+                        set.push(format!("init=\"run:{}\"", ft.run_id));
                     }
-                    out.push(RunSpec {
-                        dataset: d.clone(),
-                        seed,
-                        run_id: run_id(p, d, seed, false),
-                        recipe: p.train.recipe.clone(),
-                        set,
-                    });
+                    out.push(spec(p, project, d, seed, false, &p.train.recipe, set)?);
                 }
             }
         }
     }
-    out
-}
-
-fn resolve(r: &RunSpec, project: &Project) -> Result<TrainConfig> {
-    TrainConfig::resolve(&project.root, &r.dataset, &r.recipe, &r.set)
+    Ok(out)
 }
 
 fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
@@ -175,10 +194,10 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
         Kind::Finetune => "finetune",
         Kind::GroupLoss => "train",
     };
-    run_specs(p, kind)
+    run_specs(p, project, kind)?
         .into_iter()
         .map(|r| {
-            let cfg = resolve(&r, project)?;
+            let cfg = &r.config;
             let seed = r.seed.to_string();
             let mut argv = strings(&[
                 "train",
@@ -211,7 +230,8 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
                 vec![file(format!("runs/{}/run.json", r.run_id))],
                 io(consumes, &format!("run:{}", r.run_id)),
             );
-            t.config = serde_json::to_value(&cfg)?;
+            t.config = serde_json::to_value(cfg)?;
+            t.run_dir = Some(PathBuf::from("runs").join(&r.run_id));
             Ok(t)
         })
         .collect()
@@ -221,8 +241,8 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
 fn prepare(p: &Profile, project: &Project) -> Result<Vec<Task>> {
     let mut seen = std::collections::BTreeSet::new();
     for kind in [Kind::Finetune, Kind::GroupLoss] {
-        for r in run_specs(p, kind) {
-            seen.insert((r.dataset.clone(), resolve(&r, project)?.resize));
+        for r in run_specs(p, project, kind)? {
+            seen.insert((r.dataset.clone(), r.config.resize));
         }
     }
     Ok(seen
@@ -251,27 +271,30 @@ fn prepare(p: &Profile, project: &Project) -> Result<Vec<Task>> {
 
 /// `embed` or `evaluate` tasks: every run's selected model, the softmax baselines, and the
 /// untrained network of each dataset's first Group Loss run.
-fn embeddings(p: &Profile, stage: &str) -> Vec<Task> {
+fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> {
     let mut items: Vec<(String, u64, String, &str)> = Vec::new();
+    let group_loss = run_specs(p, project, Kind::GroupLoss)?;
+    let softmax = run_specs(p, project, Kind::Finetune)?;
     for d in &p.datasets {
-        for &seed in &p.seeds {
-            items.push((d.clone(), seed, run_id(p, d, seed, false), "selected"));
+        let of = |specs: &[RunSpec]| -> Vec<(u64, String)> {
+            specs
+                .iter()
+                .filter(|r| &r.dataset == d)
+                .map(|r| (r.seed, r.run_id.clone()))
+                .collect()
+        };
+        let gl = of(&group_loss);
+        for (seed, run) in &gl {
+            items.push((d.clone(), *seed, run.clone(), "selected"));
         }
-        if p.evaluate.untrained_baseline {
-            items.push((
-                d.clone(),
-                p.seeds[0],
-                run_id(p, d, p.seeds[0], false),
-                "untrained",
-            ));
+        if let (true, Some((seed, run))) = (p.evaluate.untrained_baseline, gl.first()) {
+            items.push((d.clone(), *seed, run.clone(), "untrained"));
         }
-        if let Some(f) = &p.finetune {
-            for &seed in &f.seeds {
-                items.push((d.clone(), seed, run_id(p, d, seed, true), "selected"));
-            }
+        for (seed, run) in of(&softmax) {
+            items.push((d.clone(), seed, run, "selected"));
         }
     }
-    items
+    Ok(items
         .into_iter()
         .map(|(d, seed, run, model)| {
             let seed = seed.to_string();
@@ -309,7 +332,7 @@ fn embeddings(p: &Profile, stage: &str) -> Vec<Task> {
                 io(vec![consumes], &produces),
             )
         })
-        .collect()
+        .collect())
 }
 
 fn eval_flags(p: &Profile) -> Vec<String> {
@@ -328,15 +351,20 @@ pub fn ensemble_name(p: &Profile, dataset: &str) -> String {
     format!("{dataset}-{}", p.name)
 }
 
-fn ensembles(p: &Profile) -> Vec<Task> {
+fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
     if !p.ensemble {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    p.datasets
+    let specs = run_specs(p, project, Kind::GroupLoss)?;
+    Ok(p.datasets
         .iter()
         .map(|d| {
             let name = ensemble_name(p, d);
-            let runs: Vec<String> = p.seeds.iter().map(|&s| run_id(p, d, s, false)).collect();
+            let runs: Vec<String> = specs
+                .iter()
+                .filter(|r| &r.dataset == d)
+                .map(|r| r.run_id.clone())
+                .collect();
             let mut argv = strings(&["ensemble", "--name", &name, "--device", &p.device]);
             argv.extend(runs.iter().cloned());
             argv.extend(eval_flags(p));
@@ -353,5 +381,5 @@ fn ensembles(p: &Profile) -> Vec<Task> {
                 io(consumes, &format!("ensemble:{name}")),
             )
         })
-        .collect()
+        .collect())
 }

@@ -175,7 +175,7 @@ pub fn run(s: &Settings) -> Result<Vec<EmbeddingsRecord>> {
     let cfg: RunConfig = RunDir::read_json(&rd.config_path())
         .with_context(|| format!("{} is not a run directory", s.run_dir.display()))?;
     let model = s.model.as_str();
-    let identity = model_identity(&rd, &cfg, s.model)?;
+    let identity = model_identity(&rd, &cfg, s.model, &s.project)?;
     let mut todo = Vec::new();
     let mut out = Vec::new();
     for &sp in &s.splits {
@@ -296,11 +296,19 @@ fn model_file(rd: &RunDir, choice: ModelChoice) -> Result<Option<(PathBuf, usize
 /// What identifies the weights `choice` means: the sha256 of the weights file, or for the
 /// initial weights the hash of what makes them (recipe, seed). Embeddings are reused only
 /// when it is unchanged — a run trained again under the same id gets new embeddings.
-fn model_identity(rd: &RunDir, cfg: &RunConfig, choice: ModelChoice) -> Result<String> {
+fn model_identity(
+    rd: &RunDir,
+    cfg: &RunConfig,
+    choice: ModelChoice,
+    project: &Project,
+) -> Result<String> {
     Ok(match model_file(rd, choice)? {
         Some((file, _)) => hash_file(&file)?.0,
         None => {
-            let doc = serde_json::to_vec(&(&cfg.train, cfg.seed, &cfg.crops_key))?;
+            let init = init::source_file(&cfg.train, project)?
+                .map(|(f, _)| hash_file(&f).map(|h| h.0))
+                .transpose()?;
+            let doc = serde_json::to_vec(&(&cfg.train, cfg.seed, &cfg.crops_key, init))?;
             hex::encode(sha2::Sha256::digest(&doc))
         }
     })

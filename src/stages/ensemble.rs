@@ -66,7 +66,17 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
         })
         .collect::<Result<_>>()?;
     let first = &configs[0];
-    let mixed = configs.iter().any(|c| c.train != first.train);
+    // Seeds of one configuration may start from per-seed runs (`init = "run:…-s<seed>"`, the
+    // paper's fine-tuned initialisation): that difference does not make them another recipe.
+    let recipe = |c: &RunConfig| {
+        let mut t = c.train.clone();
+        if t.init.starts_with("run:") {
+            t.init = "run:<per seed>".into();
+        }
+        t
+    };
+    let same = |c: &RunConfig| recipe(c) == recipe(first);
+    let mixed = configs.iter().any(|c| !same(c));
     for c in &configs {
         ensure!(
             c.dataset == first.dataset,
@@ -76,7 +86,7 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
             first.run_id,
             first.dataset
         );
-        if c.train != first.train && !s.allow_mixed {
+        if !same(c) && !s.allow_mixed {
             bail!(
                 "runs {} and {} differ in configuration, not only in the seed (pass \
                  --allow-mixed to ensemble them anyway)",
@@ -85,6 +95,11 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
             );
         }
     }
+    ensure!(
+        !s.project.runs_dir().join(&s.name).exists(),
+        "ensemble name {:?} is a run id too: the catalogue keys both by name; choose another",
+        s.name
+    );
     let dir = s.project.ensembles_dir().join(&s.name);
     let model = s.model.as_str();
     let mut members: Vec<Member> = configs

@@ -6,14 +6,19 @@ use crate::project::Project;
 use crate::train::config::TrainConfig;
 use crate::train::run_dir::{RunDir, RunState};
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::nn;
 
-/// Loads the weights `cfg.init` names into `vs` (built by [`crate::model::net::EmbeddingNet`]).
-pub fn initialise(vs: &nn::VarStore, cfg: &TrainConfig, project: &Project) -> Result<()> {
+/// The file `cfg.init` loads from and the prefix its names go under: another run's selected
+/// model (whole network, no prefix) or converted backbone weights (`backbone`); `None` for a
+/// random initialisation.
+pub fn source_file(
+    cfg: &TrainConfig,
+    project: &Project,
+) -> Result<Option<(PathBuf, &'static str)>> {
     let init = cfg.init.as_str();
     if init == "none" {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(run) = init.strip_prefix("run:") {
         let dir = RunDir::new(project.runs_dir().join(run));
@@ -29,9 +34,7 @@ pub fn initialise(vs: &nn::VarStore, cfg: &TrainConfig, project: &Project) -> Re
                 dir.root.display()
             )
         })?;
-        let file = dir.root.join(file);
-        report(&file, load_into(vs, &file, "")?);
-        return Ok(());
+        return Ok(Some((dir.root.join(file), "")));
     }
     let name = match init.strip_prefix("weights:") {
         Some(n) => n.to_string(),
@@ -42,7 +45,14 @@ pub fn initialise(vs: &nn::VarStore, cfg: &TrainConfig, project: &Project) -> Re
     };
     let file = converted_file(project, &name)
         .with_context(|| format!("init = {init:?} (backbone {})", cfg.backbone))?;
-    report(&file, load_into(vs, &file, "backbone")?);
+    Ok(Some((file, "backbone")))
+}
+
+/// Loads the weights `cfg.init` names into `vs` (built by [`crate::model::net::EmbeddingNet`]).
+pub fn initialise(vs: &nn::VarStore, cfg: &TrainConfig, project: &Project) -> Result<()> {
+    if let Some((file, prefix)) = source_file(cfg, project)? {
+        report(&file, load_into(vs, &file, prefix)?);
+    }
     Ok(())
 }
 
