@@ -58,5 +58,13 @@ for dev in cuda cpu; do
     printf '%s: ' "$dev"
     "$GL_PYTHON" -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]; print("%.0f img/s training, %.1f s train + %.1f s eval, test R@1 %.2f" % (r["images_per_second"], r["train_seconds"], r["eval_seconds"], 100*r["test_recall"][0]))' "$GL_DATA_DIR/runs/gpu-smoke-$dev/epochs.jsonl"
 done
+step "evaluate the cuda run on cuda (blocked top-k search) and on cpu (triangle): same numbers"
+for dev in cuda cpu; do
+    "$gl" evaluate gpu-smoke-cuda --device "$dev" --format json > "$GL_DATA_DIR/eval-$dev.json"
+done
+cmp "$GL_DATA_DIR/eval-cuda.json" "$GL_DATA_DIR/eval-cpu.json" && echo "identical" \
+    || { echo "differ:"; cat "$GL_DATA_DIR/eval-cuda.json" "$GL_DATA_DIR/eval-cpu.json"; }
+step "bench eval at SOP scale on cuda (ours only: no faiss on this machine), with k-means for NMI"
+"$gl" bench eval --device cuda --no-reference --kmeans-iters 20
 
 echo; echo "gpu-smoke: all checks passed"
