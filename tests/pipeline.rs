@@ -152,8 +152,14 @@ fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(ran(&out), vec!["embed"; 4], "{out}");
 
-    // The Parquet embeddings changed bits? No: same weights, same images. What follows embed
-    // was fingerprinted with the embed digests, which are unchanged, so it is still fresh.
+    // Same weights and images give the same Parquet bytes, so what follows embed keeps its
+    // fingerprint and stays fresh; the same holds one stage further for evaluate's values.
+    let st = status(p, &[]);
+    assert!(st.values().all(|s| s == "fresh"), "{st:?}");
+
+    let (code, out, err) = gl(p, &["run", "evaluate", "--profile", "tiny", "--force"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ran(&out), vec!["evaluate"; 4], "{out}");
     let st = status(p, &[]);
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
 

@@ -309,7 +309,7 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
                 _ => {
                     argv.extend(eval_flags(p));
                     (
-                        format!("runs/{run}/eval/{model}-test.json"),
+                        format!("runs/{run}/eval/{model}-test.values.tsv"),
                         format!("emb:{run}/{model}"),
                     )
                 }
@@ -376,7 +376,7 @@ fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
                 argv,
                 vec![
                     file(format!("ensembles/{name}/ensemble.json")),
-                    file(format!("ensembles/{name}/eval/selected-test.json")),
+                    file(format!("ensembles/{name}/eval/selected-test.values.tsv")),
                 ],
                 io(consumes, &format!("ensemble:{name}")),
             )

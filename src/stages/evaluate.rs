@@ -35,6 +35,13 @@ pub fn record_path(dir: &Path, model: &str, split: &str) -> PathBuf {
     dir.join("eval").join(format!("{model}-{split}.json"))
 }
 
+/// `<dir>/eval/<model>-<split>.values.tsv`: only the metric values (`name<TAB>value` lines),
+/// the same bytes whenever the numbers are the same — what the stage runner fingerprints, so a
+/// re-evaluation with equal results leaves what follows fresh.
+pub fn values_path(dir: &Path, model: &str, split: &str) -> PathBuf {
+    dir.join("eval").join(format!("{model}-{split}.values.tsv"))
+}
+
 /// Evaluates the verified embeddings `<dir>/embeddings/<model>-<split>` and writes the record.
 pub fn evaluate_dir(
     dir: &Path,
@@ -67,6 +74,13 @@ pub fn evaluate_dir(
         created_unix: unix_now(),
     };
     RunDir::new(dir.to_path_buf()).write_json(&record_path(dir, model, split), &rec)?;
+    let values: String = rec
+        .metrics
+        .named()
+        .into_iter()
+        .map(|(name, v)| format!("{name}\t{v}\n"))
+        .collect();
+    crate::fsutil::write_atomic(&values_path(dir, model, split), values.as_bytes())?;
     Ok(rec)
 }
 
