@@ -241,12 +241,8 @@ pub struct WeightsArgs {
     /// Convert again even when the output is up to date.
     #[arg(long)]
     pub force: bool,
-    /// Retries per mirror for transient network errors.
-    #[arg(long, default_value_t = 4)]
-    pub retries: u32,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub download: DownloadArgs,
     /// Python with torch that runs the converter [default: the venv whose torch `gl` was built
     /// against, else python3].
     #[arg(long, env = "GL_PYTHON")]
@@ -263,12 +259,30 @@ pub struct FetchArgs {
     /// Re-extract even when the files are unchanged.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub download: DownloadArgs,
+}
+
+/// How downloads behave (`gl fetch`, `gl weights`).
+#[derive(Debug, clap::Args)]
+pub struct DownloadArgs {
     /// Retries per mirror for transient network errors.
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl DownloadArgs {
+    /// The fetch options these flags mean (backoff and timeouts as [`FetchOptions::default`]).
+    pub fn options(&self) -> crate::data::fetch::FetchOptions {
+        crate::data::fetch::FetchOptions {
+            retries: self.retries,
+            progress: !self.quiet,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

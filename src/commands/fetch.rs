@@ -1,20 +1,18 @@
 //! `gl fetch <dataset>`: run the fetch stage, then index its outputs into the catalogue.
 
 use crate::cli::FetchArgs;
-use crate::data::fetch::FetchOptions;
 use crate::project::Project;
 use crate::stages::fetch::{self, Settings};
 use anyhow::{ensure, Result};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 pub fn resolve(args: FetchArgs, project: Project) -> Result<Settings> {
     let FetchArgs {
         dataset,
         from,
         force,
-        retries,
-        quiet,
+        download,
     } = args;
     if let Some(f) = &from {
         ensure!(f.is_file(), "--from {}: no such file", f.display());
@@ -23,12 +21,7 @@ pub fn resolve(args: FetchArgs, project: Project) -> Result<Settings> {
         project,
         dataset,
         from: from.map(std::path::absolute).transpose()?,
-        options: FetchOptions {
-            retries,
-            backoff: Duration::from_secs(2),
-            timeout: Duration::from_secs(60),
-            progress: !quiet,
-        },
+        options: download.options(),
         force,
     })
 }

@@ -2,12 +2,11 @@
 //! catalogue.
 
 use crate::cli::WeightsArgs;
-use crate::data::fetch::FetchOptions;
 use crate::project::Project;
 use crate::stages::weights::{self, Settings};
 use anyhow::{ensure, Result};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// What the invocation asks for.
 #[derive(Debug)]
@@ -22,8 +21,7 @@ pub fn resolve(args: WeightsArgs, project: Project) -> Result<Request> {
         list,
         from,
         force,
-        retries,
-        quiet,
+        download,
         python,
     } = args;
     let name = match (list, name) {
@@ -38,12 +36,7 @@ pub fn resolve(args: WeightsArgs, project: Project) -> Result<Request> {
         project,
         name,
         from: from.map(std::path::absolute).transpose()?,
-        options: FetchOptions {
-            retries,
-            backoff: Duration::from_secs(2),
-            timeout: Duration::from_secs(60),
-            progress: !quiet,
-        },
+        options: download.options(),
         force,
         python: python.unwrap_or_else(crate::runtime::default_python),
     }))
