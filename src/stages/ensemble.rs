@@ -129,11 +129,11 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
                 device: s.device,
                 force: false,
             })?;
-            if recs.is_empty() {
+            // `gl embed` verified (or wrote) the file just now.
+            let Some(rec) = recs.into_iter().next() else {
                 bail!("run {} has no {} images", m.run_id, sp.as_str());
-            }
-            let (rec, file) = EmbeddingsRecord::load_verified(d, model, sp.as_str())?
-                .context("embeddings vanished after `gl embed`")?;
+            };
+            let file = d.join("embeddings").join(&rec.file);
             let set = embeddings_file::read(&file)?;
             if let Some(r) = &reference {
                 ensure!(
@@ -159,7 +159,7 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
             vectors: l2_normalise(&Tensor::cat(&parts, 1)),
             raw: None,
         };
-        embed::write_embeddings(
+        let written = embed::write_embeddings(
             &dir,
             &set,
             EmbeddingsRecord {
@@ -178,14 +178,7 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
                 created_unix: unix_now(),
             },
         )?;
-        outputs.push(evaluate_dir(
-            &dir,
-            "ensemble",
-            model,
-            sp.as_str(),
-            &params,
-            s.device,
-        )?);
+        outputs.push(evaluate_dir(&dir, "ensemble", written, &params, s.device)?);
     }
     let record = EnsembleRecord {
         name: s.name.clone(),

@@ -42,21 +42,18 @@ pub fn values_path(dir: &Path, model: &str, split: &str) -> PathBuf {
     dir.join("eval").join(format!("{model}-{split}.values.tsv"))
 }
 
-/// Evaluates the verified embeddings `<dir>/embeddings/<model>-<split>` and writes the record.
+/// Evaluates the embeddings `emb` describes under `<dir>/embeddings/` and writes the record.
+/// `emb` comes from [`embed::run`] or [`embed::write_embeddings`], which verified or wrote the
+/// file just before, so it is not hashed again here.
 pub fn evaluate_dir(
     dir: &Path,
     kind: &str,
-    model: &str,
-    split: &str,
+    emb: EmbeddingsRecord,
     params: &EvalParams,
     device: Device,
 ) -> Result<EvalRecord> {
-    let (emb, file) = EmbeddingsRecord::load_verified(dir, model, split)?.with_context(|| {
-        format!(
-            "{}: no embeddings (run `gl embed` first)",
-            embed::record_path(dir, model, split).display()
-        )
-    })?;
+    let (model, split) = (emb.model.clone(), emb.split.clone());
+    let file = dir.join("embeddings").join(&emb.file);
     let set = embeddings_file::read(&file)?;
     let metrics = metrics::evaluate(&set.vectors, &set.class_ids, params, device)
         .with_context(|| format!("evaluating {}", file.display()))?;
@@ -73,14 +70,14 @@ pub fn evaluate_dir(
         device: format!("{device:?}").to_lowercase(),
         created_unix: unix_now(),
     };
-    RunDir::new(dir.to_path_buf()).write_json(&record_path(dir, model, split), &rec)?;
+    RunDir::new(dir.to_path_buf()).write_json(&record_path(dir, &model, &split), &rec)?;
     let values: String = rec
         .metrics
         .named()
         .into_iter()
         .map(|(name, v)| format!("{name}\t{v}\n"))
         .collect();
-    crate::fsutil::write_atomic(&values_path(dir, model, split), values.as_bytes())?;
+    crate::fsutil::write_atomic(&values_path(dir, &model, &split), values.as_bytes())?;
     Ok(rec)
 }
 
@@ -103,12 +100,15 @@ pub fn run(s: &Settings) -> Result<Vec<EvalRecord>> {
         .recall_ks
         .clone()
         .unwrap_or_else(|| cfg.train.recall_ks.clone());
-    let embedded = embed::run(&s.embed)?;
-    let model = s.embed.model.as_str();
+    let mut embedded = embed::run(&s.embed)?;
+    // One record per split that has images, in the order asked.
     s.embed
         .splits
         .iter()
-        .filter(|sp| embedded.iter().any(|e| e.split == sp.as_str()))
-        .map(|sp| evaluate_dir(&rd.root, "run", model, sp.as_str(), &params, s.embed.device))
+        .filter_map(|sp| {
+            let i = embedded.iter().position(|e| e.split == sp.as_str())?;
+            Some(embedded.swap_remove(i))
+        })
+        .map(|emb| evaluate_dir(&rd.root, "run", emb, &params, s.embed.device))
         .collect()
 }
