@@ -105,7 +105,6 @@ pub struct Task {
     pub stage: String,
     /// Unique within the stage (`demo`, `demo/s0`, `demo-demo-s0/selected`).
     pub key: String,
-    pub vars: BTreeMap<String, String>,
     /// `gl` arguments (global options are added by the executor).
     pub argv: Vec<String>,
     pub outputs: Vec<Output>,

@@ -8,7 +8,6 @@ use crate::project::Project;
 use crate::train::config::TrainConfig;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Stage names with a builder.
@@ -35,13 +34,6 @@ pub fn build(stage: &str, p: &Profile, project: &Project) -> Result<Vec<Task>> {
     }
 }
 
-fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn file(path: String) -> Output {
     Output::File(PathBuf::from(path))
 }
@@ -59,18 +51,10 @@ fn io(consumes: Vec<String>, produces: &str) -> Io {
     }
 }
 
-fn task(
-    stage: &str,
-    key: String,
-    vars: BTreeMap<String, String>,
-    argv: Vec<String>,
-    outputs: Vec<Output>,
-    io: Io,
-) -> Task {
+fn task(stage: &str, key: String, argv: Vec<String>, outputs: Vec<Output>, io: Io) -> Task {
     Task {
         stage: stage.into(),
         key,
-        vars,
         argv,
         outputs,
         config: serde_json::Value::Null,
@@ -89,7 +73,6 @@ fn fetch(d: &str) -> Task {
     task(
         "fetch",
         d.into(),
-        vars(&[("dataset", d)]),
         strings(&["fetch", d, "--quiet"]),
         vec![file(format!("datasets/{d}/dataset.json"))],
         io(vec![], &format!("dataset:{d}")),
@@ -100,7 +83,6 @@ fn weights(w: &str) -> Task {
     task(
         "weights",
         w.into(),
-        vars(&[("weights", w)]),
         strings(&["weights", w, "--quiet"]),
         vec![file(format!("weights/{w}/weights.json"))],
         io(vec![], &format!("weights:{w}")),
@@ -225,7 +207,6 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
             let mut t = task(
                 stage,
                 format!("{}/s{}", r.dataset, r.seed),
-                vars(&[("dataset", &r.dataset), ("seed", &seed), ("run", &r.run_id)]),
                 argv,
                 vec![file(format!("runs/{}/run.json", r.run_id))],
                 io(consumes, &format!("run:{}", r.run_id)),
@@ -252,7 +233,6 @@ fn prepare(p: &Profile, project: &Project) -> Result<Vec<Task>> {
             let mut t = task(
                 "prepare",
                 format!("{d}/r{resize}"),
-                vars(&[("dataset", &d)]),
                 strings(&["prepare", &d, "--resize", &r, "--quiet"]),
                 vec![Output::CropCache {
                     dataset: d.clone(),
@@ -272,32 +252,31 @@ fn prepare(p: &Profile, project: &Project) -> Result<Vec<Task>> {
 /// `embed` or `evaluate` tasks: every run's selected model, the softmax baselines, and the
 /// untrained network of each dataset's first Group Loss run.
 fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> {
-    let mut items: Vec<(String, u64, String, &str)> = Vec::new();
+    let mut items: Vec<(String, &str)> = Vec::new();
     let group_loss = run_specs(p, project, Kind::GroupLoss)?;
     let softmax = run_specs(p, project, Kind::Finetune)?;
     for d in &p.datasets {
-        let of = |specs: &[RunSpec]| -> Vec<(u64, String)> {
+        let of = |specs: &[RunSpec]| -> Vec<String> {
             specs
                 .iter()
                 .filter(|r| &r.dataset == d)
-                .map(|r| (r.seed, r.run_id.clone()))
+                .map(|r| r.run_id.clone())
                 .collect()
         };
         let gl = of(&group_loss);
-        for (seed, run) in &gl {
-            items.push((d.clone(), *seed, run.clone(), "selected"));
+        for run in &gl {
+            items.push((run.clone(), "selected"));
         }
-        if let (true, Some((seed, run))) = (p.evaluate.untrained_baseline, gl.first()) {
-            items.push((d.clone(), *seed, run.clone(), "untrained"));
+        if let (true, Some(run)) = (p.evaluate.untrained_baseline, gl.first()) {
+            items.push((run.clone(), "untrained"));
         }
-        for (seed, run) in of(&softmax) {
-            items.push((d.clone(), seed, run, "selected"));
+        for run in of(&softmax) {
+            items.push((run, "selected"));
         }
     }
     Ok(items
         .into_iter()
-        .map(|(d, seed, run, model)| {
-            let seed = seed.to_string();
+        .map(|(run, model)| {
             let mut argv = strings(&[stage, &run, "--model", model, "--device", &p.device]);
             let (out, consumes) = match stage {
                 // The vectors themselves (bit-identical when re-embedded from the same weights),
@@ -321,12 +300,6 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
             task(
                 stage,
                 format!("{run}/{model}"),
-                vars(&[
-                    ("dataset", &d),
-                    ("seed", &seed),
-                    ("run", &run),
-                    ("model", model),
-                ]),
                 argv,
                 vec![file(out)],
                 io(vec![consumes], &produces),
@@ -372,7 +345,6 @@ fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
             task(
                 "ensemble",
                 name.clone(),
-                vars(&[("dataset", d)]),
                 argv,
                 vec![
                     file(format!("ensembles/{name}/ensemble.json")),
