@@ -61,6 +61,8 @@ pub enum Command {
     Run(RunArgs),
     /// Every task of a profile: fresh, stale, missing or failed, with its last run.
     Status(StatusArgs),
+    /// A profile's tables and figures, regenerated from the catalogue into reports/<profile>/.
+    Report(ReportArgs),
 }
 
 /// Which profile, with which overrides.
@@ -94,6 +96,16 @@ pub struct StatusArgs {
     pub profile: ProfileArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The pipeline profile whose runs to report (as recorded by `gl run --profile`).
+    #[arg(long, default_value = "paper")]
+    pub profile: String,
+    /// Reports directory; the report goes to <DIR>/<profile>/ [default: <project>/reports].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Which weights and splits of a run to embed.

@@ -36,3 +36,10 @@ pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
         .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }
+
+/// Reads and parses the TOML file `path` (`what` names it in the error: "the stage DAG").
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

@@ -20,6 +20,8 @@ pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod project;
+#[cfg(feature = "catalog")]
+pub mod report;
 pub mod runtime;
 pub mod stages;
 pub mod train;

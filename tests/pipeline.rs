@@ -56,7 +56,7 @@ fn project() -> tempfile::TempDir {
     let p = dir.path();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(p.join("pipeline/profiles")).unwrap();
-    for f in ["datasets.toml", "stages.toml"] {
+    for f in ["datasets.toml", "stages.toml", "published.toml"] {
         std::fs::copy(repo.join("pipeline").join(f), p.join("pipeline").join(f)).unwrap();
     }
     let recipes = std::fs::read_to_string(repo.join("pipeline/train.toml")).unwrap();
@@ -123,13 +123,14 @@ fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
     assert_eq!(code, 0, "{out}{err}");
     let stages: std::collections::BTreeSet<String> = ran(&out).into_iter().collect();
     for s in [
-        "fetch", "prepare", "finetune", "train", "embed", "evaluate", "ensemble",
+        "fetch", "prepare", "finetune", "train", "embed", "evaluate", "ensemble", "report",
     ] {
         assert!(stages.contains(s), "{s} did not run:\n{out}");
     }
     let st = status(p, &[]);
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
-    assert_eq!(st.len(), 14, "{st:?}");
+    assert_eq!(st.len(), 15, "{st:?}");
+    check_report(p);
 
     // Nothing stale: nothing runs.
     let (code, out, err) = gl(p, &["run", "--profile", "tiny"]);
@@ -139,7 +140,10 @@ fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
     // One evaluation key: evaluate and what follows it are stale, nothing else.
     let st = status(p, &["--set", "evaluate.kmeans_restarts=2"]);
     for (task, s) in &st {
-        let expected = if task.starts_with("evaluate:") || task.starts_with("ensemble:") {
+        let expected = if ["evaluate:", "ensemble:", "report:"]
+            .iter()
+            .any(|s| task.starts_with(s))
+        {
             "stale"
         } else {
             "fresh"
@@ -223,7 +227,93 @@ fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "f,stages\ntrue,7\n");
+    assert_eq!(out, "f,stages\ntrue,8\n");
+}
+
+/// Every file of `dir` (recursively) with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The report of the tiny profile: every table and figure, numbers that are the catalogue's,
+/// and the same bytes when regenerated.
+fn check_report(p: &Path) {
+    let dir = p.join("reports/tiny");
+    let first = files(&dir);
+    for f in [
+        "README.md",
+        "tables/tiny_synth.md",
+        "tables/tiny_synth.tex",
+        "tables/tiny_synth-selection.md",
+        "tables/tiny_synth-selection.tex",
+        "figures/tiny_synth-recall.svg",
+        "figures/tiny_synth-training.svg",
+        "figures/tiny_synth-tsne.svg",
+        "figures/tiny_synth-gallery.png",
+    ] {
+        assert!(first.contains_key(f), "{f} missing: {:?}", first.keys());
+    }
+    let index = std::fs::read_to_string(p.join("reports/README.md")).unwrap();
+    assert!(index.contains("[tiny](tiny/README.md)"), "{index}");
+    // The Group Loss row is the mean ± sample std of the two seeds' R@1 in the catalogue.
+    let (code, out, err) = gl(
+        p,
+        &[
+            "sql",
+            "select format('{:.2f} ± {:.2f}', avg(value) * 100, stddev_samp(value) * 100) \
+             from metrics join runs on subject = run_id \
+             where objective = 'group_loss' and model = 'selected' and metric = 'recall@1'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let expected = out.lines().nth(1).unwrap().trim_matches('"').to_string();
+    let table = String::from_utf8(first["tables/tiny_synth.md"].clone()).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| Group Loss (mean ± std, 2 seeds)"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(row.split(" | ").nth(1), Some(expected.as_str()), "{table}");
+    for method in [
+        "pretrained, untrained",
+        "softmax fine-tuning",
+        "Group Loss ensemble (2 seeds)",
+    ] {
+        assert!(
+            table.contains(&format!("| {method} |")),
+            "{method}: {table}"
+        );
+    }
+    let svg = String::from_utf8(first["figures/tiny_synth-training.svg"].clone()).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("Group Loss s1"),
+        "{svg}"
+    );
+
+    let (code, out, err) = gl(p, &["report", "--profile", "tiny"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let second = files(&dir);
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        second.keys().collect::<Vec<_>>()
+    );
+    for (f, bytes) in &first {
+        assert!(second[f] == *bytes, "{f} differs when regenerated");
+    }
 }
 
 #[test]

@@ -14,6 +14,8 @@ pub mod models;
 pub mod pipeline;
 pub mod prepare;
 #[cfg(feature = "catalog")]
+pub mod report;
+#[cfg(feature = "catalog")]
 pub mod sql;
 pub mod synth;
 pub mod train;

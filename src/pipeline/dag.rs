@@ -44,10 +44,7 @@ impl Stages {
     /// Reads and checks `<project>/pipeline/stages.toml`.
     pub fn load(project_root: &Path) -> Result<Self> {
         let path = project_root.join(STAGES_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the stage DAG {}", path.display()))?;
-        let file: StagesFile =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let file: StagesFile = crate::fsutil::read_toml(&path, "the stage DAG")?;
         let s = Stages { stages: file.stage };
         s.validate()
             .with_context(|| format!("{}", path.display()))?;
@@ -97,6 +94,8 @@ pub enum Output {
     /// The manifest of the crop cache of `dataset` prepared at `resize` (its directory name is
     /// a hash known only after fetching).
     CropCache { dataset: String, resize: u32 },
+    /// A file relative to the project root (the report under `reports/`).
+    Project(PathBuf),
 }
 
 /// One unit of work: a `gl` command over files.

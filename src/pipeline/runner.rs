@@ -179,7 +179,7 @@ fn run_one(
                 t.outputs
             )
         })?;
-        digest_outputs(project, &files)
+        digest_outputs(&files)
     });
     let seconds = clock.elapsed().as_secs_f64();
     let (outputs, digest, error) = match result {

@@ -56,24 +56,25 @@ pub fn fingerprint(plan: &Plan, task: &Task, dep_digests: &[Option<String>]) -> 
     hex::encode(Sha256::digest(doc.to_string().as_bytes()))
 }
 
-/// The files behind a task's outputs (relative to the data directory), `None` if one is absent.
-pub fn output_files(project: &Project, task: &Task) -> Result<Option<Vec<PathBuf>>> {
+/// The files behind a task's outputs, `None` if one is absent: each as (label, path), the label
+/// relative to the data directory (`project:`-prefixed for files of the project root).
+pub fn output_files(project: &Project, task: &Task) -> Result<Option<Vec<(String, PathBuf)>>> {
     let mut files = Vec::new();
     for o in &task.outputs {
-        match o {
-            Output::File(rel) => {
-                if !project.data_dir.join(rel).is_file() {
-                    return Ok(None);
-                }
-                files.push(rel.clone());
-            }
+        let (label, path) = match o {
+            Output::File(rel) => (rel.display().to_string(), project.data_dir.join(rel)),
+            Output::Project(rel) => (format!("project:{}", rel.display()), project.root.join(rel)),
             Output::CropCache { dataset, resize } => {
                 match crop_cache_manifest(project, dataset, *resize)? {
-                    Some(rel) => files.push(rel),
+                    Some(rel) => (rel.display().to_string(), project.data_dir.join(rel)),
                     None => return Ok(None),
                 }
             }
+        };
+        if !path.is_file() {
+            return Ok(None);
         }
+        files.push((label, path));
     }
     Ok(Some(files))
 }
@@ -102,16 +103,15 @@ fn crop_cache_manifest(project: &Project, dataset: &str, resize: u32) -> Result<
 }
 
 /// sha256 of each output file and one digest over all of them.
-pub fn digest_outputs(project: &Project, files: &[PathBuf]) -> Result<(serde_json::Value, String)> {
+pub fn digest_outputs(files: &[(String, PathBuf)]) -> Result<(serde_json::Value, String)> {
     let mut map = serde_json::Map::new();
     let mut all = Sha256::new();
-    for rel in files {
-        let path = project.data_dir.join(rel);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    for (label, path) in files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let h = hex::encode(Sha256::digest(&bytes));
-        all.update(rel.to_string_lossy().as_bytes());
+        all.update(label.as_bytes());
         all.update(h.as_bytes());
-        map.insert(rel.to_string_lossy().into_owned(), h.into());
+        map.insert(label.clone(), h.into());
     }
     Ok((serde_json::Value::Object(map), hex::encode(all.finalize())))
 }
@@ -167,7 +167,7 @@ pub fn task_state(
 /// The outputs are there and hash to what was recorded.
 fn outputs_match(project: &Project, t: &Task, r: &LatestRecord) -> Result<bool> {
     Ok(match output_files(project, t)? {
-        Some(files) => Some(digest_outputs(project, &files)?.1) == r.digest,
+        Some(files) => Some(digest_outputs(&files)?.1) == r.digest,
         None => false,
     })
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 /// Stage names with a builder.
 pub const KNOWN: &[&str] = &[
-    "fetch", "weights", "prepare", "finetune", "train", "embed", "evaluate", "ensemble",
+    "fetch", "weights", "prepare", "finetune", "train", "embed", "evaluate", "ensemble", "report",
 ];
 
 pub fn is_known(stage: &str) -> bool {
@@ -30,6 +30,7 @@ pub fn build(stage: &str, p: &Profile, project: &Project) -> Result<Vec<Task>> {
         "embed" => embeddings(p, project, "embed"),
         "evaluate" => embeddings(p, project, "evaluate"),
         "ensemble" => ensembles(p, project),
+        "report" => report(p, project),
         other => anyhow::bail!("no task builder for stage {other:?}"),
     }
 }
@@ -354,4 +355,38 @@ fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
             )
         })
         .collect())
+}
+
+/// The profile's report: reads every evaluation, ensemble and training run of the profile (all
+/// through the catalogue), writes `reports/<profile>/`.
+fn report(p: &Profile, project: &Project) -> Result<Vec<Task>> {
+    let mut consumes: Vec<String> = Vec::new();
+    for t in embeddings(p, project, "evaluate")? {
+        consumes.extend(t.produces);
+    }
+    for t in ensembles(p, project)? {
+        consumes.extend(t.produces);
+    }
+    for kind in [Kind::Finetune, Kind::GroupLoss] {
+        for r in run_specs(p, project, kind)? {
+            consumes.push(format!("run:{}", r.run_id));
+        }
+    }
+    consumes.sort();
+    consumes.dedup();
+    let dir = PathBuf::from("reports").join(&p.name);
+    let mut outputs = vec![Output::Project(dir.join("README.md"))];
+    for d in &p.datasets {
+        outputs.push(Output::Project(dir.join(format!("tables/{d}.md"))));
+    }
+    Ok(vec![task(
+        "report",
+        p.name.clone(),
+        strings(&["report", "--profile", &p.name]),
+        outputs,
+        Io {
+            consumes,
+            produces: vec![format!("report:{}", p.name)],
+        },
+    )])
 }

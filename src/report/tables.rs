@@ -1,0 +1,426 @@
+//! The report's tables: per dataset, the metrics of every method (mean ± std over seeds, the
+//! ensemble, the paper's numbers and the difference) and R@1 by selection protocol. The long
+//! catalogue rows are aggregated and pivoted with polars; [`Table`] renders Markdown and LaTeX.
+
+use crate::report::data::{DatasetData, Method, RunRow};
+use crate::report::published::PublishedRows;
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use std::collections::BTreeMap;
+
+/// A mean over `n` values with its sample standard deviation (`None` for one value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cell {
+    pub mean: f64,
+    pub std: Option<f64>,
+    pub n: u32,
+}
+
+impl Cell {
+    fn show(&self) -> String {
+        match self.std {
+            Some(s) if self.n > 1 => format!("{:.2} ± {:.2}", self.mean, s),
+            _ => format!("{:.2}", self.mean),
+        }
+    }
+}
+
+/// One aggregated group: its cells by metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub group: i64,
+    pub cells: BTreeMap<String, Cell>,
+}
+
+/// Long rows `(group, metric, value)` → one [`Summary`] per group (ascending): group by
+/// (group, metric), mean / std / count, pivoted wide on the metric.
+pub fn summarise(rows: &[(i64, String, f64)]) -> Result<Vec<Summary>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let long = df!(
+        "group" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "metric" => rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        "value" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+    )?;
+    let mut metrics: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    metrics.sort_unstable();
+    metrics.dedup();
+    let on_columns = Arc::new(df!("metric" => metrics.clone())?);
+    let wide = anyhow::Context::context(
+        long.lazy()
+            .group_by([col("group"), col("metric")])
+            .agg([
+                col("value").mean().alias("mean"),
+                col("value").std(1).alias("std"),
+                col("value").count().cast(DataType::UInt32).alias("n"),
+            ])
+            .pivot(
+                cols(["metric"]),
+                on_columns,
+                cols(["group"]),
+                cols(["mean", "std", "n"]),
+                element().first(),
+                false,
+                "|".into(),
+                polars::frame::PivotColumnNaming::Combine,
+            )
+            .sort(["group"], SortMultipleOptions::default())
+            .collect(),
+        "aggregating the metrics with polars",
+    )?;
+    let groups = wide.column("group")?.i64()?;
+    let mut out = Vec::with_capacity(wide.height());
+    for (i, g) in groups.iter().enumerate() {
+        let mut cells = BTreeMap::new();
+        for m in &metrics {
+            let mean = wide.column(&format!("mean|{m}"))?.f64()?.get(i);
+            let std = wide.column(&format!("std|{m}"))?.f64()?.get(i);
+            let n = wide.column(&format!("n|{m}"))?.u32()?.get(i);
+            if let (Some(mean), Some(n)) = (mean, n) {
+                cells.insert(m.to_string(), Cell { mean, std, n });
+            }
+        }
+        out.push(Summary {
+            group: g.context("a null group")?,
+            cells,
+        });
+    }
+    Ok(out)
+}
+
+/// A table with a header, rows and horizontal rules after some rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub caption: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Row indices followed by a rule (LaTeX `\midrule`).
+    pub rules_after: Vec<usize>,
+}
+
+fn latex_escape(s: &str) -> String {
+    s.replace('\\', r"\textbackslash{}")
+        .replace('&', r"\&")
+        .replace('%', r"\%")
+        .replace('_', r"\_")
+        .replace('#', r"\#")
+        .replace('±', r"$\pm$")
+        .replace('Δ', r"$\Delta$")
+        .replace('−', "$-$")
+        .replace('—', "--")
+}
+
+impl Table {
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!("| {} |\n", self.header.join(" | "));
+        let align: Vec<&str> = (0..self.header.len())
+            .map(|i| if i == 0 { ":---" } else { "---:" })
+            .collect();
+        s += &format!("|{}|\n", align.join("|"));
+        for r in &self.rows {
+            s += &format!("| {} |\n", r.join(" | "));
+        }
+        s
+    }
+
+    /// A booktabs `table` environment.
+    pub fn to_latex(&self, label: &str) -> String {
+        let cols = format!("l{}", "r".repeat(self.header.len().saturating_sub(1)));
+        let mut s = String::from("\\begin{table}[t]\n\\centering\n");
+        s += &format!(
+            "\\caption{{{}}}\n\\label{{{label}}}\n",
+            latex_escape(&self.caption)
+        );
+        s += &format!("\\begin{{tabular}}{{{cols}}}\n\\toprule\n");
+        let head: Vec<String> = self.header.iter().map(|h| latex_escape(h)).collect();
+        s += &format!("{} \\\\\n\\midrule\n", head.join(" & "));
+        for (i, r) in self.rows.iter().enumerate() {
+            let cells: Vec<String> = r.iter().map(|c| latex_escape(c)).collect();
+            s += &format!("{} \\\\\n", cells.join(" & "));
+            if self.rules_after.contains(&i) && i + 1 < self.rows.len() {
+                s += "\\midrule\n";
+            }
+        }
+        s += "\\bottomrule\n\\end{tabular}\n\\end{table}\n";
+        s
+    }
+}
+
+/// Column metrics of a dataset's main table: R@K for its K, NMI, MAP@R.
+pub fn metric_columns(d: &DatasetData) -> Vec<(String, String)> {
+    let mut cols: Vec<(String, String)> = d
+        .recall_ks()
+        .into_iter()
+        .map(|k| (format!("recall@{k}"), format!("R@{k}")))
+        .collect();
+    for (m, label) in [("nmi", "NMI"), ("map@r", "MAP@R")] {
+        if d.metrics.iter().any(|r| r.metric == m) {
+            cols.push((m.to_string(), label.to_string()));
+        }
+    }
+    cols
+}
+
+/// The aggregated rows of each method present.
+pub fn method_summaries(d: &DatasetData) -> Result<BTreeMap<Method, Summary>> {
+    let order = [
+        Method::Untrained,
+        Method::Softmax,
+        Method::GroupLoss,
+        Method::Ensemble,
+    ];
+    let long: Vec<(i64, String, f64)> = d
+        .metrics
+        .iter()
+        .map(|m| {
+            let g = order.iter().position(|o| *o == m.method).unwrap_or(0) as i64;
+            (g, m.metric.clone(), m.value)
+        })
+        .collect();
+    Ok(summarise(&long)?
+        .into_iter()
+        .map(|s| (order[s.group as usize], s))
+        .collect())
+}
+
+fn method_label(d: &DatasetData, m: Method) -> String {
+    let n = |runs: &[RunRow]| runs.len();
+    match m {
+        Method::GroupLoss if n(&d.group_loss) > 1 => {
+            format!("Group Loss (mean ± std, {} seeds)", n(&d.group_loss))
+        }
+        Method::Softmax if n(&d.softmax) > 1 => {
+            format!("softmax fine-tuning (mean ± std, {} seeds)", n(&d.softmax))
+        }
+        Method::Ensemble => format!("Group Loss ensemble ({} seeds)", n(&d.group_loss)),
+        _ => m.label().to_string(),
+    }
+}
+
+/// The main table of dataset `d`: every method, then the paper's rows and the differences.
+pub fn metrics_table(d: &DatasetData, published: Option<&PublishedRows>) -> Result<Table> {
+    let cols = metric_columns(d);
+    let summaries = method_summaries(d)?;
+    let mut header = vec!["method".to_string()];
+    header.extend(cols.iter().map(|c| c.1.clone()));
+    let mut rows = Vec::new();
+    for (m, s) in &summaries {
+        let mut r = vec![method_label(d, *m)];
+        r.extend(
+            cols.iter()
+                .map(|(k, _)| s.cells.get(k).map_or("—".into(), Cell::show)),
+        );
+        rows.push(r);
+    }
+    let mut rules_after = vec![rows.len().saturating_sub(1)];
+    if let Some(p) = published {
+        for (label, values) in [
+            ("paper: Group Loss", &p.group_loss),
+            ("paper: ensemble", &p.ensemble),
+        ] {
+            let mut r = vec![label.to_string()];
+            r.extend(
+                cols.iter()
+                    .map(|(k, _)| values.get(k).map_or("—".into(), |v| format!("{v:.1}"))),
+            );
+            rows.push(r);
+        }
+        rules_after.push(rows.len() - 1);
+        for (label, m, values) in [
+            ("Δ Group Loss − paper", Method::GroupLoss, &p.group_loss),
+            ("Δ ensemble − paper", Method::Ensemble, &p.ensemble),
+        ] {
+            let mut r = vec![label.to_string()];
+            r.extend(cols.iter().map(|(k, _)| {
+                let ours = summaries.get(&m).and_then(|s| s.cells.get(k));
+                match (ours, values.get(k)) {
+                    (Some(o), Some(v)) => format!("{:+.2}", o.mean - v),
+                    _ => "—".into(),
+                }
+            }));
+            rows.push(r);
+        }
+    }
+    Ok(Table {
+        caption: format!(
+            "{}: test-set retrieval and clustering (%), the selected epoch of each run",
+            d.name
+        ),
+        header,
+        rows,
+        rules_after,
+    })
+}
+
+/// Test R@1 of each run by selection protocol, with mean ± std per method.
+pub fn selection_table(d: &DatasetData) -> Result<Table> {
+    let protocols = [
+        ("last", "last epoch"),
+        ("val", "validation-selected"),
+        ("test", "best on test (official protocol)"),
+    ];
+    let header: Vec<String> = ["run", "seed", "epochs", "selected epoch"]
+        .into_iter()
+        .map(String::from)
+        .chain(protocols.iter().map(|p| format!("R@1 {}", p.1)))
+        .collect();
+    let mut rows = Vec::new();
+    let mut rules_after = Vec::new();
+    for (m, runs) in [
+        (Method::Softmax, &d.softmax),
+        (Method::GroupLoss, &d.group_loss),
+    ] {
+        if runs.is_empty() {
+            continue;
+        }
+        let mut long = Vec::new();
+        for r in runs.iter() {
+            let vals = [r.r1_last, r.r1_val_selected, r.r1_best_on_test];
+            let mut row = vec![
+                format!("{} `{}`", m.label(), r.run_id),
+                r.seed.to_string(),
+                r.epochs_done.to_string(),
+                r.selected_epoch.map_or("—".into(), |e| e.to_string()),
+            ];
+            for (p, v) in protocols.iter().zip(vals) {
+                row.push(v.map_or("—".into(), |v| format!("{:.2}", 100.0 * v)));
+                if let Some(v) = v {
+                    long.push((0, p.0.to_string(), 100.0 * v));
+                }
+            }
+            rows.push(row);
+        }
+        if runs.len() > 1 {
+            let s = summarise(&long)?;
+            let mut row = vec![
+                format!("{} (mean ± std)", m.label()),
+                String::new(),
+                String::new(),
+                String::new(),
+            ];
+            for p in &protocols {
+                let cell = s.first().and_then(|s| s.cells.get(p.0));
+                row.push(cell.map_or("—".into(), Cell::show));
+            }
+            rows.push(row);
+        }
+        rules_after.push(rows.len() - 1);
+    }
+    Ok(Table {
+        caption: format!(
+            "{}: test R@1 (%) by the epoch selection protocol: the last epoch, the epoch with the \
+             best validation R@1 (our default), the epoch with the best test R@1 (the official \
+             code's protocol, optimistic)",
+            d.name
+        ),
+        header,
+        rows,
+        rules_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarise_gives_mean_sample_std_and_count_per_group() {
+        let rows = vec![
+            (1, "a".to_string(), 1.0),
+            (1, "a".to_string(), 3.0),
+            (1, "b".to_string(), 5.0),
+            (0, "a".to_string(), 2.0),
+        ];
+        let s = summarise(&rows).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].group, 0);
+        assert_eq!(
+            s[0].cells["a"],
+            Cell {
+                mean: 2.0,
+                std: None,
+                n: 1
+            }
+        );
+        assert!(!s[0].cells.contains_key("b"));
+        let a = s[1].cells["a"];
+        assert_eq!((a.mean, a.n), (2.0, 2));
+        assert!((a.std.unwrap() - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(s[1].cells["b"].show(), "5.00");
+        assert_eq!(a.show(), "2.00 ± 1.41");
+    }
+
+    #[test]
+    fn the_paper_rows_and_differences_use_the_published_numbers() {
+        use crate::report::data::MetricRow;
+        let run = |id: &str, seed| RunRow {
+            run_id: id.into(),
+            seed,
+            epochs_done: 1,
+            selected_epoch: Some(1),
+            r1_last: None,
+            r1_val_selected: None,
+            r1_best_on_test: None,
+        };
+        let m = |method, subject: &str, metric: &str, value| MetricRow {
+            method,
+            subject: subject.into(),
+            metric: metric.into(),
+            value,
+        };
+        let d = DatasetData {
+            name: "cub".into(),
+            group_loss: vec![run("a", 0), run("b", 1)],
+            metrics: vec![
+                m(Method::GroupLoss, "a", "recall@1", 60.0),
+                m(Method::GroupLoss, "b", "recall@1", 62.0),
+                m(Method::GroupLoss, "a", "nmi", 66.0),
+                m(Method::GroupLoss, "b", "nmi", 66.0),
+                m(Method::Ensemble, "e", "recall@1", 64.0),
+            ],
+            ..Default::default()
+        };
+        let published = PublishedRows {
+            group_loss: [("recall@1".to_string(), 65.5)].into(),
+            ensemble: [("recall@1".to_string(), 66.9)].into(),
+        };
+        let t = metrics_table(&d, Some(&published)).unwrap();
+        assert_eq!(t.header, ["method", "R@1", "NMI"]);
+        let rows: Vec<String> = t.rows.iter().map(|r| r.join(" | ")).collect();
+        assert_eq!(
+            rows,
+            [
+                "Group Loss (mean ± std, 2 seeds) | 61.00 ± 1.41 | 66.00 ± 0.00",
+                "Group Loss ensemble (2 seeds) | 64.00 | —",
+                "paper: Group Loss | 65.5 | —",
+                "paper: ensemble | 66.9 | —",
+                "Δ Group Loss − paper | -4.50 | —",
+                "Δ ensemble − paper | -2.90 | —",
+            ]
+        );
+        assert_eq!(t.rules_after, vec![1, 3]);
+    }
+
+    #[test]
+    fn tables_render_markdown_and_escaped_latex() {
+        let t = Table {
+            caption: "x_1 & 50%".into(),
+            header: vec!["method".into(), "R@1".into()],
+            rows: vec![
+                vec!["a".into(), "1.00 ± 0.50".into()],
+                vec!["Δ".into(), "—".into()],
+            ],
+            rules_after: vec![0],
+        };
+        assert_eq!(
+            t.to_markdown(),
+            "| method | R@1 |\n|:---|---:|\n| a | 1.00 ± 0.50 |\n| Δ | — |\n"
+        );
+        let l = t.to_latex("tab:x");
+        assert!(l.contains("\\caption{x\\_1 \\& 50\\%}"));
+        assert!(
+            l.contains("a & 1.00 $\\pm$ 0.50 \\\\\n\\midrule\n$\\Delta$ & -- \\\\\n\\bottomrule")
+        );
+    }
+}
