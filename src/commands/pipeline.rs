@@ -33,7 +33,7 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
     if let Some(n) = threads {
         global.extend(["--threads".to_string(), n.to_string()]);
     }
-    let exec = Local::current(global)?;
+    let exec = Local::current(global, runner::logs_dir(&project))?;
     let opts = RunOptions {
         stage: args.stage,
         force: args.force,
@@ -45,7 +45,7 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
             Action::WouldRun(s) => format!("would run ({})", s.as_str()),
             Action::Ran { seconds } => format!("ran in {seconds:.1} s"),
             Action::Failed { error } => format!("FAILED: {error}"),
-            Action::Blocked { upstream } => format!("not run: {upstream} is not fresh"),
+            Action::Blocked { upstream } => format!("not run: {upstream}"),
             Action::NotSelected => return,
         };
         println!("{}", line(t, &what));

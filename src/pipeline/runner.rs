@@ -5,16 +5,20 @@
 //! open it in between.
 
 use crate::catalog::pipeline::{latest, record_profile, record_task, LatestRecord, TaskRecord};
+use crate::catalog::evaluations::ingest_dir;
+use crate::catalog::runs::ingest_run_path;
 use crate::catalog::Catalog;
 use crate::pipeline::dag::{Plan, Task};
-use crate::pipeline::executor::Executor;
+use crate::pipeline::executor::{log_path, Ended, Executor, Outcome};
 use crate::pipeline::lock::DataLock;
-use crate::pipeline::state::{digest_outputs, output_files, task_state, Status, TaskState};
+use crate::pipeline::state::{
+    digest_outputs, fingerprint, output_files, task_state, Status, TaskState,
+};
 use crate::project::Project;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// What `gl run` was asked.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +42,7 @@ pub enum Action {
     Failed {
         error: String,
     },
-    /// Not run: a task it needs is not fresh.
+    /// Not run: a task it needs is not fresh, failed or was cancelled (why, naming it).
     Blocked {
         upstream: String,
     },
@@ -56,16 +60,14 @@ pub fn load_latest(project: &Project) -> Result<HashMap<(String, String), Vec<La
     latest(&cat)
 }
 
-/// `<data>/pipeline/logs/<stage>/<task>.log`.
-pub fn log_path(project: &Project, t: &Task) -> PathBuf {
-    project
-        .data_dir
-        .join("pipeline/logs")
-        .join(&t.stage)
-        .join(format!("{}.log", t.key.replace('/', "_")))
+/// `<data>/pipeline/logs`: where every task's log goes.
+pub fn logs_dir(project: &Project) -> PathBuf {
+    project.data_dir.join("pipeline/logs")
 }
 
-/// Runs the plan; `report` gets one line per task as it is decided. Returns each task's action.
+/// Runs the plan: decides every task (fresh, blocked, to run), hands what is to run to the
+/// executor as one batch and records each outcome as it comes; `report` gets one line per task.
+/// Returns each task's action.
 pub fn run(
     project: &Project,
     plan: &Plan,
@@ -95,37 +97,52 @@ pub fn run(
         )?;
     }
     let mut states: Vec<TaskState> = Vec::with_capacity(plan.tasks.len());
-    let mut actions = Vec::with_capacity(plan.tasks.len());
+    let mut actions: Vec<Action> = Vec::with_capacity(plan.tasks.len());
+    let mut batch: Vec<usize> = Vec::new();
     for (i, t) in plan.tasks.iter().enumerate() {
         let records = latest.get(&(t.stage.clone(), t.key.clone()));
         let records = records.map_or(&[][..], Vec::as_slice);
-        let mut st = task_state(project, plan, i, &states, records)?;
+        let st = task_state(project, plan, i, &states, records)?;
         let selected = opts.stage.as_ref().is_none_or(|s| *s == t.stage);
-        let blocked = t.deps.iter().find(|&&d| {
-            states[d].status != Status::Fresh && !matches!(actions[d], Action::WouldRun(_))
-        });
+        let blocked = t
+            .deps
+            .iter()
+            .find(|&&d| states[d].status != Status::Fresh && !batch.contains(&d));
         let action = if !selected {
             Action::NotSelected
         } else if st.status == Status::Fresh && !opts.force {
             Action::Fresh
         } else if let Some(&d) = blocked {
             Action::Blocked {
-                upstream: plan.tasks[d].id(),
+                upstream: format!("{} is not fresh", plan.tasks[d].id()),
             }
-        } else if opts.dry_run {
-            Action::WouldRun(st.status)
         } else {
-            if st.status == Status::Stale || opts.force {
-                supersede(project, t)?;
+            if !opts.dry_run {
+                if st.status == Status::Stale || opts.force {
+                    supersede(project, t)?;
+                }
+                batch.push(i);
             }
-            let (action, new_state) = run_one(project, plan, exec, t, &st)?;
-            st = new_state;
-            action
+            Action::WouldRun(st.status)
         };
-        report(t, &action);
+        if opts.dry_run || !matches!(action, Action::WouldRun(_)) {
+            report(t, &action);
+        }
         states.push(st);
         actions.push(action);
     }
+    if batch.is_empty() {
+        return Ok(actions);
+    }
+    exec.execute(plan, &batch, &mut |i, ended| {
+        let t = &plan.tasks[i];
+        let (action, st) = finish(project, plan, exec, i, &states, ended)?;
+        let ok = st.status == Status::Fresh;
+        report(t, &action);
+        states[i] = st;
+        actions[i] = action;
+        Ok(ok)
+    })?;
     Ok(actions)
 }
 
@@ -160,28 +177,41 @@ fn supersede(project: &Project, t: &Task) -> Result<()> {
     Ok(())
 }
 
-/// Runs one task and records it; returns its action and new state.
-fn run_one(
+/// Records how task `i` ended (its fingerprint from the digests its upstream has now), indexes
+/// its outputs in the catalogue after a success, and returns its action and new state.
+fn finish(
     project: &Project,
     plan: &Plan,
     exec: &dyn Executor,
-    t: &Task,
-    st: &TaskState,
+    i: usize,
+    states: &[TaskState],
+    ended: Ended,
 ) -> Result<(Action, TaskState)> {
-    let log = log_path(project, t);
-    let started = SystemTime::now();
-    let clock = Instant::now();
-    let result = exec.run(t, &log).and_then(|()| {
-        let files = output_files(project, t)?.with_context(|| {
-            format!(
-                "{} succeeded but did not write its outputs {:?}",
-                t.id(),
-                t.outputs
-            )
-        })?;
-        digest_outputs(&files)
-    });
-    let seconds = clock.elapsed().as_secs_f64();
+    let t = &plan.tasks[i];
+    let digests: Vec<Option<String>> = t.deps.iter().map(|&d| states[d].digest.clone()).collect();
+    let fp = fingerprint(plan, t, &digests);
+    let result = match ended.outcome {
+        Outcome::Cancelled(why) => {
+            let st = TaskState {
+                fingerprint: fp,
+                digest: None,
+                ..states[i].clone()
+            };
+            return Ok((Action::Blocked { upstream: why }, st));
+        }
+        Outcome::Failed(e) => Err(anyhow::anyhow!(e)),
+        Outcome::Succeeded => output_files(project, t).and_then(|files| {
+            let files = files.with_context(|| {
+                format!(
+                    "{} succeeded but did not write its outputs {:?}",
+                    t.id(),
+                    t.outputs
+                )
+            })?;
+            ingest_outputs(project, t)?;
+            digest_outputs(&files)
+        }),
+    };
     let (outputs, digest, error) = match result {
         Ok((o, d)) => (Some(o), Some(d), None),
         Err(e) => (None, None, Some(format!("{e:#}"))),
@@ -190,32 +220,58 @@ fn run_one(
         profile: plan.profile.name.clone(),
         stage: t.stage.clone(),
         task: t.key.clone(),
-        fingerprint: st.fingerprint.clone(),
+        fingerprint: fp.clone(),
         succeeded: error.is_none(),
-        started_at: started,
-        seconds,
+        started_at: ended.started,
+        seconds: ended.seconds,
         executor: exec.name().to_string(),
         argv: serde_json::to_value(&t.argv)?,
         config: t.config.clone(),
         outputs,
         digest: digest.clone(),
-        log: Some(log.display().to_string()),
+        log: Some(log_path(&logs_dir(project), t).display().to_string()),
         error: error.clone(),
     };
     let mut cat = Catalog::open_waiting(project.catalog_path(), false)?;
     record_task(&mut cat, &rec)?;
-    let status = match error {
-        None => Status::Fresh,
-        Some(_) => Status::Failed,
-    };
     let new = TaskState {
-        status,
-        fingerprint: st.fingerprint.clone(),
+        status: match error {
+            None => Status::Fresh,
+            Some(_) => Status::Failed,
+        },
+        fingerprint: fp,
         digest,
         last: None,
     };
     Ok(match error {
-        None => (Action::Ran { seconds }, new),
+        None => (
+            Action::Ran {
+                seconds: ended.seconds,
+            },
+            new,
+        ),
         Some(error) => (Action::Failed { error }, new),
     })
+}
+
+/// Indexes what task `t` wrote in the catalogue (re-derived whole, so indexing twice is
+/// harmless): the coordinator is the catalogue's writer for tasks that ran elsewhere.
+fn ingest_outputs(project: &Project, t: &Task) -> Result<()> {
+    let catalog = project.catalog_path();
+    match t.stage.as_str() {
+        "finetune" | "train" => {
+            let dir = t.run_dir.as_ref().context("a training task without a run dir")?;
+            ingest_run_path(&catalog, &project.data_dir.join(dir))
+        }
+        "embed" | "evaluate" => {
+            let run = t.argv.get(1).context("an embed/evaluate task without a run")?;
+            ingest_run_path(&catalog, &project.runs_dir().join(run))
+        }
+        "ensemble" => {
+            let name = t.key.as_str();
+            let mut cat = Catalog::open_waiting(&catalog, false)?;
+            ingest_dir(&mut cat, &project.ensembles_dir().join(name)).map(|_| ())
+        }
+        _ => Ok(()),
+    }
 }
