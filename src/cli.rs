@@ -63,6 +63,8 @@ pub enum Command {
     Status(StatusArgs),
     /// A profile's tables and figures, regenerated from the catalogue into reports/<profile>/.
     Report(ReportArgs),
+    /// Cancel the Slurm jobs a profile's `gl run --executor slurm` submitted (by job id).
+    Cancel(CancelArgs),
 }
 
 /// Which profile, with which overrides.
@@ -88,6 +90,16 @@ pub struct RunArgs {
     /// Show what would run; run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where tasks run: local or slurm [default: the profile's `executor`].
+    #[arg(long, value_name = "EXECUTOR")]
+    pub executor: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The profile whose submitted Slurm jobs to cancel.
+    #[arg(long, default_value = "paper")]
+    pub profile: String,
 }
 
 #[derive(Debug, clap::Args)]

@@ -73,8 +73,14 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "catalog")]
         Command::Report(args) => project().and_then(|p| grouploss::commands::report::run(args, p)),
+        #[cfg(feature = "catalog")]
+        Command::Cancel(args) => {
+            project().and_then(|p| grouploss::commands::pipeline::cancel(args, p))
+        }
         #[cfg(not(feature = "catalog"))]
-        Command::Run(_) | Command::Status(_) | Command::Report(_) => Err(no_catalog()),
+        Command::Run(_) | Command::Status(_) | Command::Report(_) | Command::Cancel(_) => {
+            Err(no_catalog())
+        }
         Command::Weights(args) => project()
             .and_then(|p| weights::resolve(args, p))
             .and_then(weights::run),

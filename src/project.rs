@@ -72,6 +72,13 @@ impl Project {
     }
 }
 
+/// Whether this process may write the catalogue: not when `GL_CATALOG=off`, which the Slurm
+/// executor sets for its tasks (the coordinating `gl run` is the catalogue's single writer and
+/// indexes what they wrote).
+pub fn catalog_writes() -> bool {
+    std::env::var("GL_CATALOG").map_or(true, |v| v != "off")
+}
+
 /// `path` relative to `base` when it is inside it (for messages and catalogue rows).
 pub fn display_rel(path: &Path, base: &Path) -> String {
     path.strip_prefix(base)

@@ -62,7 +62,7 @@ fn embed_settings(
 /// Indexes a run or ensemble directory's records; a busy or absent catalogue is a warning.
 fn index(project: &Project, dir: &Path) {
     #[cfg(feature = "catalog")]
-    {
+    if crate::project::catalog_writes() {
         let indexed = crate::catalog::Catalog::open_waiting(project.catalog_path(), false)
             .map_err(anyhow::Error::from)
             .and_then(|mut cat| crate::catalog::evaluations::ingest_dir(&mut cat, dir));

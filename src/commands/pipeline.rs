@@ -1,11 +1,12 @@
 //! `gl run` and `gl status`: resolve the profile and the DAG into a plan, then run it with the
 //! local executor, or show each task's state.
 
-use crate::cli::{Format, ProfileArgs, RunArgs, StatusArgs};
+use crate::cli::{CancelArgs, Format, ProfileArgs, RunArgs, StatusArgs};
 use crate::pipeline::dag::{Plan, Stages, Task};
-use crate::pipeline::executor::Local;
+use crate::pipeline::executor::{Executor, Local};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::runner::{self, Action, RunOptions};
+use crate::pipeline::slurm::{self, Slurm};
 use crate::pipeline::state::{states, Status};
 use crate::project::Project;
 use anyhow::{bail, Result};
@@ -33,13 +34,29 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
     if let Some(n) = threads {
         global.extend(["--threads".to_string(), n.to_string()]);
     }
-    let exec = Local::current(global, runner::logs_dir(&project))?;
+    let local = Local::current(global, runner::logs_dir(&project))?;
+    let executor = args.executor.unwrap_or(plan.profile.executor.clone());
+    let exec: Box<dyn Executor> = match executor.as_str() {
+        "local" => Box::new(local),
+        "slurm" => {
+            if !args.dry_run {
+                slurm::check_available()?;
+            }
+            Box::new(Slurm {
+                local,
+                cfg: plan.profile.slurm.clone(),
+                dir: slurm::state_dir(&project.data_dir, &plan.profile.name),
+                profile: plan.profile.name.clone(),
+            })
+        }
+        other => bail!("--executor {other:?} is not known (local, slurm)"),
+    };
     let opts = RunOptions {
         stage: args.stage,
         force: args.force,
         dry_run: args.dry_run,
     };
-    let actions = runner::run(&project, &plan, &exec, &opts, &mut |t, a| {
+    let actions = runner::run(&project, &plan, exec.as_ref(), &opts, &mut |t, a| {
         let what = match a {
             Action::Fresh => "fresh".to_string(),
             Action::WouldRun(s) => format!("would run ({})", s.as_str()),
@@ -72,6 +89,13 @@ pub fn status(args: StatusArgs, project: Project) -> Result<ExitCode> {
     let plan = plan(&project, &args.profile)?;
     let latest = runner::load_latest(&project)?;
     let st = states(&project, &plan, &latest)?;
+    let queued = slurm_states(&project, &plan.profile.name)?;
+    let shown = |t: &Task, s: Status| -> String {
+        queued
+            .get(&t.id())
+            .cloned()
+            .unwrap_or_else(|| s.as_str().to_string())
+    };
     match args.format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = plan
@@ -80,7 +104,7 @@ pub fn status(args: StatusArgs, project: Project) -> Result<ExitCode> {
                 .zip(&st)
                 .map(|(t, s)| {
                     serde_json::json!({
-                        "stage": t.stage, "task": t.key, "status": s.status,
+                        "stage": t.stage, "task": t.key, "status": shown(t, s.status),
                         "seconds": s.last.as_ref().map(|r| r.seconds),
                         "finished_at": s.last.as_ref().map(|r| r.finished_at.clone()),
                     })
@@ -94,7 +118,7 @@ pub fn status(args: StatusArgs, project: Project) -> Result<ExitCode> {
                 let when = s.last.as_ref().map_or(String::new(), |r| {
                     format!("last run {} ({:.1} s)", r.finished_at, r.seconds)
                 });
-                println!("{}", line(t, &format!("{:<8} {when}", s.status.as_str())));
+                println!("{}", line(t, &format!("{:<8} {when}", shown(t, s.status))));
             }
             let count = |w: Status| st.iter().filter(|s| s.status == w).count();
             println!(
@@ -105,6 +129,48 @@ pub fn status(args: StatusArgs, project: Project) -> Result<ExitCode> {
                 count(Status::Failed)
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Task id → `queued` / `running` for the profile's Slurm jobs still in the queue (empty when it
+/// submitted none, or Slurm is not reachable: then nothing is queued that we could show).
+fn slurm_states(
+    project: &Project,
+    profile: &str,
+) -> Result<std::collections::HashMap<String, String>> {
+    let jobs = slurm::load_jobs(&slurm::state_dir(&project.data_dir, profile))?;
+    if jobs.is_empty() {
+        return Ok(Default::default());
+    }
+    let q = match slurm::queue() {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!("Slurm jobs not shown: {e:#}");
+            return Ok(Default::default());
+        }
+    };
+    Ok(jobs
+        .iter()
+        .filter_map(|e| {
+            let state = q.get(&(e.job.clone(), e.index))?;
+            let shown = if state == "RUNNING" {
+                "running"
+            } else {
+                "queued"
+            };
+            Some((e.task.clone(), shown.to_string()))
+        })
+        .collect())
+}
+
+pub fn cancel(args: CancelArgs, project: Project) -> Result<ExitCode> {
+    let dir = slurm::state_dir(&project.data_dir, &args.profile);
+    let jobs = slurm::load_jobs(&dir)?;
+    let ids = slurm::cancel(&jobs)?;
+    match ids.is_empty() {
+        true => println!("no queued or running job of profile {}", args.profile),
+        false => println!("cancelled job(s) {}", ids.join(" ")),
     }
     Ok(ExitCode::SUCCESS)
 }

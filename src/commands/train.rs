@@ -50,7 +50,8 @@ pub fn run(settings: Option<Settings>) -> Result<ExitCode> {
     // catches up later.
     let mut on_epoch = |dir: &RunDir| -> Result<()> {
         #[cfg(feature = "catalog")]
-        if let Err(e) = crate::catalog::runs::ingest_run_path(&catalog_path, &dir.root) {
+        if !crate::project::catalog_writes() {
+        } else if let Err(e) = crate::catalog::runs::ingest_run_path(&catalog_path, &dir.root) {
             tracing::warn!("run not indexed in the catalogue (run `gl index-runs` later): {e:#}");
         }
         let _ = dir;

@@ -24,6 +24,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
     pub outcome: Outcome,
+    /// Which executor ran it (`local`, `slurm`), recorded with it.
+    pub executor: &'static str,
     pub started: SystemTime,
     pub seconds: f64,
 }
@@ -33,6 +35,7 @@ impl Ended {
     pub fn cancelled(why: String) -> Self {
         Ended {
             outcome: Outcome::Cancelled(why),
+            executor: "",
             started: SystemTime::now(),
             seconds: 0.0,
         }
@@ -139,6 +142,7 @@ impl Executor for Local {
                     };
                     Ended {
                         outcome,
+                        executor: "local",
                         started,
                         seconds: clock.elapsed().as_secs_f64(),
                     }

@@ -8,5 +8,6 @@ pub mod executor;
 pub mod lock;
 pub mod profile;
 pub mod runner;
+pub mod slurm;
 pub mod state;
 pub mod tasks;

@@ -72,9 +72,13 @@ pub struct Profile {
     /// `auto`, `cpu`, `cuda`, `cuda:N` for every task.
     #[serde(default = "auto")]
     pub device: String,
-    /// Where stage tasks run: `local` (this machine, one after another).
+    /// Where stage tasks run: `local` (this machine, one after another) or `slurm` (job arrays,
+    /// see [`crate::pipeline::slurm`]).
     #[serde(default = "local")]
     pub executor: String,
+    /// The Slurm executor's resources per stage and which stages stay on the coordinator.
+    #[serde(default)]
+    pub slurm: crate::pipeline::slurm::SlurmConfig,
     /// `gl weights` entries the recipes need.
     #[serde(default)]
     pub weights: Vec<String>,
@@ -165,9 +169,13 @@ impl Profile {
             );
         }
         ensure!(
-            self.executor == "local",
-            "executor: {:?} is not known (local)",
+            ["local", "slurm"].contains(&self.executor.as_str()),
+            "executor: {:?} is not known (local, slurm)",
             self.executor
+        );
+        ensure!(
+            self.slurm.poll_seconds > 0.0,
+            "slurm.poll_seconds must be > 0"
         );
         self.device
             .parse::<crate::device::DeviceArg>()

@@ -4,8 +4,8 @@
 //! last records and to write one, so the tasks themselves (which index their own outputs) can
 //! open it in between.
 
-use crate::catalog::pipeline::{latest, record_profile, record_task, LatestRecord, TaskRecord};
 use crate::catalog::evaluations::ingest_dir;
+use crate::catalog::pipeline::{latest, record_profile, record_task, LatestRecord, TaskRecord};
 use crate::catalog::runs::ingest_run_path;
 use crate::catalog::Catalog;
 use crate::pipeline::dag::{Plan, Task};
@@ -136,7 +136,7 @@ pub fn run(
     }
     exec.execute(plan, &batch, &mut |i, ended| {
         let t = &plan.tasks[i];
-        let (action, st) = finish(project, plan, exec, i, &states, ended)?;
+        let (action, st) = finish(project, plan, i, &states, ended)?;
         let ok = st.status == Status::Fresh;
         report(t, &action);
         states[i] = st;
@@ -182,7 +182,6 @@ fn supersede(project: &Project, t: &Task) -> Result<()> {
 fn finish(
     project: &Project,
     plan: &Plan,
-    exec: &dyn Executor,
     i: usize,
     states: &[TaskState],
     ended: Ended,
@@ -224,7 +223,7 @@ fn finish(
         succeeded: error.is_none(),
         started_at: ended.started,
         seconds: ended.seconds,
-        executor: exec.name().to_string(),
+        executor: ended.executor.to_string(),
         argv: serde_json::to_value(&t.argv)?,
         config: t.config.clone(),
         outputs,
@@ -260,11 +259,17 @@ fn ingest_outputs(project: &Project, t: &Task) -> Result<()> {
     let catalog = project.catalog_path();
     match t.stage.as_str() {
         "finetune" | "train" => {
-            let dir = t.run_dir.as_ref().context("a training task without a run dir")?;
+            let dir = t
+                .run_dir
+                .as_ref()
+                .context("a training task without a run dir")?;
             ingest_run_path(&catalog, &project.data_dir.join(dir))
         }
         "embed" | "evaluate" => {
-            let run = t.argv.get(1).context("an embed/evaluate task without a run")?;
+            let run = t
+                .argv
+                .get(1)
+                .context("an embed/evaluate task without a run")?;
             ingest_run_path(&catalog, &project.runs_dir().join(run))
         }
         "ensemble" => {
