@@ -65,6 +65,18 @@ fn squeue() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits up to `secs` for the queue to be empty (`empty`) or not; whether it got there.
+fn wait_for_queue(empty: bool, secs: u64) -> bool {
+    let t0 = std::time::Instant::now();
+    while squeue().trim().is_empty() != empty {
+        if t0.elapsed().as_secs() >= secs {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    true
+}
+
 fn sql(p: &Path, q: &str) -> String {
     let (code, out, err) = gl(p, &["sql", q, "--format", "csv"]);
     assert_eq!(code, 0, "{err}");
@@ -155,20 +167,6 @@ fn the_slurm_executor_matches_local_recovers_and_cancels() {
 
     // `gl cancel` while a run is queued: by job id, the queue ends empty; a new `gl run` then
     // finishes the work.
-    let (code, out, err) = gl(
-        r,
-        &[
-            "run",
-            "train",
-            "--profile",
-            "tiny",
-            "--set",
-            SEEDS,
-            "--force",
-            "--dry-run",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gl"))
         .args([
             "--threads",
@@ -188,22 +186,14 @@ fn the_slurm_executor_matches_local_recovers_and_cancels() {
         .spawn()
         .unwrap();
     let jobs = r.join("data/pipeline/slurm/tiny/jobs.json");
-    let t0 = std::time::Instant::now();
-    while squeue().trim().is_empty() && t0.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert!(!squeue().trim().is_empty(), "nothing was submitted");
+    assert!(wait_for_queue(false, 60), "nothing was submitted");
     child.kill().unwrap();
     let _ = child.wait();
     assert!(jobs.is_file());
     let (code, out, err) = gl(r, &["cancel", "--profile", "tiny"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("cancelled job(s)"), "{out}");
-    let t0 = std::time::Instant::now();
-    while !squeue().trim().is_empty() && t0.elapsed().as_secs() < 30 {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert!(squeue().trim().is_empty(), "{}", squeue());
+    assert!(wait_for_queue(true, 30), "{}", squeue());
     let (code, out, err) = gl(
         r,
         &[
