@@ -243,7 +243,11 @@ impl Slurm {
             s += &format!("#SBATCH {o}\n");
         }
         s += "# One array task = one gl stage task; the coordinating gl run indexes its outputs.\n";
-        s += "export GL_CATALOG=off\ncase \"$SLURM_ARRAY_TASK_ID\" in\n";
+        // As many libtorch threads as CPUs were allocated (an explicit --threads still wins):
+        // more threads than cores makes libtorch's spinning workers crawl.
+        s += "export GL_CATALOG=off\n";
+        s += "export GL_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\" OMP_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n";
+        s += "case \"$SLURM_ARRAY_TASK_ID\" in\n";
         for (k, &i) in tasks.iter().enumerate() {
             let t = &plan.tasks[i];
             let args: Vec<String> = t.argv.iter().map(|a| quote(a)).collect();
