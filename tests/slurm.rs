@@ -84,6 +84,16 @@ fn sql(p: &Path, q: &str) -> String {
 }
 
 const SEEDS: &str = "seeds=[0,1,2]";
+/// Two more seeds through Slurm: the run that is cancelled, then finished.
+const MORE_SEEDS: [&str; 7] = [
+    "run",
+    "--profile",
+    "tiny",
+    "--set",
+    "seeds=[3,4]",
+    "--executor",
+    "slurm",
+];
 const ROWS: &str = "select subject, model, metric, value from metrics order by all";
 const RUNS: &str = "select run_id, seed, objective, epochs_done, selected_epoch, test_r1_last, \
                     test_r1_val_selected, test_r1_best_on_test from runs order by run_id";
@@ -168,18 +178,9 @@ fn the_slurm_executor_matches_local_recovers_and_cancels() {
     // `gl cancel` while a run is queued: by job id, the queue ends empty; a new `gl run` then
     // finishes the work.
     let mut child = Command::new(env!("CARGO_BIN_EXE_gl"))
-        .args([
-            "--threads",
-            "1",
-            "run",
-            "--profile",
-            "tiny",
-            "--set",
-            "seeds=[3,4]",
-            "--executor",
-            "slurm",
-            "--project-dir",
-        ])
+        .args(["--threads", "1"])
+        .args(MORE_SEEDS)
+        .arg("--project-dir")
         .arg(r)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -194,18 +195,7 @@ fn the_slurm_executor_matches_local_recovers_and_cancels() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("cancelled job(s)"), "{out}");
     assert!(wait_for_queue(true, 30), "{}", squeue());
-    let (code, out, err) = gl(
-        r,
-        &[
-            "run",
-            "--profile",
-            "tiny",
-            "--set",
-            "seeds=[3,4]",
-            "--executor",
-            "slurm",
-        ],
-    );
+    let (code, out, err) = gl(r, &MORE_SEEDS);
     assert_eq!(code, 0, "{out}{err}");
     let st = status(r, &["--set", "seeds=[3,4]"]);
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
