@@ -2,7 +2,7 @@
 //! viewer's sans-serif), and the same data give the same bytes. Recall@K curves against the
 //! paper, training curves per seed, and the 2-D projection of test embeddings by class.
 
-use crate::report::data::{DatasetData, Method};
+use crate::report::data::{DatasetData, EpochRow, Method};
 use crate::report::published::PublishedRows;
 use crate::report::tables::Summary;
 use anyhow::{anyhow, Result};
@@ -212,24 +212,21 @@ pub fn training_curves(d: &DatasetData) -> Result<String> {
             runs.push((m, i, r.run_id.as_str(), r.seed));
         }
     }
-    let curve =
-        |run: &str, f: &dyn Fn(&crate::report::data::EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
-            d.epochs
-                .iter()
-                .filter(|e| e.run_id == run)
-                .filter_map(|e| Some((e.epoch as f64, f(e)?)))
-                .collect()
-        };
-    let use_val = d.epochs.iter().any(|e| e.val_r1.is_some());
-    let r1 = move |e: &crate::report::data::EpochRow| {
-        if use_val { e.val_r1 } else { e.test_r1 }.map(|v| 100.0 * v)
+    let curve = |run: &str, f: &dyn Fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        d.epochs
+            .iter()
+            .filter(|e| e.run_id == run)
+            .filter_map(|e| Some((e.epoch as f64, f(e)?)))
+            .collect()
     };
-    let loss = |e: &crate::report::data::EpochRow| Some(e.loss);
+    let use_val = d.epochs.iter().any(|e| e.val_r1.is_some());
+    let r1 = move |e: &EpochRow| if use_val { e.val_r1 } else { e.test_r1 }.map(|v| 100.0 * v);
+    let loss = |e: &EpochRow| Some(e.loss);
     let max_epoch = d.epochs.iter().map(|e| e.epoch).max().unwrap_or(1).max(1) as f64;
     type Panel<'a> = (
         &'a str,
         String,
-        &'a dyn Fn(&crate::report::data::EpochRow) -> Option<f64>,
+        &'a dyn Fn(&EpochRow) -> Option<f64>,
         SeriesLabelPosition,
     );
     let panels: [Panel; 2] = [

@@ -14,7 +14,7 @@ use crate::catalog::Catalog;
 use crate::eval::embeddings_file::{self, EmbeddingSet};
 use crate::fsutil::write_atomic;
 use anyhow::{bail, ensure, Context, Result};
-use data::{DatasetData, EmbeddingsRow};
+use data::{DatasetData, EmbeddingsRow, RunRow};
 use figures::ProjectionPanel;
 use published::Published;
 use sha2::{Digest, Sha256};
@@ -107,17 +107,34 @@ fn rows_f64(v: &[f32], dim: usize, rows: &[usize]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The test embeddings of a dataset's first Group Loss run, read and checked once for both the
+/// projection and the gallery.
+struct Shown<'a> {
+    run: &'a RunRow,
+    file: &'a EmbeddingsRow,
+    set: EmbeddingSet,
+}
+
+/// [`Shown`] of `d`, or why there is none.
+fn shown(d: &DatasetData) -> Result<std::result::Result<Shown<'_>, String>> {
+    let Some(run) = d.first_run() else {
+        return Ok(Err("no Group Loss run".into()));
+    };
+    let Some(file) = d.embeddings.get(&(run.run_id.clone(), "selected".into())) else {
+        return Ok(Err(format!("no test embeddings of {}", run.run_id)));
+    };
+    Ok(Ok(Shown {
+        run,
+        file,
+        set: read_verified(file)?,
+    }))
+}
+
 /// The projection figure of `d`: t-SNE of the same test images under the untrained network
 /// and the first Group Loss run.
-fn projection(d: &DatasetData, p: &ReportParams) -> Result<Option<String>> {
-    let Some(run) = d.first_run() else {
-        return Ok(None);
-    };
-    let Some(sel) = d.embeddings.get(&(run.run_id.clone(), "selected".into())) else {
-        return Ok(None);
-    };
-    let trained = read_verified(sel)?;
-    let rows = projection_rows(&trained, p.projection_classes, p.projection_per_class);
+fn projection(d: &DatasetData, s: &Shown, p: &ReportParams) -> Result<Option<String>> {
+    let (run, sel, trained) = (s.run, s.file, &s.set);
+    let rows = projection_rows(trained, p.projection_classes, p.projection_per_class);
     if rows.len() < 3 {
         return Ok(None);
     }
@@ -141,7 +158,7 @@ fn projection(d: &DatasetData, p: &ReportParams) -> Result<Option<String>> {
         });
     }
     let dim = trained.dim() as usize;
-    let x = rows_f64(&flat(&trained)?, dim, &idx);
+    let x = rows_f64(&flat(trained)?, dim, &idx);
     panels.push(ProjectionPanel {
         title: format!("Group Loss, seed {}", run.seed),
         points: tsne::tsne(&x, p.tsne)?,
@@ -151,20 +168,18 @@ fn projection(d: &DatasetData, p: &ReportParams) -> Result<Option<String>> {
 }
 
 /// The retrieval gallery of `d`'s first Group Loss run, or why there is none.
-fn gallery_png(d: &DatasetData, p: &ReportParams) -> Result<std::result::Result<Vec<u8>, String>> {
-    let Some(run) = d.first_run() else {
-        return Ok(Err("no Group Loss run".into()));
-    };
-    let Some(sel) = d.embeddings.get(&(run.run_id.clone(), "selected".into())) else {
-        return Ok(Err(format!("no test embeddings of {}", run.run_id)));
-    };
+fn gallery_png(
+    d: &DatasetData,
+    s: &Shown,
+    p: &ReportParams,
+) -> Result<std::result::Result<Vec<u8>, String>> {
+    let (sel, set) = (s.file, &s.set);
     let Some(root) = d.root.as_ref().filter(|r| r.is_dir()) else {
         return Ok(Err(format!(
             "the images of {} are not on this machine",
             d.name
         )));
     };
-    let set = read_verified(sel)?;
     let Some(ids) = &set.image_ids else {
         return Ok(Err(format!(
             "{} has no image_id column",
@@ -172,7 +187,7 @@ fn gallery_png(d: &DatasetData, p: &ReportParams) -> Result<std::result::Result<
         )));
     };
     let dim = set.dim() as usize;
-    let v = flat(&set)?;
+    let v = flat(set)?;
     let thumb = |row: usize| -> Result<image::RgbImage> {
         let rel = d.images.get(&ids[row]).with_context(|| {
             format!(
@@ -283,7 +298,12 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 &mut md,
             );
         }
-        if let Some(svg) = projection(d, p)? {
+        let shown = shown(d)?;
+        let svg = match &shown {
+            Ok(s) => projection(d, s, p)?,
+            Err(_) => None,
+        };
+        if let Some(svg) = svg {
             md += &format!(
                 "t-SNE of the test embeddings of the first {} classes (up to {} images each), \
                  before and after training:\n\n",
@@ -296,7 +316,11 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 &mut md,
             );
         }
-        match gallery_png(d, p)? {
+        let gallery = match &shown {
+            Ok(s) => gallery_png(d, s, p)?,
+            Err(why) => Err(why.clone()),
+        };
+        match gallery {
             Ok(png) => {
                 md += &format!(
                     "Retrieval: {} test queries (blue) of the first Group Loss run with their \
