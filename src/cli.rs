@@ -365,6 +365,10 @@ pub struct SynthArgs {
     pub size: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Per-image shift of the class colour, up to ± this much per channel (0–255): classes whose
+    /// colours are closer than that overlap, so retrieval is not perfect.
+    #[arg(long, default_value_t = 0)]
+    pub jitter: u8,
 }
 
 #[derive(Debug, clap::Args)]

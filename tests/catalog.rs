@@ -1,5 +1,6 @@
 //! Integration tests of the DuckDB catalogue: migrations, idempotent dataset replacement,
 //! rollback of a failed stage, `gl sql` output in all formats, and Parquet without network.
+#![cfg(feature = "catalog")] // the catalogue
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -4,6 +4,7 @@
 //! changed key makes only the stages that depend on it stale, `gl run <stage> --force` reruns
 //! exactly that stage, a failing stage leaves what follows it stale and a fixed run finishes it,
 //! a second writer is refused, and configuration errors name the key.
+#![cfg(feature = "catalog")] // `gl run`, `gl sql` and the catalogue
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::path::Path;
 #[path = "common/tiny_pipeline.rs"]
 mod tiny_pipeline;
 
-use tiny_pipeline::{gl, gl_cli, project, ran, status, TINY_PROFILE};
+use tiny_pipeline::{files, gl, gl_cli, project, ran, status, TINY_PROFILE, TINY_RECIPE};
 
 #[test]
 fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
@@ -128,24 +129,6 @@ fn the_dag_runs_every_stage_and_reruns_only_what_changed() {
     assert_eq!(out, "f,stages\ntrue,8\n");
 }
 
-/// Every file of `dir` (recursively) with its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// The report of the tiny profile: every table and figure, numbers that are the catalogue's,
 /// and the same bytes when regenerated.
 fn check_report(p: &Path) {
@@ -220,9 +203,11 @@ fn configuration_errors_name_the_key_and_the_file() {
     let p = dir.path();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(p.join("pipeline/profiles")).unwrap();
-    for f in ["datasets.toml", "train.toml", "stages.toml"] {
+    for f in ["datasets.toml", "stages.toml"] {
         std::fs::copy(repo.join("pipeline").join(f), p.join("pipeline").join(f)).unwrap();
     }
+    let recipes = std::fs::read_to_string(repo.join("pipeline/train.toml")).unwrap();
+    std::fs::write(p.join("pipeline/train.toml"), recipes + TINY_RECIPE).unwrap();
     std::fs::write(p.join("pipeline/profiles/tiny.toml"), TINY_PROFILE).unwrap();
     let err = |args: &[&str], env: &[(&str, &str)]| {
         let mut a = vec!["status", "--profile", "tiny"];
@@ -233,6 +218,23 @@ fn configuration_errors_name_the_key_and_the_file() {
     };
     let e = err(&["--set", "evaluate.restarts=2"], &[]);
     assert!(e.contains("key `evaluate.restarts`: unknown field"), "{e}");
+    let e = err(&["--set", "sweep={tau=[]}"], &[]);
+    assert!(e.contains("sweep.tau: at least one value"), "{e}");
+    let e = err(&["--set", "sweep={taux=[1.0]}"], &[]);
+    assert!(
+        e.contains("taux") && e.contains("sweep point taux=1.0"),
+        "{e}"
+    );
+    let e = err(
+        &[
+            "--set",
+            "sweep={tau=[1.0]}",
+            "--set",
+            "train.set=['tau=2.0']",
+        ],
+        &[],
+    );
+    assert!(e.contains("sweep it or set it"), "{e}");
     let e = err(&["--set", "seeds=3"], &[]);
     assert!(e.contains("key `seeds`") && e.contains("--set"), "{e}");
     let e = err(&[], &[("GL_PIPELINE_SEEDS", "x")]);

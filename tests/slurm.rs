@@ -1,15 +1,19 @@
-//! The Slurm executor against a real single-node Slurm on loopback (`scripts/slurm-local.sh`
-//! installs and starts it; skipped with a message where it cannot be installed): the tiny
-//! profile with three seeds gives the same catalogue through Slurm as locally, an injected
+//! Sweeps, and the Slurm executor against a real single-node Slurm on loopback
+//! (`scripts/slurm-local.sh` installs and starts it; skipped with a message where it cannot be
+//! installed). The tiny profile with three seeds and a two-point sweep over the learning rate runs
+//! locally: one
+//! run per point and seed, one ensemble per point, a sweep table whose numbers are the
+//! catalogue's. Through Slurm it gives the same catalogue and the same report; an injected
 //! failure cancels what depends on it and a fixed run finishes only what was missing, and
 //! `gl cancel` leaves nothing in the queue — after which a new `gl run` finishes the work.
+#![cfg(feature = "catalog")] // `gl run`, `gl sql` and the catalogue
 
 #[path = "common/tiny_pipeline.rs"]
 mod tiny_pipeline;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tiny_pipeline::{gl, project_with, ran, status};
+use tiny_pipeline::{files, gl, project_with, ran, status};
 
 /// A running harness; stopped (only what it started) when dropped.
 struct Harness {
@@ -98,17 +102,110 @@ const ROWS: &str = "select subject, model, metric, value from metrics order by a
 const RUNS: &str = "select run_id, seed, objective, epochs_done, selected_epoch, test_r1_last, \
                     test_r1_val_selected, test_r1_best_on_test from runs order by run_id";
 
-#[test]
-fn the_slurm_executor_matches_local_recovers_and_cancels() {
-    let Some(_slurm) = Harness::start() else {
-        return;
-    };
-    let fast = "\n[slurm]\npoll_seconds = 0.3\n";
+/// The csv of `gl sql` as rows of fields.
+fn sql_rows(p: &Path, q: &str) -> Vec<Vec<String>> {
+    sql(p, q)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|f| f.trim_matches('"').to_string())
+                .collect()
+        })
+        .collect()
+}
 
-    // Same profile, once locally, once through Slurm: the same catalogue.
+/// The sweep's table: a row per learning rate whose R@1 is the mean ± std of its runs in the
+/// catalogue over `seeds` seeds, and the one with the best mean validation R@1 (the first in
+/// grid order on a tie) marked selected and shown in the main table. Returns the table's rows.
+fn check_sweep(p: &Path, seeds: usize) -> Vec<Vec<String>> {
+    let table = std::fs::read_to_string(p.join("reports/tiny/tables/tiny_synth-sweep.md")).unwrap();
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .skip(2)
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    // The runs of the seeds the profile was last run with.
+    let seeds_now = "seed in (select unnest(from_json(config->'seeds', '[\"UBIGINT\"]')) \
+                     from pipeline_profiles where name = 'tiny')";
+    let expected = sql_rows(
+        p,
+        &format!(
+            "select json_extract_string(r.config, '$.lr'), count(*), \
+             format('{{:.2f}} ± {{:.2f}}', avg(value) * 100, stddev_samp(value) * 100) \
+             from metrics join runs r on subject = run_id where objective = 'group_loss' \
+             and model = 'selected' and metric = 'recall@1' and {seeds_now} \
+             group by 1 order by any_value(json_extract(r.config, '$.lr')::DOUBLE)"
+        ),
+    );
+    assert_eq!(rows.len(), 2, "{table}");
+    for (row, want) in rows.iter().zip(&expected) {
+        // lr | seeds | val R@1 | R@1 | … | ensemble R@1 | selected
+        assert_eq!(
+            (&row[0], &row[1], &row[3]),
+            (&want[0], &want[1], &want[2]),
+            "{table}"
+        );
+        assert_eq!(row[1], seeds.to_string(), "{table}");
+    }
+    let best = sql_rows(
+        p,
+        &format!(
+            "select json_extract_string(r.config, '$.lr') from runs r join epochs e \
+             on e.run_id = r.run_id and e.epoch = r.selected_epoch \
+             where objective = 'group_loss' and {seeds_now} group by 1 \
+             order by avg(val_r1) desc, any_value(json_extract(r.config, '$.lr')::DOUBLE) \
+             limit 1"
+        ),
+    );
+    let selected: Vec<&Vec<String>> = rows.iter().filter(|r| r[r.len() - 1] == "yes").collect();
+    assert_eq!(selected.len(), 1, "{table}");
+    assert_eq!(selected[0][0], best[0][0], "{table}");
+    let main = std::fs::read_to_string(p.join("reports/tiny/tables/tiny_synth.md")).unwrap();
+    assert!(
+        main.contains(&format!(
+            "| Group Loss, lr={} (mean ± std, {seeds} seeds)",
+            best[0][0]
+        )),
+        "{main}"
+    );
+    rows
+}
+
+#[test]
+fn sweeps_run_alike_locally_and_on_slurm_which_recovers_and_cancels() {
+    let fast = "\n[slurm]\npoll_seconds = 0.3\n\n[sweep]\nlr = [1e-4, 1e-2]\n";
+
+    // The sweep locally: a run per point and seed, an ensemble per point, the sweep table.
     let local = project_with(fast);
     let (code, out, err) = gl(local.path(), &["run", "--profile", "tiny", "--set", SEEDS]);
     assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        ran(&out).iter().filter(|s| *s == "train").count(),
+        6,
+        "{out}"
+    );
+    assert_eq!(
+        ran(&out).iter().filter(|s| *s == "ensemble").count(),
+        2,
+        "{out}"
+    );
+    let st = status(local.path(), &["--set", SEEDS]);
+    assert_eq!(st["train:tiny_synth/lr=0.01/s2"], "fresh", "{st:?}");
+    assert_eq!(st["ensemble:tiny_synth-tiny-lr=0.0001"], "fresh", "{st:?}");
+    let rows = check_sweep(local.path(), 3);
+    // The points differ on validation, so which one is selected is not a tie's accident.
+    assert_ne!(rows[0][2], rows[1][2], "{rows:?}");
+
+    // Through Slurm: the same catalogue and the same report.
+    let Some(_slurm) = Harness::start() else {
+        return;
+    };
     let remote = project_with(fast);
     let r = remote.path();
     let run = [
@@ -124,7 +221,7 @@ fn the_slurm_executor_matches_local_recovers_and_cancels() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         ran(&out).iter().filter(|s| *s == "train").count(),
-        3,
+        6,
         "{out}"
     );
     assert_eq!(sql(local.path(), ROWS), sql(r, ROWS));
@@ -132,13 +229,15 @@ fn the_slurm_executor_matches_local_recovers_and_cancels() {
     let by_executor = "select executor, count(*) from pipeline_tasks group by all order by all";
     assert_eq!(
         sql(r, by_executor),
-        "executor,count_star()\nlocal,3\nslurm,15\n"
+        "executor,count_star()\nlocal,3\nslurm,25\n"
     );
+    let report = |p: &Path| files(&p.join("reports/tiny"));
+    assert!(report(local.path()) == report(r), "the reports differ");
     let st = status(r, &["--set", SEEDS]);
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
     // Each array task logged where the local executor logs, and Slurm ran them as arrays.
     assert!(r
-        .join("data/pipeline/logs/train/tiny_synth_s2.log")
+        .join("data/pipeline/logs/train/tiny_synth_lr=0.01_s2.log")
         .is_file());
     assert!(r
         .join("data/pipeline/slurm/tiny/scripts/train.sh")
@@ -199,4 +298,6 @@ fn the_slurm_executor_matches_local_recovers_and_cancels() {
     assert_eq!(code, 0, "{out}{err}");
     let st = status(r, &["--set", "seeds=[3,4]"]);
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
+    // The report shows the profile as last run: seeds 3 and 4 only.
+    check_sweep(r, 2);
 }

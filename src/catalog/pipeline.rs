@@ -37,6 +37,10 @@ CREATE TABLE pipeline_profiles (
 );
 "#;
 
+/// The task ids (`stage:key`) of each profile's plan as last run, so the report shows what the
+/// profile is now, not every key it ever had (a sweep point or seed dropped since).
+pub const MIGRATION_7_SQL: &str = "ALTER TABLE pipeline_profiles ADD COLUMN tasks JSON;";
+
 /// One finished task run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
@@ -88,12 +92,23 @@ pub fn record_task(cat: &mut Catalog, rec: &TaskRecord) -> Result<()> {
     .context("recording a pipeline task")
 }
 
-/// Stores the resolved profile (replacing the last one of that name).
-pub fn record_profile(cat: &mut Catalog, name: &str, config: &serde_json::Value) -> Result<()> {
+/// Stores the resolved profile and its plan's task ids (replacing the last ones of that name).
+pub fn record_profile(
+    cat: &mut Catalog,
+    name: &str,
+    config: &serde_json::Value,
+    tasks: &[String],
+) -> Result<()> {
     cat.transaction(|tx| {
         tx.execute(
-            "INSERT OR REPLACE INTO pipeline_profiles VALUES (?, ?::JSON, ?)",
-            params![name, config.to_string(), timestamp(SystemTime::now())],
+            "INSERT OR REPLACE INTO pipeline_profiles (name, config, resolved_at, tasks) \
+             VALUES (?, ?::JSON, ?, ?::JSON)",
+            params![
+                name,
+                config.to_string(),
+                timestamp(SystemTime::now()),
+                serde_json::to_string(tasks)?
+            ],
         )?;
         Ok(())
     })

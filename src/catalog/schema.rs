@@ -129,6 +129,11 @@ CREATE TABLE weights (
         name: "pipeline_tasks, pipeline_profiles",
         sql: super::pipeline::MIGRATION_SQL,
     },
+    Migration {
+        version: 7,
+        name: "pipeline_profiles.tasks",
+        sql: super::pipeline::MIGRATION_7_SQL,
+    },
 ];
 
 /// The newest schema version this binary can read and write.

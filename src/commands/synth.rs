@@ -14,6 +14,7 @@ pub fn run(args: SynthArgs, project: Project) -> Result<ExitCode> {
         per_class,
         size,
         seed,
+        jitter,
     } = args;
     let spec = SynthSpec {
         name,
@@ -21,6 +22,7 @@ pub fn run(args: SynthArgs, project: Project) -> Result<ExitCode> {
         per_class,
         size,
         seed,
+        jitter,
     };
     spec.validate()?;
     let t = Instant::now();

@@ -20,6 +20,9 @@ pub struct SynthSpec {
     /// Side of the square PNG images in pixels.
     pub size: u32,
     pub seed: u64,
+    /// Per-image shift of the class colour, uniform in ± `jitter` per channel (0: none, and
+    /// the same bytes as before the option existed).
+    pub jitter: u8,
 }
 
 /// What was written.
@@ -81,7 +84,14 @@ pub fn generate(spec: &SynthSpec, data_dir: &Path) -> Result<SynthOutput> {
             }
             let rel = format!("synth_final/{class:06}_{k}.png");
             lists[which].push_str(&format!("{image_id} {class} 1 {rel}\n"));
-            let png = tiny_png(spec.size, base, &mut rng)?;
+            let colour = match spec.jitter {
+                0 => base,
+                j => base.map(|c| {
+                    let j = i16::from(j);
+                    (i16::from(c) + rng.random_range(-j..=j)).clamp(0, 255) as u8
+                }),
+            };
+            let png = tiny_png(spec.size, colour, &mut rng)?;
             append(&mut tar, &format!("{root}/{rel}"), &png)?;
         }
     }
@@ -105,7 +115,7 @@ pub fn generate(spec: &SynthSpec, data_dir: &Path) -> Result<SynthOutput> {
     let entry = format!(
         "# Written by `gl synth`: a synthetic SOP-shaped dataset (not real data).\n\
          [datasets.{name}]\n\
-         title = \"Synthetic SOP-shaped set ({classes} classes × {per} images, {size}px, seed {seed})\"\n\
+         title = \"Synthetic SOP-shaped set ({classes} classes × {per} images, {size}px{jitter}, seed {seed})\"\n\
          license = \"synthetic, no restrictions\"\n\
          root = \"{root}\"\n\
          layout = {{ kind = \"sop\" }}\n\
@@ -118,6 +128,10 @@ pub fn generate(spec: &SynthSpec, data_dir: &Path) -> Result<SynthOutput> {
         per = spec.per_class,
         size = spec.size,
         seed = spec.seed,
+        jitter = match spec.jitter {
+            0 => String::new(),
+            j => format!(", colour jitter ±{j}"),
+        },
         images = image_id,
         test_images = image_id - train_images,
         test_classes = u64::from(spec.classes) - train_classes,

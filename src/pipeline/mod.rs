@@ -1,7 +1,8 @@
 //! The pipeline: the stage DAG of `pipeline/stages.toml` expanded for a profile of
 //! `pipeline/profiles/` into tasks (each a `gl` command over files), fingerprints that decide
 //! what is stale, a lock per data directory, an executor that runs tasks, and the catalogue rows
-//! that record every task run.
+//! that record every task run. A profile's `[sweep]` multiplies its Group Loss runs over a grid
+//! of recipe values.
 
 pub mod dag;
 pub mod executor;
@@ -10,4 +11,5 @@ pub mod profile;
 pub mod runner;
 pub mod slurm;
 pub mod state;
+pub mod sweep;
 pub mod tasks;

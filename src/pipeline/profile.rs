@@ -87,9 +87,13 @@ pub struct Profile {
     pub finetune: Option<FinetuneStage>,
     #[serde(default)]
     pub evaluate: EvaluateStage,
-    /// Evaluate the concatenation of each dataset's seeds as one more row.
+    /// Evaluate the concatenation of each dataset's seeds as one more row (one per sweep point).
     #[serde(default = "yes")]
     pub ensemble: bool,
+    /// A grid over `[train]` recipe keys, each point run for every seed (see
+    /// [`crate::pipeline::sweep`]). Left out of the stored profile when empty.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sweep: crate::pipeline::sweep::SweepGrid,
 }
 
 fn auto() -> String {
@@ -196,6 +200,7 @@ impl Profile {
                 );
             }
         }
+        crate::pipeline::sweep::validate(&self.sweep, &self.train.set)?;
         ensure!(
             self.evaluate.kmeans_restarts >= 1,
             "evaluate.kmeans_restarts must be ≥ 1"

@@ -94,6 +94,7 @@ pub fn run(
             &mut cat,
             &plan.profile.name,
             &serde_json::to_value(&plan.profile)?,
+            &plan.tasks.iter().map(Task::id).collect::<Vec<_>>(),
         )?;
     }
     let mut states: Vec<TaskState> = Vec::with_capacity(plan.tasks.len());

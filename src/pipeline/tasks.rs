@@ -4,6 +4,7 @@
 
 use crate::pipeline::dag::{Output, Task};
 use crate::pipeline::profile::Profile;
+use crate::pipeline::sweep;
 use crate::project::Project;
 use crate::train::config::TrainConfig;
 use anyhow::{Context, Result};
@@ -99,6 +100,8 @@ enum Kind {
 /// One training run of the profile, its recipe resolved.
 struct RunSpec {
     dataset: String,
+    /// The sweep point's label (empty without a sweep, and for the softmax baseline).
+    point: String,
     seed: u64,
     run_id: String,
     recipe: String,
@@ -134,6 +137,7 @@ fn spec(
     let config = TrainConfig::resolve(&project.root, dataset, recipe, &set)?;
     Ok(RunSpec {
         dataset: dataset.to_string(),
+        point: String::new(),
         seed,
         run_id: run_id(p, dataset, seed, finetune, &config)?,
         recipe: recipe.to_string(),
@@ -158,13 +162,23 @@ fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>>
                 }
             }
             Kind::GroupLoss => {
-                for &seed in &p.seeds {
-                    let mut set = p.train.set.clone();
-                    if p.train.init_from_finetune {
-                        let ft = finetuned(seed)?.context("init_from_finetune needs [finetune]")?;
-                        set.push(format!("init=\"run:{}\"", ft.run_id));
+                for point in sweep::points(&p.sweep) {
+                    for &seed in &p.seeds {
+                        let mut set = p.train.set.clone();
+                        if p.train.init_from_finetune {
+                            let ft =
+                                finetuned(seed)?.context("init_from_finetune needs [finetune]")?;
+                            set.push(format!("init=\"run:{}\"", ft.run_id));
+                        }
+                        set.extend(point.overrides()?);
+                        let mut r = spec(p, project, d, seed, false, &p.train.recipe, set)
+                            .with_context(|| match point.values.is_empty() {
+                                true => format!("dataset {d}, seed {seed}"),
+                                false => format!("sweep point {}", point.label()),
+                            })?;
+                        r.point = point.label();
+                        out.push(r);
                     }
-                    out.push(spec(p, project, d, seed, false, &p.train.recipe, set)?);
                 }
             }
         }
@@ -207,7 +221,7 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
             }
             let mut t = task(
                 stage,
-                format!("{}/s{}", r.dataset, r.seed),
+                run_key(&r),
                 argv,
                 vec![file(format!("runs/{}/run.json", r.run_id))],
                 io(consumes, &format!("run:{}", r.run_id)),
@@ -217,6 +231,14 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
             Ok(t)
         })
         .collect()
+}
+
+/// `<dataset>/s<seed>`, or `<dataset>/<point>/s<seed>` in a sweep.
+fn run_key(r: &RunSpec) -> String {
+    match r.point.as_str() {
+        "" => format!("{}/s{}", r.dataset, r.seed),
+        point => format!("{}/{point}/s{}", r.dataset, r.seed),
+    }
 }
 
 /// One crop cache per dataset and distinct `resize` of the profile's recipes.
@@ -320,23 +342,33 @@ fn eval_flags(p: &Profile) -> Vec<String> {
     a
 }
 
-/// Name of a dataset's ensemble of seeds: `<dataset>-<profile>`.
-pub fn ensemble_name(p: &Profile, dataset: &str) -> String {
-    format!("{dataset}-{}", p.name)
+/// Name of a dataset's ensemble of seeds: `<dataset>-<profile>`, or
+/// `<dataset>-<profile>-<point>` for a sweep point.
+pub fn ensemble_name(p: &Profile, dataset: &str, point: &str) -> String {
+    match point {
+        "" => format!("{dataset}-{}", p.name),
+        point => format!("{dataset}-{}-{point}", p.name),
+    }
 }
 
+/// One ensemble per dataset and sweep point.
 fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
     if !p.ensemble {
         return Ok(Vec::new());
     }
     let specs = run_specs(p, project, Kind::GroupLoss)?;
-    Ok(p.datasets
+    let mut groups: Vec<(&str, &str)> = specs
         .iter()
-        .map(|d| {
-            let name = ensemble_name(p, d);
+        .map(|r| (r.dataset.as_str(), r.point.as_str()))
+        .collect();
+    groups.dedup();
+    Ok(groups
+        .into_iter()
+        .map(|(d, point)| {
+            let name = ensemble_name(p, d, point);
             let runs: Vec<String> = specs
                 .iter()
-                .filter(|r| &r.dataset == d)
+                .filter(|r| r.dataset == d && r.point == point)
                 .map(|r| r.run_id.clone())
                 .collect();
             let mut argv = strings(&["ensemble", "--name", &name, "--device", &p.device]);

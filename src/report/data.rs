@@ -18,6 +18,8 @@ pub struct RunRow {
     pub r1_last: Option<f64>,
     pub r1_val_selected: Option<f64>,
     pub r1_best_on_test: Option<f64>,
+    /// The run's values of the profile's swept keys (from its resolved config), in key order.
+    pub point: Vec<serde_json::Value>,
 }
 
 /// One completed epoch (`epochs`).
@@ -88,6 +90,9 @@ pub struct DatasetData {
     pub embeddings: BTreeMap<(String, String), EmbeddingsRow>,
     /// `image_id` → path relative to `root`.
     pub images: BTreeMap<i64, String>,
+    /// With a sweep: every point's runs and metrics. The fields above then hold only the point
+    /// selected on validation (its runs, metrics, ensemble and curves).
+    pub sweep: Option<crate::report::sweep::SweepData>,
 }
 
 impl DatasetData {
@@ -99,6 +104,12 @@ impl DatasetData {
             .iter()
             .find(|r| Some(&r.run_id) == base)
             .or(self.group_loss.first())
+    }
+
+    /// The untrained network's test embeddings.
+    pub fn untrained_embeddings(&self) -> Option<&EmbeddingsRow> {
+        let run = self.untrained.clone()?;
+        self.embeddings.get(&(run, "untrained".to_string()))
     }
 
     /// K of the Recall@K columns, ascending.
@@ -130,8 +141,9 @@ struct TaskRow {
     argv: Vec<String>,
 }
 
-/// The latest task record of each (stage, task) of `profile`.
-fn tasks(cat: &Catalog, profile: &str) -> Result<Vec<TaskRow>> {
+/// The latest task record of each (stage, task) of `profile`, only the tasks of its plan as
+/// last run when the catalogue knows them (`plan`).
+fn tasks(cat: &Catalog, profile: &str, plan: Option<&[String]>) -> Result<Vec<TaskRow>> {
     let mut stmt = cat.connection().prepare(
         "SELECT stage, task, status = 'succeeded', CAST(argv AS VARCHAR) FROM pipeline_tasks \
          WHERE profile = ? \
@@ -149,6 +161,9 @@ fn tasks(cat: &Catalog, profile: &str) -> Result<Vec<TaskRow>> {
     let mut out = Vec::new();
     for row in rows {
         let (stage, task, ok, argv) = row?;
+        if plan.is_some_and(|p| !p.contains(&format!("{stage}:{task}"))) {
+            continue;
+        }
         let argv: Vec<String> = serde_json::from_str(&argv)
             .with_context(|| format!("pipeline_tasks {stage}:{task}: argv is not a list"))?;
         out.push(TaskRow {
@@ -169,13 +184,30 @@ fn flag<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// The profile's datasets (in profile order) and description, from `pipeline_profiles`.
-fn profile_config(cat: &Catalog, profile: &str) -> Result<(Vec<String>, String)> {
-    let mut stmt = cat
-        .connection()
-        .prepare("SELECT CAST(config AS VARCHAR) FROM pipeline_profiles WHERE name = ?")?;
-    let mut rows = stmt.query_map(params![profile], |r| r.get::<_, String>(0))?;
-    let Some(cfg) = rows.next().transpose()? else {
+/// What the report needs of a profile's row in `pipeline_profiles`.
+struct ProfileRow {
+    datasets: Vec<String>,
+    description: String,
+    /// The swept recipe keys, in key order.
+    sweep: Vec<String>,
+    /// The plan's task ids as last run (absent in catalogues written before they were kept).
+    tasks: Option<Vec<String>>,
+}
+
+/// The profile as last run, from `pipeline_profiles`.
+fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
+    // A catalogue opened read-only is not migrated: before version 7 it has no `tasks`.
+    let tasks = match cat.schema_version() >= 7 {
+        true => "CAST(tasks AS VARCHAR)",
+        false => "NULL",
+    };
+    let mut stmt = cat.connection().prepare(&format!(
+        "SELECT CAST(config AS VARCHAR), {tasks} FROM pipeline_profiles WHERE name = ?"
+    ))?;
+    let mut rows = stmt.query_map(params![profile], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+    })?;
+    let Some((cfg, tasks)) = rows.next().transpose()? else {
         bail!("the catalogue has no profile {profile:?}: run `gl run --profile {profile}` first");
     };
     let v: serde_json::Value = serde_json::from_str(&cfg)?;
@@ -185,16 +217,27 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<(Vec<String>, String)>
         .iter()
         .filter_map(|d| d.as_str().map(str::to_string))
         .collect();
-    Ok((
+    let sweep = v["sweep"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let tasks = tasks
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .with_context(|| format!("pipeline_profiles {profile:?}: tasks is not a list"))?;
+    Ok(ProfileRow {
         datasets,
-        v["description"].as_str().unwrap_or("").to_string(),
-    ))
+        description: v["description"].as_str().unwrap_or("").to_string(),
+        sweep,
+        tasks,
+    })
 }
 
-fn run_row(cat: &Catalog, run_id: &str) -> Result<Option<(String, RunRow)>> {
+/// A run's row, with its values of the `sweep` keys read from its resolved config.
+fn run_row(cat: &Catalog, run_id: &str, sweep: &[String]) -> Result<Option<(String, RunRow)>> {
     let mut stmt = cat.connection().prepare(
         "SELECT dataset, seed, epochs_done, selected_epoch, test_r1_last, test_r1_val_selected, \
-         test_r1_best_on_test FROM runs WHERE run_id = ?",
+         test_r1_best_on_test, CAST(config AS VARCHAR) FROM runs WHERE run_id = ?",
     )?;
     let mut rows = stmt.query_map(params![run_id], |r| {
         Ok((
@@ -207,10 +250,25 @@ fn run_row(cat: &Catalog, run_id: &str) -> Result<Option<(String, RunRow)>> {
                 r1_last: r.get(4)?,
                 r1_val_selected: r.get(5)?,
                 r1_best_on_test: r.get(6)?,
+                point: Vec::new(),
             },
+            r.get::<_, String>(7)?,
         ))
     })?;
-    Ok(rows.next().transpose()?)
+    let Some((dataset, mut row, config)) = rows.next().transpose()? else {
+        return Ok(None);
+    };
+    if !sweep.is_empty() {
+        let config: serde_json::Value = serde_json::from_str(&config)
+            .with_context(|| format!("runs {run_id}: config is not JSON"))?;
+        for k in sweep {
+            let v = config.get(k).with_context(|| {
+                format!("runs {run_id}: its config has no key {k:?}, which the profile sweeps")
+            })?;
+            row.point.push(v.clone());
+        }
+    }
+    Ok(Some((dataset, row)))
 }
 
 fn metrics(cat: &Catalog, subject: &str, model: &str, method: Method) -> Result<Vec<MetricRow>> {
@@ -277,8 +335,8 @@ fn test_images(cat: &Catalog, dataset: &str) -> Result<BTreeMap<i64, String>> {
 /// Reads what the report of `profile` shows. Tasks whose latest run failed are left out (the
 /// report says which); a profile with nothing evaluated is an error.
 pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
-    let (names, description) = profile_config(cat, profile)?;
-    let tasks = tasks(cat, profile)?;
+    let prof = profile_config(cat, profile)?;
+    let tasks = tasks(cat, profile, prof.tasks.as_deref())?;
     let failed: Vec<String> = tasks
         .iter()
         .filter(|t| !t.succeeded)
@@ -290,7 +348,8 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
             .filter(move |t| t.succeeded && t.stage == stage)
             .map(|t| t.argv.as_slice())
     }
-    let mut by_name: BTreeMap<String, DatasetData> = names
+    let mut by_name: BTreeMap<String, DatasetData> = prof
+        .datasets
         .iter()
         .map(|n| {
             let d = DatasetData {
@@ -303,7 +362,11 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
     for (stage, method) in [("train", Method::GroupLoss), ("finetune", Method::Softmax)] {
         for argv in ok(&tasks, stage) {
             let id = flag(argv, "--run-id").context("a training task without --run-id")?;
-            let Some((dataset, row)) = run_row(cat, id)? else {
+            let sweep = match method {
+                Method::GroupLoss => prof.sweep.as_slice(),
+                _ => &[],
+            };
+            let Some((dataset, row)) = run_row(cat, id, sweep)? else {
                 continue;
             };
             let Some(d) = by_name.get_mut(&dataset) else {
@@ -315,11 +378,16 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
             }
         }
     }
+    // Each dataset's ensembles (one per sweep point), by the runs they concatenate.
+    let mut ensembles: BTreeMap<String, Vec<(String, &[String])>> = BTreeMap::new();
     for argv in ok(&tasks, "ensemble") {
         let name = flag(argv, "--name").context("an ensemble task without --name")?;
-        for d in by_name.values_mut() {
+        for d in by_name.values() {
             if d.group_loss.iter().any(|r| argv.contains(&r.run_id)) {
-                d.ensemble = Some(name.to_string());
+                ensembles
+                    .entry(d.name.clone())
+                    .or_default()
+                    .push((name.to_string(), argv));
             }
         }
     }
@@ -353,21 +421,31 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
             d.metrics
                 .extend(metrics(cat, &base, "untrained", Method::Untrained)?);
         }
+        let mine = ensembles.remove(&d.name).unwrap_or_default();
+        for (name, _) in &mine {
+            d.metrics
+                .extend(metrics(cat, name, "selected", Method::Ensemble)?);
+        }
+        if prof.sweep.is_empty() {
+            d.ensemble = mine.last().map(|e| e.0.clone());
+        } else {
+            crate::report::sweep::select(d, &prof.sweep, &mine);
+        }
         if let Some(first) = d.first_run().map(|r| r.run_id.clone()) {
-            for model in ["selected", "untrained"] {
-                if let Some(e) = embeddings(cat, &first, model)? {
-                    d.embeddings.insert((first.clone(), model.to_string()), e);
-                }
+            if let Some(e) = embeddings(cat, &first, "selected")? {
+                d.embeddings.insert((first.clone(), "selected".into()), e);
             }
         }
-        if let Some(e) = &d.ensemble {
-            d.metrics
-                .extend(metrics(cat, e, "selected", Method::Ensemble)?);
+        if let Some(base) = d.untrained.clone() {
+            if let Some(e) = embeddings(cat, &base, "untrained")? {
+                d.embeddings.insert((base, "untrained".into()), e);
+            }
         }
         d.root = dataset_root(cat, &d.name)?;
         d.images = test_images(cat, &d.name)?;
     }
-    let datasets: Vec<DatasetData> = names
+    let datasets: Vec<DatasetData> = prof
+        .datasets
         .iter()
         .filter_map(|n| by_name.remove(n))
         .filter(|d| !d.metrics.is_empty())
@@ -378,7 +456,7 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
     Ok((
         ReportData {
             profile: profile.to_string(),
-            description,
+            description: prof.description,
             datasets,
         },
         failed,

@@ -4,6 +4,7 @@
 
 use crate::report::data::{DatasetData, EpochRow, Method};
 use crate::report::published::PublishedRows;
+use crate::report::sweep::{SweepData, SweepPoint};
 use crate::report::tables::Summary;
 use anyhow::{anyhow, Result};
 use plotters::coord::types::RangedCoordf64;
@@ -72,6 +73,144 @@ fn legend<'a, 'b: 'a>(
         .map_err(err)
 }
 
+/// A chart whose x axis is the categories `labels` at 0, 1, …
+fn categorical_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    caption: &str,
+    labels: &[String],
+    y: std::ops::Range<f64>,
+    (x_desc, y_desc): (&str, &str),
+) -> Result<Chart<'a, 'b>> {
+    let n = labels.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.3f64..n - 0.7, y)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_labels(labels.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            match (i - x).abs() < 1e-6 && i >= 0.0 {
+                true => labels.get(i as usize).cloned().unwrap_or_default(),
+                false => String::new(),
+            }
+        })
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// A line through `(x, mean, std)` points with a dot at each and ± std bars where std > 0.
+fn mean_std_series(
+    chart: &mut Chart,
+    pts: &[(f64, f64, f64)],
+    c: RGBColor,
+    label: String,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(
+            pts.iter().map(|p| (p.0, p.1)),
+            c.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    chart
+        .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))
+        .map_err(err)?;
+    chart
+        .draw_series(
+            pts.iter()
+                .filter(|p| p.2 > 0.0)
+                .map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, c, 8)),
+        )
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Test R@1 (mean ± std over seeds) against the values of swept key `k`, one line per
+/// combination of the other swept keys; the selected point ringed.
+pub fn sweep(dataset: &str, s: &SweepData, summaries: &[Summary], k: usize) -> Result<String> {
+    use crate::pipeline::sweep::{compare, show};
+    let mut xs: Vec<&serde_json::Value> = s.points.iter().map(|p| &p.values[k]).collect();
+    xs.sort_by(|a, b| compare(a, b));
+    xs.dedup();
+    fn others(p: &SweepPoint, k: usize) -> Vec<&serde_json::Value> {
+        let mut v: Vec<&serde_json::Value> = p.values.iter().collect();
+        v.remove(k);
+        v
+    }
+    // One line per combination of the other keys: (their values, its (x, mean, std) points).
+    type Line<'a> = (Vec<&'a serde_json::Value>, Vec<(f64, f64, f64)>);
+    let mut lines: Vec<Line> = Vec::new();
+    let mut ring = None;
+    let (mut lo, mut hi) = (100.0f64, 0.0f64);
+    for (i, p) in s.points.iter().enumerate() {
+        let Some(c) = summaries
+            .iter()
+            .find(|x| x.group == i as i64)
+            .and_then(|x| x.cells.get("recall@1"))
+        else {
+            continue;
+        };
+        let x = xs.iter().position(|v| *v == &p.values[k]).unwrap_or(0) as f64;
+        let pt = (x, c.mean, c.std.unwrap_or(0.0));
+        (lo, hi) = (lo.min(pt.1 - pt.2), hi.max(pt.1 + pt.2));
+        if i == s.selected {
+            ring = Some((pt.0, pt.1));
+        }
+        match lines.iter_mut().find(|l| l.0 == others(p, k)) {
+            Some(l) => l.1.push(pt),
+            None => lines.push((others(p, k), vec![pt])),
+        }
+    }
+    // Zoomed to the points (differences between settings are often a point or two), with
+    // headroom above them for the legend.
+    let span = (hi - lo).max(2.0);
+    let y = (lo - 0.15 * span).floor().max(0.0)..(hi + 0.6 * span).ceil().min(100.0);
+    let labels: Vec<String> = xs.iter().map(|v| show(v)).collect();
+    let key = &s.keys[k];
+    let rest: Vec<&String> = s
+        .keys
+        .iter()
+        .enumerate()
+        .filter(|e| e.0 != k)
+        .map(|e| e.1)
+        .collect();
+    svg((640, 420), |root| {
+        let caption = format!("{dataset}: test R@1 against {key}");
+        let mut chart = categorical_chart(root, &caption, &labels, y, (key, "R@1 (%)"))?;
+        for (j, (vals, pts)) in lines.iter().enumerate() {
+            let label = match vals.is_empty() {
+                true => "Group Loss".to_string(),
+                false => rest
+                    .iter()
+                    .zip(vals)
+                    .map(|(k, v)| format!("{k}={}", show(v)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let c = CLASS_COLOURS[j % CLASS_COLOURS.len()];
+            mean_std_series(&mut chart, pts, c, label)?;
+        }
+        if let Some(p) = ring {
+            chart
+                .draw_series([Circle::new(p, 8, BLACK.stroke_width(2))])
+                .map_err(err)?
+                .label("selected (validation)")
+                .legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.stroke_width(2)));
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 13)
+    })
+}
+
 /// Recall@K (%) against K for every method (mean with ± std bars over seeds) and the paper's
 /// published points.
 pub fn recall_curves(
@@ -112,55 +251,13 @@ pub fn recall_curves(
         }
     }
     let y0 = ((lo - 5.0) / 5.0).floor().max(0.0) * 5.0;
-    let n = ks.len().max(1) as f64;
+    let labels: Vec<String> = ks.iter().map(|k| k.to_string()).collect();
     svg((640, 420), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("{}: Recall@K on the test set", d.name), (FONT, 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(-0.3f64..n - 0.7, y0..100.0)
-            .map_err(err)?;
-        let labels = ks.to_vec();
-        chart
-            .configure_mesh()
-            .x_labels(ks.len())
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                match (i - x).abs() < 1e-6 && i >= 0.0 {
-                    true => labels
-                        .get(i as usize)
-                        .map_or(String::new(), |k| k.to_string()),
-                    false => String::new(),
-                }
-            })
-            .x_desc("K")
-            .y_desc("Recall@K (%)")
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(err)?;
+        let caption = format!("{}: Recall@K on the test set", d.name);
+        let axes = ("K", "Recall@K (%)");
+        let mut chart = categorical_chart(root, &caption, &labels, y0..100.0, axes)?;
         for (m, pts) in &series {
-            let c = method_colour(*m);
-            chart
-                .draw_series(LineSeries::new(
-                    pts.iter().map(|p| (p.0, p.1)),
-                    c.stroke_width(2),
-                ))
-                .map_err(err)?
-                .label(m.label())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))
-                .map_err(err)?;
-            chart
-                .draw_series(
-                    pts.iter()
-                        .filter(|p| p.2 > 0.0)
-                        .map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, c, 8)),
-                )
-                .map_err(err)?;
+            mean_std_series(&mut chart, pts, method_colour(*m), m.label().to_string())?;
         }
         for (i, (label, pts)) in paper.iter().enumerate() {
             let c = if i == 0 {

@@ -7,6 +7,7 @@ pub mod data;
 pub mod figures;
 pub mod gallery;
 pub mod published;
+pub mod sweep;
 pub mod tables;
 pub mod tsne;
 
@@ -141,7 +142,7 @@ fn projection(d: &DatasetData, s: &Shown, p: &ReportParams) -> Result<Option<Str
     let idx: Vec<usize> = rows.iter().map(|r| r.0).collect();
     let classes: Vec<usize> = rows.iter().map(|r| r.1).collect();
     let mut panels = Vec::new();
-    if let Some(u) = d.embeddings.get(&(run.run_id.clone(), "untrained".into())) {
+    if let Some(u) = d.untrained_embeddings() {
         let untrained = read_verified(u)?;
         ensure!(
             untrained.image_ids == trained.image_ids,
@@ -273,6 +274,26 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
             "LaTeX: [`tables/{0}.tex`](tables/{0}.tex), [`tables/{0}-selection.tex`](tables/{0}-selection.tex).\n\n",
             d.name
         );
+        if let Some(s) = &d.sweep {
+            let t = sweep::sweep_table(d, s)?;
+            table_files(&mut files, &format!("{}-sweep", d.name), &t);
+            md += &format!(
+                "### Sweep\n\n{}\n\n{}\nLaTeX: [`tables/{2}-sweep.tex`](tables/{2}-sweep.tex).\n\n",
+                t.caption,
+                t.to_markdown(),
+                d.name
+            );
+            let summaries = s.summaries()?;
+            for (k, key) in s.keys.iter().enumerate() {
+                let svg = figures::sweep(&d.name, s, &summaries, k)?;
+                let name = format!("{}-sweep-{key}.svg", d.name);
+                md += &format!("![R@1 against {key}](figures/{name})\n\n");
+                files.push(File {
+                    rel: format!("figures/{name}"),
+                    bytes: svg.into_bytes(),
+                });
+            }
+        }
         let summaries = tables::method_summaries(d)?;
         let mut figure = |name: String, bytes: Vec<u8>, alt: &str, md: &mut String| {
             *md += &format!("![{alt}](figures/{name})\n\n");

@@ -17,7 +17,8 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn show(&self) -> String {
+    /// `61.00 ± 1.41`, or the mean alone for one value.
+    pub fn show(&self) -> String {
         match self.std {
             Some(s) if self.n > 1 => format!("{:.2} ± {:.2}", self.mean, s),
             _ => format!("{:.2}", self.mean),
@@ -186,14 +187,21 @@ pub fn method_summaries(d: &DatasetData) -> Result<BTreeMap<Method, Summary>> {
 
 fn method_label(d: &DatasetData, m: Method) -> String {
     let n = |runs: &[RunRow]| runs.len();
+    // With a sweep, the Group Loss rows are the selected point's.
+    let point = d
+        .sweep
+        .as_ref()
+        .map(|s| format!(", {}", s.label(s.selected)))
+        .unwrap_or_default();
     match m {
         Method::GroupLoss if n(&d.group_loss) > 1 => {
-            format!("Group Loss (mean ± std, {} seeds)", n(&d.group_loss))
+            format!("Group Loss{point} (mean ± std, {} seeds)", n(&d.group_loss))
         }
+        Method::GroupLoss => format!("Group Loss{point}"),
         Method::Softmax if n(&d.softmax) > 1 => {
             format!("softmax fine-tuning (mean ± std, {} seeds)", n(&d.softmax))
         }
-        Method::Ensemble => format!("Group Loss ensemble ({} seeds)", n(&d.group_loss)),
+        Method::Ensemble => format!("Group Loss ensemble{point} ({} seeds)", n(&d.group_loss)),
         _ => m.label().to_string(),
     }
 }
@@ -242,9 +250,16 @@ pub fn metrics_table(d: &DatasetData, published: Option<&PublishedRows>) -> Resu
             rows.push(r);
         }
     }
+    let swept = match &d.sweep {
+        Some(s) => format!(
+            "; Group Loss at the sweep point with {}",
+            crate::report::sweep::selected_by(s)
+        ),
+        None => String::new(),
+    };
     Ok(Table {
         caption: format!(
-            "{}: test-set retrieval and clustering (%), the selected epoch of each run",
+            "{}: test-set retrieval and clustering (%), the selected epoch of each run{swept}",
             d.name
         ),
         header,
@@ -362,6 +377,7 @@ mod tests {
             r1_last: None,
             r1_val_selected: None,
             r1_best_on_test: None,
+            point: vec![],
         };
         let m = |method, subject: &str, metric: &str, value| MetricRow {
             method,

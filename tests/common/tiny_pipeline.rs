@@ -1,4 +1,5 @@
-//! A tiny pipeline project for the stage-runner tests: a synthetic dataset (`gl synth`), a tiny
+//! A tiny pipeline project for the stage-runner tests: a synthetic dataset (`gl synth`; 48
+//! classes whose colours are jittered per image, so retrieval is far from perfect), a tiny
 //! CNN for 1 epoch, a `tiny` profile with two seeds, a softmax baseline and an ensemble; and
 //! helpers to run `gl` in it and read `gl run` / `gl status`.
 #![allow(dead_code)]
@@ -30,7 +31,7 @@ kmeans_restarts = 1
 "#;
 
 /// Appended to the project's copy of pipeline/train.toml.
-const TINY_RECIPE: &str = r#"
+pub const TINY_RECIPE: &str = r#"
 [datasets.tiny_synth]
 backbone = "tiny_cnn"
 init = "none"
@@ -72,11 +73,13 @@ pub fn project_with(extra: &str) -> tempfile::TempDir {
             "--name",
             "tiny_synth",
             "--classes",
-            "24",
+            "48",
             "--per-class",
-            "6",
+            "8",
             "--size",
             "16",
+            "--jitter",
+            "60",
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -124,4 +127,22 @@ pub fn ran(out: &str) -> Vec<String> {
 
 pub fn project() -> tempfile::TempDir {
     project_with("")
+}
+
+/// Every file of `dir` (recursively) with its bytes.
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
 }

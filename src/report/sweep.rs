@@ -1,0 +1,351 @@
+//! A sweep in the report: the profile's Group Loss runs grouped by their values of the swept
+//! recipe keys, one point chosen on validation for the main tables, and the sweep table of every
+//! point (mean ± std over seeds). Choosing on validation R@1, not test, keeps the main table's
+//! numbers honest: the test set picks nothing.
+
+use crate::report::data::{DatasetData, Method, MetricRow, RunRow};
+use crate::report::tables::{metric_columns, summarise, Cell, Summary, Table};
+use anyhow::Result;
+use serde_json::Value;
+
+/// One grid point: its runs (one per seed) and its ensemble.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPoint {
+    /// Its value of each swept key, in key order.
+    pub values: Vec<Value>,
+    pub runs: Vec<RunRow>,
+    pub ensemble: Option<String>,
+    /// Validation R@1 (%) of each run at its selected epoch, where the run has a validation
+    /// split.
+    pub val_r1: Vec<f64>,
+}
+
+/// Every point of a dataset's sweep and the one selected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepData {
+    pub keys: Vec<String>,
+    /// In grid order (each key's values ascending, the last key fastest).
+    pub points: Vec<SweepPoint>,
+    pub selected: usize,
+    /// Selected by mean validation R@1; `false` when some point has no validation numbers and
+    /// the mean test R@1 decided (the official, optimistic protocol; the captions say so).
+    pub on_validation: bool,
+    /// The Group Loss and ensemble metrics of every point.
+    pub metrics: Vec<MetricRow>,
+}
+
+impl SweepData {
+    /// `tau=24.0, anchors=2`.
+    pub fn label(&self, i: usize) -> String {
+        self.keys
+            .iter()
+            .zip(&self.points[i].values)
+            .map(|(k, v)| format!("{k}={}", crate::pipeline::sweep::show(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Per point (the group is its index): every test metric over its seeds, `val_r1`, and the
+    /// ensemble's metrics prefixed `ensemble:`.
+    pub fn summaries(&self) -> Result<Vec<Summary>> {
+        let mut long = Vec::new();
+        for (i, p) in self.points.iter().enumerate() {
+            for m in &self.metrics {
+                let of_run = p.runs.iter().any(|r| r.run_id == m.subject);
+                if m.method == Method::GroupLoss && of_run {
+                    long.push((i as i64, m.metric.clone(), m.value));
+                } else if m.method == Method::Ensemble && p.ensemble.as_ref() == Some(&m.subject) {
+                    long.push((i as i64, format!("ensemble:{}", m.metric), m.value));
+                }
+            }
+            long.extend(
+                p.val_r1
+                    .iter()
+                    .map(|v| (i as i64, "val_r1".to_string(), *v)),
+            );
+        }
+        summarise(&long)
+    }
+}
+
+/// Groups `d`'s Group Loss runs into the points of the sweep over `keys`, picks the point with
+/// the best mean validation R@1 and narrows `d`'s runs, metrics, ensemble and training curves to
+/// it; the whole sweep goes to `d.sweep`. `ensembles`: `(name, argv)` of the dataset's ensemble
+/// tasks.
+pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[String])]) {
+    let mut points: Vec<SweepPoint> = Vec::new();
+    for r in &d.group_loss {
+        let val = d
+            .epochs
+            .iter()
+            .find(|e| e.run_id == r.run_id && Some(e.epoch) == r.selected_epoch)
+            .and_then(|e| e.val_r1);
+        let i = match points.iter().position(|p| p.values == r.point) {
+            Some(i) => i,
+            None => {
+                points.push(SweepPoint {
+                    values: r.point.clone(),
+                    runs: Vec::new(),
+                    ensemble: None,
+                    val_r1: Vec::new(),
+                });
+                points.len() - 1
+            }
+        };
+        points[i].runs.push(r.clone());
+        points[i].val_r1.extend(val.map(|v| 100.0 * v));
+    }
+    points.sort_by(|a, b| {
+        a.values
+            .iter()
+            .zip(&b.values)
+            .map(|(x, y)| crate::pipeline::sweep::compare(x, y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for p in &mut points {
+        p.ensemble = ensembles
+            .iter()
+            .find(|(_, argv)| p.runs.iter().any(|r| argv.contains(&r.run_id)))
+            .map(|e| e.0.clone());
+    }
+    let on_validation = points.iter().all(|p| p.val_r1.len() == p.runs.len());
+    let score = |p: &SweepPoint| -> Option<f64> {
+        let v: Vec<f64> = match on_validation {
+            true => p.val_r1.clone(),
+            false => d
+                .metrics
+                .iter()
+                .filter(|m| m.metric == "recall@1" && p.runs.iter().any(|r| r.run_id == m.subject))
+                .map(|m| m.value)
+                .collect(),
+        };
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let mut selected = 0;
+    let mut best: Option<f64> = None;
+    for (i, p) in points.iter().enumerate() {
+        if let Some(s) = score(p) {
+            if best.is_none_or(|b| s > b) {
+                (selected, best) = (i, Some(s));
+            }
+        }
+    }
+    let (swept, kept): (Vec<MetricRow>, Vec<MetricRow>) = std::mem::take(&mut d.metrics)
+        .into_iter()
+        .partition(|m| matches!(m.method, Method::GroupLoss | Method::Ensemble));
+    d.metrics = kept;
+    if let Some(p) = points.get(selected) {
+        d.metrics.extend(
+            swept
+                .iter()
+                .filter(|m| match m.method {
+                    Method::GroupLoss => p.runs.iter().any(|r| r.run_id == m.subject),
+                    _ => p.ensemble.as_ref() == Some(&m.subject),
+                })
+                .cloned(),
+        );
+        d.group_loss = p.runs.clone();
+        d.ensemble = p.ensemble.clone();
+        let shown = |id: &String| {
+            d.group_loss
+                .iter()
+                .chain(&d.softmax)
+                .any(|r| &r.run_id == id)
+        };
+        let epochs = std::mem::take(&mut d.epochs);
+        d.epochs = epochs.into_iter().filter(|e| shown(&e.run_id)).collect();
+    }
+    d.sweep = Some(SweepData {
+        keys: keys.to_vec(),
+        points,
+        selected,
+        on_validation,
+        metrics: swept,
+    });
+}
+
+/// How the selected point was chosen, for captions.
+pub fn selected_by(s: &SweepData) -> &'static str {
+    match s.on_validation {
+        true => "the best mean validation R@1",
+        false => "the best mean test R@1 (some runs have no validation split: optimistic)",
+    }
+}
+
+/// The sweep table of `d`: one row per point — its values, seeds, validation R@1 and test
+/// metrics (mean ± std over seeds), its ensemble's R@1 — the selected point marked.
+pub fn sweep_table(d: &DatasetData, s: &SweepData) -> Result<Table> {
+    let cols = metric_columns(d);
+    let summaries = s.summaries()?;
+    let mut header: Vec<String> = s.keys.clone();
+    header.push("seeds".into());
+    header.push("val R@1".into());
+    header.extend(cols.iter().map(|c| c.1.clone()));
+    header.push("ensemble R@1".into());
+    header.push("selected".into());
+    let mut rows = Vec::new();
+    for (i, p) in s.points.iter().enumerate() {
+        let cell = |k: &str| {
+            summaries
+                .iter()
+                .find(|x| x.group == i as i64)
+                .and_then(|x| x.cells.get(k))
+                .map_or("—".into(), Cell::show)
+        };
+        let mut row: Vec<String> = p.values.iter().map(crate::pipeline::sweep::show).collect();
+        row.push(p.runs.len().to_string());
+        row.push(cell("val_r1"));
+        row.extend(cols.iter().map(|(k, _)| cell(k)));
+        row.push(cell("ensemble:recall@1"));
+        row.push(if i == s.selected { "yes" } else { "" }.into());
+        rows.push(row);
+    }
+    Ok(Table {
+        caption: format!(
+            "{}: the sweep over {} — validation R@1 at each run's selected epoch and test-set \
+             metrics (%), mean ± std over seeds; the selected point ({}) is the one the tables \
+             above show",
+            d.name,
+            s.keys.join(", "),
+            selected_by(s)
+        ),
+        header,
+        rows,
+        rules_after: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::data::EpochRow;
+    use serde_json::json;
+
+    fn run(id: &str, seed: u64, tau: f64) -> RunRow {
+        RunRow {
+            run_id: id.into(),
+            seed,
+            epochs_done: 2,
+            selected_epoch: Some(2),
+            r1_last: None,
+            r1_val_selected: None,
+            r1_best_on_test: None,
+            point: vec![json!(tau)],
+        }
+    }
+
+    fn metric(method: Method, subject: &str, value: f64) -> MetricRow {
+        MetricRow {
+            method,
+            subject: subject.into(),
+            metric: "recall@1".into(),
+            value,
+        }
+    }
+
+    fn epoch(run: &str, epoch: i64, val: f64) -> EpochRow {
+        EpochRow {
+            run_id: run.into(),
+            epoch,
+            loss: 1.0,
+            val_r1: Some(val),
+            test_r1: None,
+        }
+    }
+
+    /// τ=54 wins on validation though τ=10 is better on test: the selection never looks at test.
+    fn dataset() -> DatasetData {
+        DatasetData {
+            name: "cub".into(),
+            // Listed out of grid order, as the catalogue might return them.
+            group_loss: vec![
+                run("b0", 0, 54.0),
+                run("a0", 0, 10.0),
+                run("a1", 1, 10.0),
+                run("b1", 1, 54.0),
+            ],
+            softmax: vec![run("s0", 0, 0.0)],
+            metrics: vec![
+                metric(Method::GroupLoss, "a0", 70.0),
+                metric(Method::GroupLoss, "a1", 72.0),
+                metric(Method::GroupLoss, "b0", 60.0),
+                metric(Method::GroupLoss, "b1", 62.0),
+                metric(Method::Ensemble, "cub-p-tau=10.0", 75.0),
+                metric(Method::Ensemble, "cub-p-tau=54.0", 65.0),
+                metric(Method::Softmax, "s0", 50.0),
+            ],
+            epochs: vec![
+                epoch("a0", 1, 0.9),
+                epoch("a0", 2, 0.5),
+                epoch("a1", 2, 0.5),
+                epoch("b0", 2, 0.6),
+                epoch("b1", 2, 0.7),
+                epoch("s0", 2, 0.1),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn argv(runs: &[&str]) -> Vec<String> {
+        runs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_point_with_the_best_validation_r1_is_selected_and_shown() {
+        let mut d = dataset();
+        let (ea, eb) = (
+            argv(&["ensemble", "a0", "a1"]),
+            argv(&["ensemble", "b0", "b1"]),
+        );
+        let ens = [
+            ("cub-p-tau=54.0".to_string(), eb.as_slice()),
+            ("cub-p-tau=10.0".to_string(), ea.as_slice()),
+        ];
+        select(&mut d, &["tau".into()], &ens);
+        let s = d.sweep.clone().unwrap();
+        assert_eq!(s.points.len(), 2);
+        assert_eq!(s.points[0].values, [json!(10.0)]);
+        assert_eq!(s.points[0].ensemble.as_deref(), Some("cub-p-tau=10.0"));
+        assert_eq!(s.points[0].val_r1, [50.0, 50.0]);
+        assert_eq!((s.selected, s.on_validation), (1, true));
+        assert_eq!(s.label(1), "tau=54.0");
+        let ids: Vec<&str> = d.group_loss.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["b0", "b1"]);
+        assert_eq!(d.ensemble.as_deref(), Some("cub-p-tau=54.0"));
+        let subjects: Vec<&str> = d.metrics.iter().map(|m| m.subject.as_str()).collect();
+        assert_eq!(subjects, ["s0", "b0", "b1", "cub-p-tau=54.0"]);
+        assert!(d
+            .epochs
+            .iter()
+            .all(|e| ["b0", "b1", "s0"].contains(&e.run_id.as_str())));
+
+        let t = sweep_table(&d, &s).unwrap();
+        assert_eq!(
+            t.header,
+            ["tau", "seeds", "val R@1", "R@1", "ensemble R@1", "selected"]
+        );
+        assert_eq!(
+            t.rows[0],
+            ["10.0", "2", "50.00 ± 0.00", "71.00 ± 1.41", "75.00", ""]
+        );
+        assert_eq!(
+            t.rows[1],
+            ["54.0", "2", "65.00 ± 7.07", "61.00 ± 1.41", "65.00", "yes"]
+        );
+        assert!(t.caption.contains("validation R@1"));
+        let svg = crate::report::figures::sweep("cub", &s, &s.summaries().unwrap(), 0).unwrap();
+        assert!(svg.contains("test R@1 against tau") && svg.contains("54.0"));
+    }
+
+    #[test]
+    fn without_validation_numbers_the_test_set_decides_and_says_so() {
+        let mut d = dataset();
+        d.epochs.retain(|e| e.run_id != "b1");
+        select(&mut d, &["tau".into()], &[]);
+        let s = d.sweep.unwrap();
+        assert_eq!((s.selected, s.on_validation), (0, false));
+        assert!(selected_by(&s).contains("optimistic"));
+        assert_eq!(d.ensemble, None);
+    }
+}
