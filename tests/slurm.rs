@@ -144,6 +144,7 @@ fn check_sweep(p: &Path, seeds: usize) -> Vec<Vec<String>> {
         ),
     );
     assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(expected.len(), 2, "{expected:?}");
     for (row, want) in rows.iter().zip(&expected) {
         // lr | seeds | val R@1 | R@1 | … | ensemble R@1 | selected
         assert_eq!(
@@ -285,8 +286,16 @@ fn sweeps_run_alike_locally_and_on_slurm_which_recovers_and_cancels() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Killed once it has recorded and submitted a job (jobs.json is written before and after
+    // each array's sbatch).
     let jobs = r.join("data/pipeline/slurm/tiny/jobs.json");
-    assert!(wait_for_queue(false, 60), "nothing was submitted");
+    let before = std::fs::read_to_string(&jobs).unwrap();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&jobs).unwrap() == before {
+        assert!(t0.elapsed().as_secs() < 60, "nothing was submitted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(wait_for_queue(false, 10), "nothing in the queue");
     child.kill().unwrap();
     let _ = child.wait();
     assert!(jobs.is_file());
@@ -300,4 +309,29 @@ fn sweeps_run_alike_locally_and_on_slurm_which_recovers_and_cancels() {
     assert!(st.values().all(|s| s == "fresh"), "{st:?}");
     // The report shows the profile as last run: seeds 3 and 4 only.
     check_sweep(r, 2);
+
+    // A job whose `sbatch` answered only after the coordinator was killed is in jobs.json
+    // without an id, under its submission's comment: `gl cancel` finds it there and cancels it
+    // by id.
+    let comment = "gl:tiny:train:test-orphan";
+    let out = Command::new("sbatch")
+        .args(["--parsable", "--hold", "--wrap", "sleep 60"])
+        .arg(format!("--comment={comment}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pending = serde_json::json!([{
+        "task": "train:tiny_synth/lr=0.01/s3", "job": "", "comment": comment, "index": 0,
+        "argv": [], "log": "/dev/null", "exit": "/dev/null"
+    }]);
+    std::fs::write(&jobs, pending.to_string()).unwrap();
+    let (code, out, err) = gl(r, &["cancel", "--profile", "tiny"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("cancelled job(s) {id}")), "{out}");
+    assert!(wait_for_queue(true, 30), "{}", squeue());
 }

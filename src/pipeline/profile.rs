@@ -200,7 +200,11 @@ impl Profile {
                 );
             }
         }
-        crate::pipeline::sweep::validate(&self.sweep, &self.train.set)?;
+        crate::pipeline::sweep::validate(
+            &self.sweep,
+            &self.train.set,
+            self.train.init_from_finetune,
+        )?;
         ensure!(
             self.evaluate.kmeans_restarts >= 1,
             "evaluate.kmeans_restarts must be ≥ 1"

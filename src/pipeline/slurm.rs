@@ -115,8 +115,12 @@ impl Default for SlurmConfig {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobEntry {
     pub task: String,
-    /// The array's job id.
+    /// The array's job id; empty while its `sbatch` has not answered.
     pub job: String,
+    /// The array's `--comment`, unique to one submission and recorded before it: how a job
+    /// whose `sbatch` answered after the coordinator was killed is found (then by id).
+    #[serde(default)]
+    pub comment: String,
     pub index: usize,
     pub argv: Vec<String>,
     pub log: PathBuf,
@@ -128,14 +132,45 @@ pub fn state_dir(data_dir: &Path, profile: &str) -> PathBuf {
     data_dir.join("pipeline/slurm").join(profile)
 }
 
-/// The jobs a profile's `gl run` submitted (empty when none).
+/// The jobs a profile's `gl run` submitted (empty when none). An entry recorded just before its
+/// `sbatch` (the coordinator was killed before the answer) gets its job id from the queue, by
+/// its submission's comment; it stays empty when no such job is queued.
 pub fn load_jobs(dir: &Path) -> Result<Vec<JobEntry>> {
     let path = dir.join("jobs.json");
-    match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    let mut jobs: Vec<JobEntry> = match std::fs::read(&path) {
+        Ok(b) => {
+            serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if jobs.iter().any(|e| e.job.is_empty()) {
+        let by_comment = queued_comments()?;
+        for e in jobs.iter_mut().filter(|e| e.job.is_empty()) {
+            if let Some(job) = by_comment.get(&e.comment) {
+                e.job = job.clone();
+            }
+        }
     }
+    Ok(jobs)
+}
+
+/// Comment → array job id of this user's queued jobs.
+fn queued_comments() -> Result<HashMap<String, String>> {
+    let out = Command::new("squeue")
+        .args(["-h", "--me", "-o", "%F %k"])
+        .output()
+        .context("running squeue (is Slurm's client on PATH?)")?;
+    ensure!(
+        out.status.success(),
+        "squeue failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(job, comment)| (comment.trim().to_string(), job.to_string()))
+        .collect())
 }
 
 fn save_jobs(dir: &Path, jobs: &[JobEntry]) -> Result<()> {
@@ -186,6 +221,21 @@ pub fn cancel(entries: &[JobEntry]) -> Result<Vec<String>> {
         ids.join(" ")
     );
     Ok(ids)
+}
+
+/// `gl:<profile>:<stage>:<pid>-<nanoseconds>`: one submission's comment, unique to it.
+fn submission_comment(profile: &str, stage: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("gl:{profile}:{stage}:{}-{nanos}", std::process::id())
+}
+
+/// The tracked entries by job id and array index.
+fn sorted(tracked: &HashMap<usize, JobEntry>) -> Vec<JobEntry> {
+    let mut all: Vec<JobEntry> = tracked.values().cloned().collect();
+    all.sort_by(|a, b| (&a.job, a.index).cmp(&(&b.job, b.index)));
+    all
 }
 
 fn quote(s: &str) -> String {
@@ -273,9 +323,9 @@ impl Slurm {
         Ok(path)
     }
 
-    fn sbatch(&self, script: &Path, after: &[String]) -> Result<String> {
+    fn sbatch(&self, script: &Path, after: &[String], comment: &str) -> Result<String> {
         let mut cmd = Command::new("sbatch");
-        cmd.arg("--parsable");
+        cmd.arg("--parsable").arg(format!("--comment={comment}"));
         if !after.is_empty() {
             cmd.arg(format!("--dependency=afterok:{}", after.join(":")));
             cmd.arg("--kill-on-invalid-dep=yes");
@@ -348,31 +398,40 @@ impl Slurm {
                 let _ = std::fs::remove_file(self.exit_path(&plan.tasks[i]));
             }
             let script = self.script(plan, stage, tasks)?;
-            let job = self.sbatch(&script, &after)?;
+            // Recorded before and after every array, so a coordinator killed at any point leaves
+            // no job that `gl cancel` and the next `gl run` cannot find.
+            let comment = submission_comment(&plan.profile.name, stage);
+            for (k, &i) in tasks.iter().enumerate() {
+                let t = &plan.tasks[i];
+                let entry = JobEntry {
+                    task: t.id(),
+                    job: String::new(),
+                    comment: comment.clone(),
+                    index: k,
+                    argv: t.argv.clone(),
+                    log: log_path(&self.local.logs, t),
+                    exit: self.exit_path(t),
+                };
+                tracked.insert(i, entry);
+            }
+            *jobs = sorted(&tracked);
+            save_jobs(&self.dir, jobs)?;
+            let job = self.sbatch(&script, &after, &comment)?;
             tracing::info!("submitted {stage}: job array {job} ({} tasks)", tasks.len());
             stage_jobs
                 .entry(stage.clone())
                 .or_default()
                 .push(job.clone());
-            for (k, &i) in tasks.iter().enumerate() {
-                let t = &plan.tasks[i];
-                tracked.insert(
-                    i,
-                    JobEntry {
-                        task: t.id(),
-                        job: job.clone(),
-                        index: k,
-                        argv: t.argv.clone(),
-                        log: log_path(&self.local.logs, t),
-                        exit: self.exit_path(t),
-                    },
-                );
+            for &i in tasks {
+                if let Some(e) = tracked.get_mut(&i) {
+                    e.job = job.clone();
+                }
             }
+            *jobs = sorted(&tracked);
+            save_jobs(&self.dir, jobs)?;
         }
-        let mut all: Vec<JobEntry> = tracked.values().cloned().collect();
-        all.sort_by(|a, b| (&a.job, a.index).cmp(&(&b.job, b.index)));
-        save_jobs(&self.dir, &all)?;
-        *jobs = all;
+        *jobs = sorted(&tracked);
+        save_jobs(&self.dir, jobs)?;
         self.wait(plan, seg, &tracked, ok, done)
     }
 

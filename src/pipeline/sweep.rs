@@ -6,7 +6,12 @@
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+
+/// The longest point label: task keys, log file names and ensemble directories stay far below
+/// the 255-byte limit of a file name.
+pub const MAX_LABEL: usize = 96;
 
 /// `[sweep]`: recipe key → the values it takes. Keys are in name order (a TOML table has no
 /// order a reader could rely on), values in the order written.
@@ -19,22 +24,29 @@ pub struct Point {
 }
 
 impl Point {
-    /// `tau=10.0,anchors=1`: the task keys' and ensemble names' part for this point (empty for
-    /// the single point of a profile without a sweep). Path-safe: `/`, whitespace and quotes
-    /// in a string value become `_`.
+    /// `anchors=1,tau=10.0`: the task keys' and ensemble names' part for this point (empty for
+    /// the single point of a profile without a sweep). Path-safe, as it names log files and
+    /// ensemble directories: any character but `A-Za-z0-9._=,+-` becomes `_`, and a label over
+    /// [`MAX_LABEL`] bytes is cut and ends in 8 hex digits of the sha256 of the whole.
     pub fn label(&self) -> String {
-        self.values
+        let full: String = self
+            .values
             .iter()
             .map(|(k, v)| format!("{k}={}", show(v)))
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        let safe: String = full
             .chars()
             .map(|c| match c {
-                '/' | '\\' | '"' | '\'' => '_',
-                c if c.is_whitespace() => '_',
-                c => c,
+                'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '=' | ',' | '+' | '-' => c,
+                _ => '_',
             })
-            .collect()
+            .collect();
+        if safe.len() <= MAX_LABEL {
+            return safe;
+        }
+        let h = hex::encode(Sha256::digest(full.as_bytes()));
+        format!("{}~{}", &safe[..MAX_LABEL - 9], &h[..8])
     }
 
     /// `key=<TOML literal>` overrides that set the point on top of the recipe.
@@ -66,9 +78,11 @@ pub fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
     }
 }
 
-/// Checks a grid: every list non-empty, scalars only, no value twice, no key the `[train]` set
-/// already fixes (which of the two would win is then a question nobody should need to ask).
-pub fn validate(grid: &SweepGrid, train_set: &[String]) -> Result<()> {
+/// Checks a grid: every list non-empty, scalars only, no value twice (`10` and `10.0` are the
+/// same value), no key the `[train]` set already fixes (which of the two would win is then a
+/// question nobody should need to ask), no `init` when the runs start from the fine-tuned ones,
+/// and every point's label distinct.
+pub fn validate(grid: &SweepGrid, train_set: &[String], init_from_finetune: bool) -> Result<()> {
     for (k, values) in grid {
         ensure!(!values.is_empty(), "sweep.{k}: at least one value");
         for v in values {
@@ -78,8 +92,15 @@ pub fn validate(grid: &SweepGrid, train_set: &[String]) -> Result<()> {
             );
         }
         for (i, v) in values.iter().enumerate() {
-            ensure!(!values[..i].contains(v), "sweep.{k}: {v} is listed twice");
+            ensure!(
+                !values[..i].iter().any(|u| compare(u, v).is_eq()),
+                "sweep.{k}: {v} is listed twice"
+            );
         }
+        ensure!(
+            !(init_from_finetune && k == "init"),
+            "sweep.init: train.init_from_finetune sets each run's init already"
+        );
         for s in train_set {
             let (key, _) = crate::config::parse_override(s)?;
             ensure!(
@@ -87,6 +108,14 @@ pub fn validate(grid: &SweepGrid, train_set: &[String]) -> Result<()> {
                 "sweep.{k}: train.set sets {k} too ({s:?}); sweep it or set it, not both"
             );
         }
+    }
+    let mut labels: Vec<String> = points(grid).iter().map(Point::label).collect();
+    labels.sort();
+    if let Some(w) = labels.windows(2).find(|w| w[0] == w[1]) {
+        anyhow::bail!(
+            "sweep: two points are both labelled {:?}; make the values differ in A-Za-z0-9._=,+-",
+            w[0]
+        );
     }
     Ok(())
 }
@@ -144,19 +173,26 @@ mod tests {
         let p = &points(&grid(json!({"sampler": ["a b/c"]})))[0];
         assert_eq!(p.overrides().unwrap(), ["sampler=\"a b/c\""]);
         assert_eq!(p.label(), "sampler=a_b_c");
+        let long = "x".repeat(300);
+        let p = &points(&grid(json!({ "init": [long] })))[0];
+        assert_eq!(p.label().len(), MAX_LABEL);
+        assert!(p.label().starts_with("init=xxx"));
     }
 
     #[test]
     fn bad_grids_name_the_key() {
         let err = |v: Value, set: &[&str]| {
             let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
-            validate(&grid(v), &set).unwrap_err().to_string()
+            validate(&grid(v), &set, true).unwrap_err().to_string()
         };
         assert!(err(json!({"tau": []}), &[]).contains("sweep.tau: at least one"));
         assert!(err(json!({"tau": [1, 1]}), &[]).contains("listed twice"));
+        assert!(err(json!({"tau": [10, 10.0]}), &[]).contains("sweep.tau: 10.0 is listed twice"));
+        assert!(err(json!({"init": ["a"]}), &[]).contains("init_from_finetune"));
+        assert!(err(json!({"s": ["a b", "a_b"]}), &[]).contains("both labelled \"s=a_b\""));
         assert!(err(json!({"tau": [[1]]}), &[]).contains("not a number"));
         assert!(err(json!({"tau": [1]}), &["tau=3"]).contains("train.set sets tau"));
-        assert!(validate(&grid(json!({"tau": [1, 2]})), &["anchors=3".into()]).is_ok());
+        assert!(validate(&grid(json!({"tau": [1, 2]})), &["anchors=3".into()], true).is_ok());
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub fn sweep(dataset: &str, s: &SweepData, summaries: &[Summary], k: usize) -> R
     }
     // Zoomed to the points (differences between settings are often a point or two), with
     // headroom above them for the legend.
+    if lo > hi {
+        (lo, hi) = (0.0, 100.0);
+    }
     let span = (hi - lo).max(2.0);
     let y = (lo - 0.15 * span).floor().max(0.0)..(hi + 0.6 * span).ceil().min(100.0);
     let labels: Vec<String> = xs.iter().map(|v| show(v)).collect();
@@ -204,7 +207,10 @@ pub fn sweep(dataset: &str, s: &SweepData, summaries: &[Summary], k: usize) -> R
             chart
                 .draw_series([Circle::new(p, 8, BLACK.stroke_width(2))])
                 .map_err(err)?
-                .label("selected (validation)")
+                .label(match s.on_validation {
+                    true => "selected (validation)",
+                    false => "selected (test: no validation split)",
+                })
                 .legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.stroke_width(2)));
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight, 13)

@@ -20,7 +20,7 @@ pub struct SweepPoint {
     pub val_r1: Vec<f64>,
 }
 
-/// Every point of a dataset's sweep and the one selected.
+/// Every point of a dataset's sweep (with at least one run) and the one selected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepData {
     pub keys: Vec<String>,
@@ -35,11 +35,12 @@ pub struct SweepData {
 }
 
 impl SweepData {
-    /// `tau=24.0, anchors=2`.
+    /// `tau=24.0, anchors=2` (empty for a point that is not there).
     pub fn label(&self, i: usize) -> String {
+        let values = self.points.get(i).map_or(&[][..], |p| p.values.as_slice());
         self.keys
             .iter()
-            .zip(&self.points[i].values)
+            .zip(values)
             .map(|(k, v)| format!("{k}={}", crate::pipeline::sweep::show(v)))
             .collect::<Vec<_>>()
             .join(", ")
@@ -70,8 +71,8 @@ impl SweepData {
 
 /// Groups `d`'s Group Loss runs into the points of the sweep over `keys`, picks the point with
 /// the best mean validation R@1 and narrows `d`'s runs, metrics, ensemble and training curves to
-/// it; the whole sweep goes to `d.sweep`. `ensembles`: `(name, argv)` of the dataset's ensemble
-/// tasks.
+/// it; the whole sweep goes to `d.sweep` (left `None` when the dataset has no Group Loss run).
+/// `ensembles`: `(name, argv)` of the dataset's ensemble tasks.
 pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[String])]) {
     let mut points: Vec<SweepPoint> = Vec::new();
     for r in &d.group_loss {
@@ -109,26 +110,32 @@ pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[Stri
             .find(|(_, argv)| p.runs.iter().any(|r| argv.contains(&r.run_id)))
             .map(|e| e.0.clone());
     }
-    let on_validation = points.iter().all(|p| p.val_r1.len() == p.runs.len());
-    let score = |p: &SweepPoint| -> Option<f64> {
-        let v: Vec<f64> = match on_validation {
-            true => p.val_r1.clone(),
-            false => d
-                .metrics
-                .iter()
-                .filter(|m| m.metric == "recall@1" && p.runs.iter().any(|r| r.run_id == m.subject))
-                .map(|m| m.value)
-                .collect(),
-        };
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    if points.is_empty() {
+        return;
+    }
+    // The test R@1 of each of a point's runs that has one.
+    let test_r1 = |p: &SweepPoint| -> Vec<f64> {
+        d.metrics
+            .iter()
+            .filter(|m| m.method == Method::GroupLoss && m.metric == "recall@1")
+            .filter(|m| p.runs.iter().any(|r| r.run_id == m.subject))
+            .map(|m| m.value)
+            .collect()
     };
+    // A point competes only when every one of its runs was evaluated (and, on validation, has
+    // its validation R@1): a point whose evaluation failed cannot win the main table.
+    let evaluated = |p: &SweepPoint| test_r1(p).len() == p.runs.len();
+    let on_validation = points.iter().all(|p| p.val_r1.len() == p.runs.len());
     let mut selected = 0;
     let mut best: Option<f64> = None;
-    for (i, p) in points.iter().enumerate() {
-        if let Some(s) = score(p) {
-            if best.is_none_or(|b| s > b) {
-                (selected, best) = (i, Some(s));
-            }
+    for (i, p) in points.iter().enumerate().filter(|(_, p)| evaluated(p)) {
+        let v = match on_validation {
+            true => p.val_r1.clone(),
+            false => test_r1(p),
+        };
+        let score = v.iter().sum::<f64>() / v.len() as f64;
+        if best.is_none_or(|b| score > b) {
+            (selected, best) = (i, Some(score));
         }
     }
     let (swept, kept): (Vec<MetricRow>, Vec<MetricRow>) = std::mem::take(&mut d.metrics)
@@ -342,10 +349,30 @@ mod tests {
     fn without_validation_numbers_the_test_set_decides_and_says_so() {
         let mut d = dataset();
         d.epochs.retain(|e| e.run_id != "b1");
+        // The untrained network is evaluated under the first point's first run: not a seed.
+        d.metrics.push(metric(Method::Untrained, "a0", 0.0));
         select(&mut d, &["tau".into()], &[]);
         let s = d.sweep.unwrap();
         assert_eq!((s.selected, s.on_validation), (0, false));
         assert!(selected_by(&s).contains("optimistic"));
         assert_eq!(d.ensemble, None);
+    }
+
+    #[test]
+    fn a_point_with_an_unevaluated_run_is_not_selected() {
+        let mut d = dataset();
+        d.metrics.retain(|m| m.subject != "b1");
+        select(&mut d, &["tau".into()], &[]);
+        let s = d.sweep.unwrap();
+        assert_eq!((s.selected, s.points[1].runs.len()), (0, 2));
+    }
+
+    #[test]
+    fn no_group_loss_run_means_no_sweep() {
+        let mut d = dataset();
+        d.group_loss.clear();
+        select(&mut d, &["tau".into()], &[]);
+        assert!(d.sweep.is_none());
+        assert_eq!(d.metrics.len(), 7);
     }
 }
