@@ -155,10 +155,11 @@ pub fn load_jobs(dir: &Path) -> Result<Vec<JobEntry>> {
     Ok(jobs)
 }
 
-/// Comment → array job id of this user's queued jobs.
-fn queued_comments() -> Result<HashMap<String, String>> {
+/// `squeue -h --me <args>`: this user's queued jobs, one line each.
+fn squeue(args: &[&str]) -> Result<String> {
     let out = Command::new("squeue")
-        .args(["-h", "--me", "-o", "%F %k"])
+        .args(["-h", "--me"])
+        .args(args)
         .output()
         .context("running squeue (is Slurm's client on PATH?)")?;
     ensure!(
@@ -166,7 +167,12 @@ fn queued_comments() -> Result<HashMap<String, String>> {
         "squeue failed: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Comment → array job id of this user's queued jobs.
+fn queued_comments() -> Result<HashMap<String, String>> {
+    Ok(squeue(&["-o", "%F %k"])?
         .lines()
         .filter_map(|l| l.trim().split_once(' '))
         .map(|(job, comment)| (comment.trim().to_string(), job.to_string()))
@@ -179,17 +185,8 @@ fn save_jobs(dir: &Path, jobs: &[JobEntry]) -> Result<()> {
 
 /// `(array job id, index)` → state (`PENDING`, `RUNNING`, …) of this user's queued jobs.
 pub fn queue() -> Result<HashMap<(String, usize), String>> {
-    let out = Command::new("squeue")
-        .args(["-h", "-r", "--me", "-o", "%F %K %T"])
-        .output()
-        .context("running squeue (is Slurm's client on PATH?)")?;
-    ensure!(
-        out.status.success(),
-        "squeue failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
     let mut q = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in squeue(&["-r", "-o", "%F %K %T"])?.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if let [job, index, state] = f[..] {
             let index = index.parse().unwrap_or(0);
