@@ -283,18 +283,7 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 t.to_markdown(),
                 d.name
             );
-            let summaries = s.summaries()?;
-            for (k, key) in s.keys.iter().enumerate() {
-                let svg = figures::sweep(&d.name, s, &summaries, k)?;
-                let name = format!("{}-sweep-{key}.svg", d.name);
-                md += &format!("![R@1 against {key}](figures/{name})\n\n");
-                files.push(File {
-                    rel: format!("figures/{name}"),
-                    bytes: svg.into_bytes(),
-                });
-            }
         }
-        let summaries = tables::method_summaries(d)?;
         let mut figure = |name: String, bytes: Vec<u8>, alt: &str, md: &mut String| {
             *md += &format!("![{alt}](figures/{name})\n\n");
             files.push(File {
@@ -302,6 +291,20 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 bytes,
             });
         };
+        if let Some(s) = &d.sweep {
+            let summaries = s.summaries()?;
+            for (k, key) in s.keys.iter().enumerate() {
+                let svg = figures::sweep(&d.name, s, &summaries, k)?;
+                let name = format!("{}-sweep-{key}.svg", d.name);
+                figure(
+                    name,
+                    svg.into_bytes(),
+                    &format!("R@1 against {key}"),
+                    &mut md,
+                );
+            }
+        }
+        let summaries = tables::method_summaries(d)?;
         let ks = d.recall_ks();
         let svg = figures::recall_curves(d, &ks, &summaries, pubd)?;
         figure(
