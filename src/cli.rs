@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Where tasks run: local or slurm [default: the profile's `executor`].
     #[arg(long, value_name = "EXECUTOR")]
     pub executor: Option<String>,
+    /// Local tasks at once, each with CPUs / N libtorch threads unless --threads is given
+    /// [default: the profile's `jobs`, 1].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,6 +147,14 @@ pub struct EmbedArgs {
     /// Embed again even when up-to-date embeddings exist.
     #[arg(long)]
     pub force: bool,
+    /// A released checkpoint (a `gl weights` entry, e.g. groupl_trained_cub): RUN is first
+    /// created, when absent, as a run of `--dataset` that never trains (recipe `released` of
+    /// pipeline/train.toml, `init = "weights:<entry>"`); embed it with `--model untrained`.
+    #[arg(long, value_name = "ENTRY", requires = "dataset")]
+    pub weights: Option<String>,
+    /// The dataset of the run `--weights` creates.
+    #[arg(long, requires = "weights")]
+    pub dataset: Option<String>,
 }
 
 /// Metric options shared by `gl evaluate` and `gl ensemble`.

@@ -272,3 +272,37 @@ fn configuration_errors_name_the_key_and_the_file() {
         "{e}"
     );
 }
+
+/// The committed reports stay the reports of their profiles: every run id a committed report
+/// names is one the profile plans now (run ids hash the resolved recipe, so a recipe change that
+/// leaks into a profile — e.g. the tuned demo recipe into `demo_sweep`, which pins the untuned one
+/// as `demo_untuned` — fails here instead of leaving a stale report behind).
+#[test]
+fn committed_reports_name_the_runs_their_profiles_plan() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for profile in ["demo", "demo_sweep", "demo_tune"] {
+        let readme = repo.join(format!("reports/{profile}/README.md"));
+        let Ok(report) = std::fs::read_to_string(&readme) else {
+            panic!("{} is missing", readme.display());
+        };
+        let prefix = format!("demo-{profile}-");
+        let named: std::collections::BTreeSet<&str> = report
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .filter(|w| w.starts_with(&prefix))
+            .collect();
+        assert!(!named.is_empty(), "{} names no run", readme.display());
+        let data = tempfile::tempdir().unwrap();
+        let (code, out, err) = gl_cli::run(
+            repo,
+            &["run", "--profile", profile, "--dry-run"],
+            &[("GL_DATA_DIR", data.path().to_str().unwrap())],
+        );
+        assert_eq!(code, 0, "{profile}: {err}");
+        for id in named {
+            assert!(
+                out.contains(id),
+                "{profile}: the report names {id}, the plan does not:\n{out}"
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! loss = (y_hat - y).square().mean()
 //! opt = torch.optim.RAdam(params, lr=1e-2, weight_decay=1e-4, foreach=False)  # case "l2"
 //! # "dec": decoupled_weight_decay=True; "grp": [w1, b1] lr=1e-2, [w2, b2] lr=1e-3
+//! # "adam": torch.optim.Adam(params, lr=1e-2, weight_decay=1e-4) against rectify = false
 //! ```
 
 use std::collections::HashMap;
@@ -81,6 +82,14 @@ fn build(case: &str, params: &[Tensor]) -> RAdam {
     match case {
         "l2" => RAdam::new(sc(params), hp(false)).unwrap(),
         "dec" => RAdam::new(sc(params), hp(true)).unwrap(),
+        "adam" => RAdam::new(
+            sc(params),
+            RAdamParams {
+                rectify: false,
+                ..hp(false)
+            },
+        )
+        .unwrap(),
         "grp" => {
             let mut o = RAdam::new(sc(&params[..2]), hp(false)).unwrap();
             o.add_group(sc(&params[2..]), 1e-3).unwrap();
@@ -147,6 +156,23 @@ fn decoupled_weight_decay_matches_pytorch() {
 #[test]
 fn param_groups_match_pytorch() {
     check_case("grp");
+}
+
+#[test]
+fn adam_matches_pytorch_adam() {
+    check_case("adam");
+}
+
+/// The Adam and RAdam trajectories differ (rectification damps the early steps), so the Adam
+/// case above cannot pass by accident with the RAdam update.
+#[test]
+fn adam_differs_from_radam() {
+    let f = Fixture::load();
+    let d = (f.get("adam_s30_w1") - f.get("l2_s30_w1"))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(d > 1e-3, "Adam and RAdam end {d:e} apart");
 }
 
 #[test]

@@ -8,8 +8,8 @@
 //! (the `image` crate) and libjpeg-turbo (PIL) decode a few pixels differently.
 
 use grouploss::data::transform::{
-    decode, eval_transform, random_resized_crop_params, resized_crop, train_transform, CropBox,
-    Normalize, TransformError,
+    decode, eval_transform, random_resized_crop_params, resized_crop, train_transform,
+    train_transform_with, Augment, CropBox, Normalize, TransformError,
 };
 use image::RgbImage;
 use rand::{Rng, SeedableRng};
@@ -370,4 +370,51 @@ fn speed() {
     }
     let train = n as f64 / t.elapsed().as_secs_f64();
     println!("rust 341x256: eval {eval:.0} img/s, train {train:.0} img/s");
+}
+
+/// The shift-only augmentation (`augment = "random_crop"`) copies a window of the cached image
+/// pixel for pixel (no resampling), at offsets that cover every valid position, and the
+/// centred offset is what the eval transform shows.
+#[test]
+fn shift_only_crop_copies_a_window() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let img = RgbImage::from_fn(72, 72, |_, _| image::Rgb(rng.random::<[u8; 3]>()));
+    let aug = Augment {
+        shift_only: true,
+        hflip: false,
+        ..Augment::PAPER
+    };
+    let norm = Normalize::EfficientNetLite;
+    let mut out = vec![0f32; 3 * 64 * 64];
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        let d = train_transform_with(&img, 64, norm, aug, &mut rng, &mut out).unwrap();
+        assert_eq!((d.crop.w, d.crop.h, d.flipped), (64, 64, false));
+        assert!(d.crop.x <= 8 && d.crop.y <= 8);
+        seen.insert((d.crop.x, d.crop.y));
+        let px = to_pixels(&out, norm);
+        for (i, v) in px.iter().enumerate() {
+            let (p, c) = (i / 3, i % 3);
+            let (x, y) = (d.crop.x + (p % 64) as u32, d.crop.y + (p / 64) as u32);
+            let want = img.get_pixel(x, y)[c] as f32;
+            assert!((v - want).abs() < 1e-3, "pixel {x},{y}: {v} vs {want}");
+        }
+    }
+    assert!(seen.len() > 60, "only {} of 81 offsets drawn", seen.len());
+    let mut eval = vec![0f32; 3 * 64 * 64];
+    eval_transform(&img, 72, 64, norm, &mut eval).unwrap();
+    let centre = CropBox {
+        x: 4,
+        y: 4,
+        w: 64,
+        h: 64,
+        fallback: false,
+    };
+    resized_crop(&img, centre, 64, false, norm, &mut out).unwrap();
+    assert_eq!(out, eval);
+    let small = RgbImage::new(60, 80);
+    assert!(matches!(
+        train_transform_with(&small, 64, norm, aug, &mut rng, &mut out),
+        Err(TransformError::CropOutOfBounds { .. })
+    ));
 }

@@ -83,6 +83,9 @@ fn print_metrics(label: &str, m: &Metrics, format: Format) -> Result<()> {
 
 pub fn embed(args: EmbedArgs, project: Project) -> Result<ExitCode> {
     let s = embed_settings(&project, &args.run, &args.target, args.force)?;
+    if let (Some(weights), Some(dataset)) = (&args.weights, &args.dataset) {
+        create_released(&project, &args.run, dataset, weights, &s)?;
+    }
     for r in embed::run(&s)? {
         println!(
             "{} {} {}: {} × {} → {}",
@@ -96,6 +99,41 @@ pub fn embed(args: EmbedArgs, project: Project) -> Result<ExitCode> {
     }
     index(&project, &s.run_dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `gl embed RUN --weights W --dataset D`: RUN created (or kept) as the released model W on
+/// D, a run that never trains, and indexed in the catalogue like a trained run.
+fn create_released(
+    project: &Project,
+    run: &str,
+    dataset: &str,
+    weights: &str,
+    s: &embed::Settings,
+) -> Result<()> {
+    ensure!(
+        s.model == embed::ModelChoice::Untrained,
+        "--weights makes a run that never trains: embed it with --model untrained"
+    );
+    ensure!(
+        !run.is_empty() && !run.contains(['/', '\\']) && run != "." && run != "..",
+        "with --weights, RUN {run:?} must be a plain run id (a directory under data/runs/)"
+    );
+    let mut on_commit = |dir: &crate::train::run_dir::RunDir| -> Result<()> {
+        #[cfg(feature = "catalog")]
+        if crate::project::catalog_writes() {
+            let catalog = project.catalog_path();
+            if let Err(e) = crate::catalog::runs::ingest_run_path(&catalog, &dir.root) {
+                tracing::warn!(
+                    "run not indexed in the catalogue (run `gl index-runs` later): {e:#}"
+                );
+            }
+        }
+        let _ = dir;
+        Ok(())
+    };
+    let device = s.device;
+    crate::train::released::create(project, dataset, weights, run, device, &mut on_commit)?;
+    Ok(())
 }
 
 pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {

@@ -31,10 +31,19 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         "--data-dir".to_string(),
         project.data_dir.display().to_string(),
     ];
-    if let Some(n) = threads {
+    let jobs = args.jobs.unwrap_or(plan.profile.jobs);
+    anyhow::ensure!(jobs >= 1, "--jobs must be ≥ 1");
+    // Tasks at once share the CPUs: without --threads each gets its share (libtorch's results
+    // depend on its thread count, so this is explicit in every task's arguments).
+    let per_task = threads.or(plan.profile.threads).or_else(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (jobs > 1).then(|| (cpus / jobs).max(1) as i32)
+    });
+    if let Some(n) = per_task {
         global.extend(["--threads".to_string(), n.to_string()]);
     }
-    let local = Local::current(global, runner::logs_dir(&project))?;
+    let mut local = Local::current(global, runner::logs_dir(&project))?;
+    local.jobs = jobs;
     let executor = args.executor.unwrap_or(plan.profile.executor.clone());
     let exec: Box<dyn Executor> = match executor.as_str() {
         "local" => Box::new(local),

@@ -196,6 +196,10 @@ pub struct Augment {
     pub scale: (f64, f64),
     /// Horizontal flip with p = 0.5.
     pub hflip: bool,
+    /// Instead of the resized crop, torchvision's `Resize(resize)` + `RandomCrop(size)`: the
+    /// window of the eval transform at a random offset (a shift, no change of scale); `scale`
+    /// is unused then.
+    pub shift_only: bool,
 }
 
 impl Augment {
@@ -203,6 +207,7 @@ impl Augment {
     pub const PAPER: Augment = Augment {
         scale: (0.08, 1.0),
         hflip: true,
+        shift_only: false,
     };
 }
 
@@ -230,6 +235,9 @@ pub fn train_transform_with<R: Rng + ?Sized>(
     out: &mut [f32],
 ) -> Result<TrainDraw, TransformError> {
     check_out(size, out)?;
+    if aug.shift_only {
+        return random_crop(img, size, aug.hflip, norm, rng, out);
+    }
     let crop = random_resized_crop_params(
         img.width(),
         img.height(),
@@ -238,6 +246,46 @@ pub fn train_transform_with<R: Rng + ?Sized>(
         rng,
     );
     let flipped = aug.hflip && rng.random::<f64>() < 0.5;
+    resized_crop(img, crop, size, flipped, norm, out)?;
+    Ok(TrainDraw { crop, flipped })
+}
+
+/// `RandomCrop(size)` (+ the flip): a `size`×`size` window of `img` at offsets uniform over the
+/// valid positions (y drawn first, as torchvision), not resampled. The crop cache holds images
+/// already resized to the recipe's `resize`, so this is the eval transform's window shifted by
+/// up to `resize − size` pixels.
+fn random_crop<R: Rng + ?Sized>(
+    img: &RgbImage,
+    size: u32,
+    hflip: bool,
+    norm: Normalize,
+    rng: &mut R,
+    out: &mut [f32],
+) -> Result<TrainDraw, TransformError> {
+    let (w, h) = img.dimensions();
+    if w < size || h < size {
+        return Err(TransformError::CropOutOfBounds {
+            crop: CropBox {
+                x: 0,
+                y: 0,
+                w: size,
+                h: size,
+                fallback: false,
+            },
+            width: w,
+            height: h,
+        });
+    }
+    let y = rng.random_range(0..=h - size);
+    let x = rng.random_range(0..=w - size);
+    let crop = CropBox {
+        x,
+        y,
+        w: size,
+        h: size,
+        fallback: false,
+    };
+    let flipped = hflip && rng.random::<f64>() < 0.5;
     resized_crop(img, crop, size, flipped, norm, out)?;
     Ok(TrainDraw { crop, flipped })
 }

@@ -7,8 +7,8 @@ use crate::pipeline::dag::{Plan, Task};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Instant, SystemTime};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How one task of a batch ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,7 @@ pub fn failed_dep(plan: &Plan, i: usize, ok: &HashMap<usize, bool>) -> Option<St
         .map(|&d| plan.tasks[d].id())
 }
 
-/// This machine, one task at a time: `gl <global options> <task argv>`.
+/// This machine, up to `jobs` tasks at a time: `gl <global options> <task argv>`.
 #[derive(Debug, Clone)]
 pub struct Local {
     pub gl: PathBuf,
@@ -84,6 +84,27 @@ pub struct Local {
     pub global: Vec<String>,
     /// Where task logs go (`<data>/pipeline/logs`).
     pub logs: PathBuf,
+    /// Tasks run at once (a task starts once every batch task it needs has succeeded).
+    pub jobs: usize,
+}
+
+/// A task of the batch while its process runs.
+struct Running {
+    index: usize,
+    child: Child,
+    started: SystemTime,
+    clock: Instant,
+}
+
+/// A task still running when the batch is abandoned (an error on the way out) is killed, so no
+/// task outlives the coordinator's batch.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Local {
@@ -93,25 +114,40 @@ impl Local {
             gl: std::env::current_exe().context("locating the running gl")?,
             global,
             logs,
+            jobs: 1,
         })
     }
 
     /// Runs one task to completion, its output in its log.
     pub fn run(&self, task: &Task) -> Result<()> {
+        let status = self
+            .spawn(task)?
+            .wait()
+            .with_context(|| format!("waiting for {}", self.gl.display()))?;
+        self.check(task, status)
+    }
+
+    /// Starts one task, its output in its log.
+    fn spawn(&self, task: &Task) -> Result<Child> {
         let log = log_path(&self.logs, task);
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let status = Command::new(&self.gl)
+        Command::new(&self.gl)
             .args(&self.global)
             .args(&task.argv)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
-            .status()
-            .with_context(|| format!("starting {}", self.gl.display()))?;
+            .spawn()
+            .with_context(|| format!("starting {}", self.gl.display()))
+    }
+
+    /// The error of a task that exited with `status`, naming its log.
+    fn check(&self, task: &Task, status: ExitStatus) -> Result<()> {
+        let log = log_path(&self.logs, task);
         if !status.success() {
             bail!(
                 "gl {} failed ({status}); log {}: {}",
@@ -131,26 +167,186 @@ impl Executor for Local {
 
     fn execute(&self, plan: &Plan, batch: &[usize], done: &mut Done) -> Result<()> {
         let mut ok: HashMap<usize, bool> = HashMap::new();
-        for &i in batch {
-            let ended = match failed_dep(plan, i, &ok) {
-                Some(up) => Ended::cancelled(format!("{up} did not succeed")),
-                None => {
-                    let (started, clock) = (SystemTime::now(), Instant::now());
-                    let outcome = match self.run(&plan.tasks[i]) {
-                        Ok(()) => Outcome::Succeeded,
-                        Err(e) => Outcome::Failed(format!("{e:#}")),
-                    };
-                    Ended {
-                        outcome,
-                        executor: "local",
+        let mut pending: Vec<usize> = batch.to_vec();
+        let mut running: Vec<Running> = Vec::new();
+        while !pending.is_empty() || !running.is_empty() {
+            // Start (or cancel) every pending task whose batch dependencies have all ended.
+            let mut k = 0;
+            while k < pending.len() && running.len() < self.jobs.max(1) {
+                let i = pending[k];
+                let waits = plan.tasks[i]
+                    .deps
+                    .iter()
+                    .any(|d| pending.contains(d) || running.iter().any(|r| r.index == *d));
+                if waits {
+                    k += 1;
+                    continue;
+                }
+                pending.remove(k);
+                if let Some(up) = failed_dep(plan, i, &ok) {
+                    let good = done(i, Ended::cancelled(format!("{up} did not succeed")))?;
+                    ok.insert(i, good);
+                    continue;
+                }
+                let (started, clock) = (SystemTime::now(), Instant::now());
+                match self.spawn(&plan.tasks[i]) {
+                    Ok(child) => running.push(Running {
+                        index: i,
+                        child,
                         started,
-                        seconds: clock.elapsed().as_secs_f64(),
+                        clock,
+                    }),
+                    Err(e) => {
+                        let ended = Ended {
+                            outcome: Outcome::Failed(format!("{e:#}")),
+                            executor: "local",
+                            started,
+                            seconds: 0.0,
+                        };
+                        let good = done(i, ended)?;
+                        ok.insert(i, good);
                     }
                 }
+                k = 0;
+            }
+            if running.is_empty() {
+                if pending.is_empty() {
+                    break;
+                }
+                bail!("no task of the batch can start: a dependency cycle among {pending:?}");
+            }
+            // Wait for any running task to end; report it.
+            let (pos, status) = loop {
+                let mut ended = None;
+                for (pos, r) in running.iter_mut().enumerate() {
+                    if let Some(st) = r.child.try_wait().context("waiting for a task")? {
+                        ended = Some((pos, st));
+                        break;
+                    }
+                }
+                match ended {
+                    Some(e) => break e,
+                    None => std::thread::sleep(Duration::from_millis(50)),
+                }
             };
-            let good = done(i, ended)?;
-            ok.insert(i, good);
+            let r = running.remove(pos);
+            let outcome = match self.check(&plan.tasks[r.index], status) {
+                Ok(()) => Outcome::Succeeded,
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            };
+            let ended = Ended {
+                outcome,
+                executor: "local",
+                started: r.started,
+                seconds: r.clock.elapsed().as_secs_f64(),
+            };
+            let good = done(r.index, ended)?;
+            ok.insert(r.index, good);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::dag::Stages;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn task(key: &str, deps: Vec<usize>) -> Task {
+        Task {
+            stage: "s".into(),
+            key: key.into(),
+            argv: vec![key.into()],
+            outputs: Vec::new(),
+            config: serde_json::Value::Null,
+            run_dir: None,
+            consumes: Vec::new(),
+            produces: Vec::new(),
+            deps,
+        }
+    }
+
+    /// A fake `gl`: appends `start <task>` and `end <task>` to a journal around a short sleep,
+    /// and fails for task `bad`.
+    fn fake_gl(dir: &Path) -> PathBuf {
+        let gl = dir.join("gl");
+        let journal = dir.join("journal");
+        std::fs::write(
+            &gl,
+            format!(
+                "#!/bin/sh\necho \"start $1\" >> {j}\nsleep 0.4\necho \"end $1\" >> {j}\n[ \"$1\" != bad ]\n",
+                j = journal.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&gl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        gl
+    }
+
+    fn plan(tasks: Vec<Task>) -> Plan {
+        let profile = serde_json::from_value(serde_json::json!({
+            "datasets": ["x"], "seeds": [0], "train": {"recipe": "demo"}
+        }))
+        .unwrap();
+        Plan {
+            profile,
+            stages: Stages { stages: Vec::new() },
+            tasks,
+        }
+    }
+
+    /// a and b are independent, c needs a, d needs bad: with 2 jobs a and b overlap, c starts
+    /// only after a ended, d is cancelled, and every outcome is reported after its dependencies'.
+    #[test]
+    fn parallel_tasks_respect_dependencies() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Local {
+            gl: fake_gl(dir.path()),
+            global: Vec::new(),
+            logs: dir.path().join("logs"),
+            jobs: 2,
+        };
+        let p = plan(vec![
+            task("a", vec![]),
+            task("b", vec![]),
+            task("c", vec![0]),
+            task("bad", vec![]),
+            task("d", vec![3]),
+        ]);
+        let mut reported = Vec::new();
+        local
+            .execute(&p, &[0, 1, 2, 3, 4], &mut |i, e| {
+                reported.push((p.tasks[i].key.clone(), e.outcome.clone()));
+                Ok(e.outcome == Outcome::Succeeded)
+            })
+            .unwrap();
+        let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap();
+        let lines: Vec<&str> = journal.lines().collect();
+        let at = |l: &str| lines.iter().position(|x| *x == l).unwrap();
+        assert!(at("start b") < at("end a"), "a and b overlap: {lines:?}");
+        assert!(at("end a") < at("start c"), "c waits for a: {lines:?}");
+        assert!(!lines.contains(&"start d"), "d never starts: {lines:?}");
+        let pos = |k: &str| reported.iter().position(|r| r.0 == k).unwrap();
+        assert!(pos("a") < pos("c") && pos("bad") < pos("d"));
+        assert!(matches!(reported[pos("bad")].1, Outcome::Failed(_)));
+        assert!(matches!(reported[pos("d")].1, Outcome::Cancelled(_)));
+        assert_eq!(reported.len(), 5);
+    }
+
+    /// One job runs the batch in plan order, one task at a time.
+    #[test]
+    fn one_job_is_sequential() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Local {
+            gl: fake_gl(dir.path()),
+            global: Vec::new(),
+            logs: dir.path().join("logs"),
+            jobs: 1,
+        };
+        let p = plan(vec![task("a", vec![]), task("b", vec![])]);
+        local.execute(&p, &[0, 1], &mut |_, _| Ok(true)).unwrap();
+        let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap();
+        assert_eq!(journal, "start a\nend a\nstart b\nend b\n");
     }
 }

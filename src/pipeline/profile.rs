@@ -46,6 +46,11 @@ pub struct EvaluateStage {
     pub untrained_baseline: bool,
     pub nmi: bool,
     pub kmeans_restarts: usize,
+    /// Also embed and evaluate each run's selected model on its validation classes: a sweep then
+    /// selects by mean validation MAP@R (not R@1, which saturates over few classes). Left out of
+    /// the stored profile when off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub validation: bool,
 }
 
 impl Default for EvaluateStage {
@@ -54,6 +59,7 @@ impl Default for EvaluateStage {
             untrained_baseline: true,
             nmi: true,
             kmeans_restarts: 3,
+            validation: false,
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct Profile {
     #[serde(default)]
     pub description: String,
     pub datasets: Vec<String>,
+    /// Seeds of the Group Loss runs (needed with `[train]`).
+    #[serde(default)]
     pub seeds: Vec<u64>,
     /// `auto`, `cpu`, `cuda`, `cuda:N` for every task.
     #[serde(default = "auto")]
@@ -76,13 +84,24 @@ pub struct Profile {
     /// see [`crate::pipeline::slurm`]).
     #[serde(default = "local")]
     pub executor: String,
+    /// The local executor's tasks at once (`gl run --jobs`); each then gets
+    /// `max(1, CPUs / jobs)` libtorch threads unless `--threads` says otherwise. Left out of the
+    /// stored profile at 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub jobs: usize,
+    /// libtorch threads of every local task (`--threads` wins). libtorch's results depend on
+    /// it, so a profile whose report is committed pins it: the same bytes on any machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<i32>,
     /// The Slurm executor's resources per stage and which stages stay on the coordinator.
     #[serde(default)]
     pub slurm: crate::pipeline::slurm::SlurmConfig,
     /// `gl weights` entries the recipes need.
     #[serde(default)]
     pub weights: Vec<String>,
-    pub train: TrainStage,
+    /// The Group Loss runs; a profile without `[train]` trains nothing (e.g. only `[released]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainStage>,
     #[serde(default)]
     pub finetune: Option<FinetuneStage>,
     #[serde(default)]
@@ -94,6 +113,12 @@ pub struct Profile {
     /// [`crate::pipeline::sweep`]). Left out of the stored profile when empty.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sweep: crate::pipeline::sweep::SweepGrid,
+    /// Released checkpoints to evaluate as they are, no training: dataset → `gl weights` entry
+    /// (`cub = "groupl_trained_cub"`), each a run that never trains, embedded and evaluated
+    /// beside the profile's other rows (see [`crate::train::released`]). Entries of datasets
+    /// the profile does not list are ignored. Left out of the stored profile when empty.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub released: std::collections::BTreeMap<String, String>,
 }
 
 fn auto() -> String {
@@ -104,6 +129,12 @@ fn local() -> String {
 }
 fn yes() -> bool {
     true
+}
+fn one() -> usize {
+    1
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Profile {
@@ -154,10 +185,26 @@ impl Profile {
         Ok(p)
     }
 
+    /// `(dataset, weights entry)` of every dataset of the profile with a `[released]` entry, in
+    /// the order of `datasets`.
+    pub fn released_datasets(&self) -> Vec<(String, String)> {
+        self.datasets
+            .iter()
+            .filter_map(|d| Some((d.clone(), self.released.get(d)?.clone())))
+            .collect()
+    }
+
     /// Checks that need more than the types: non-empty lists, plain names, known executors.
     pub fn validate(&self) -> Result<()> {
         ensure!(!self.datasets.is_empty(), "datasets: at least one dataset");
-        ensure!(!self.seeds.is_empty(), "seeds: at least one seed");
+        ensure!(
+            self.train.is_some() || !self.released_datasets().is_empty(),
+            "nothing to run: no [train] table and no [released] entry for datasets {:?}",
+            self.datasets
+        );
+        if self.train.is_some() {
+            ensure!(!self.seeds.is_empty(), "seeds: at least one seed");
+        }
         let mut s = self.seeds.clone();
         s.sort_unstable();
         s.dedup();
@@ -177,6 +224,12 @@ impl Profile {
             "executor: {:?} is not known (local, slurm)",
             self.executor
         );
+        ensure!(self.jobs >= 1, "jobs must be ≥ 1, got {}", self.jobs);
+        ensure!(
+            self.threads.is_none_or(|t| t >= 1),
+            "threads must be ≥ 1, got {:?}",
+            self.threads
+        );
         ensure!(
             self.slurm.poll_seconds > 0.0,
             "slurm.poll_seconds must be > 0"
@@ -187,24 +240,38 @@ impl Profile {
         if let Some(f) = &self.finetune {
             ensure!(!f.seeds.is_empty(), "finetune.seeds: at least one seed");
         }
-        if self.train.init_from_finetune {
-            let f = self
-                .finetune
-                .as_ref()
-                .context("train.init_from_finetune needs a [finetune] table")?;
-            for s in &self.seeds {
-                ensure!(
-                    f.seeds.contains(s),
-                    "train.init_from_finetune: seed {s} has no fine-tuned run (finetune.seeds {:?})",
-                    f.seeds
-                );
-            }
+        for (d, w) in self.released_datasets() {
+            ensure!(
+                self.weights.contains(&w),
+                "released.{d} = {w:?}: list {w:?} in `weights` too, so the weights stage converts it"
+            );
         }
-        crate::pipeline::sweep::validate(
-            &self.sweep,
-            &self.train.set,
-            self.train.init_from_finetune,
-        )?;
+        match &self.train {
+            Some(train) => {
+                if train.init_from_finetune {
+                    let f = self
+                        .finetune
+                        .as_ref()
+                        .context("train.init_from_finetune needs a [finetune] table")?;
+                    for s in &self.seeds {
+                        ensure!(
+                            f.seeds.contains(s),
+                            "train.init_from_finetune: seed {s} has no fine-tuned run (finetune.seeds {:?})",
+                            f.seeds
+                        );
+                    }
+                }
+                crate::pipeline::sweep::validate(
+                    &self.sweep,
+                    &train.set,
+                    train.init_from_finetune,
+                )?;
+            }
+            None => ensure!(
+                self.sweep.is_empty(),
+                "sweep: it sweeps the [train] recipe, which this profile does not have"
+            ),
+        }
         ensure!(
             self.evaluate.kmeans_restarts >= 1,
             "evaluate.kmeans_restarts must be ≥ 1"

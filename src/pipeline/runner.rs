@@ -118,12 +118,12 @@ pub fn run(
                 upstream: format!("{} is not fresh", plan.tasks[d].id()),
             }
         } else {
-            if !opts.dry_run {
-                if st.status == Status::Stale || opts.force {
-                    supersede(project, t)?;
-                }
-                batch.push(i);
+            if !opts.dry_run && (st.status == Status::Stale || opts.force) {
+                supersede(project, t)?;
             }
+            // Also in a dry run: what follows a task that would run would run too, not be
+            // reported as blocked.
+            batch.push(i);
             Action::WouldRun(st.status)
         };
         if opts.dry_run || !matches!(action, Action::WouldRun(_)) {
@@ -132,7 +132,7 @@ pub fn run(
         states.push(st);
         actions.push(action);
     }
-    if batch.is_empty() {
+    if opts.dry_run || batch.is_empty() {
         return Ok(actions);
     }
     exec.execute(plan, &batch, &mut |i, ended| {

@@ -1,12 +1,17 @@
 //! How each declared stage fans out into tasks for a profile: the registry of task builders
 //! (one function per stage name), each giving the task's variables, its `gl` command, the files
 //! it writes and the settings it was resolved with.
+//!
+//! A profile's `[released]` datasets add one run each that never trains (a released checkpoint,
+//! [`crate::train::released`]): created and embedded by its `embed` task (`gl embed RUN --model
+//! untrained --dataset D --weights W`), then evaluated like any run's initial weights.
 
 use crate::pipeline::dag::{Output, Task};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::sweep;
 use crate::project::Project;
 use crate::train::config::TrainConfig;
+use crate::train::released;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -162,16 +167,19 @@ fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>>
                 }
             }
             Kind::GroupLoss => {
+                let Some(train) = &p.train else {
+                    continue;
+                };
                 for point in sweep::points(&p.sweep) {
                     for &seed in &p.seeds {
-                        let mut set = p.train.set.clone();
-                        if p.train.init_from_finetune {
+                        let mut set = train.set.clone();
+                        if train.init_from_finetune {
                             let ft =
                                 finetuned(seed)?.context("init_from_finetune needs [finetune]")?;
                             set.push(format!("init=\"run:{}\"", ft.run_id));
                         }
                         set.extend(point.overrides()?);
-                        let mut r = spec(p, project, d, seed, false, &p.train.recipe, set)
+                        let mut r = spec(p, project, d, seed, false, &train.recipe, set)
                             .with_context(|| match point.values.is_empty() {
                                 true => format!("dataset {d}, seed {seed}"),
                                 false => format!("sweep point {}", point.label()),
@@ -233,6 +241,34 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
         .collect()
 }
 
+/// The run of a `[released]` dataset: a checkpoint evaluated as it is.
+struct ReleasedSpec {
+    dataset: String,
+    /// The `gl weights` entry.
+    weights: String,
+    run_id: String,
+    config: TrainConfig,
+}
+
+/// One run per `[released]` dataset, named `<dataset>-<profile>-released-<h>` (`<h>` as for
+/// training runs: the resolved recipe, which names the weights entry in `init`).
+fn released_specs(p: &Profile, project: &Project) -> Result<Vec<ReleasedSpec>> {
+    p.released_datasets()
+        .into_iter()
+        .map(|(dataset, weights)| {
+            let config = released::config(&project.root, &dataset, &weights)
+                .with_context(|| format!("released.{dataset}"))?;
+            let h = hex::encode(Sha256::digest(serde_json::to_vec(&config)?));
+            Ok(ReleasedSpec {
+                run_id: format!("{dataset}-{}-released-{}", p.name, &h[..8]),
+                dataset,
+                weights,
+                config,
+            })
+        })
+        .collect()
+}
+
 /// `<dataset>/s<seed>`, or `<dataset>/<point>/s<seed>` in a sweep.
 fn run_key(r: &RunSpec) -> String {
     match r.point.as_str() {
@@ -248,6 +284,9 @@ fn prepare(p: &Profile, project: &Project) -> Result<Vec<Task>> {
         for r in run_specs(p, project, kind)? {
             seen.insert((r.dataset.clone(), r.config.resize));
         }
+    }
+    for r in released_specs(p, project)? {
+        seen.insert((r.dataset, r.config.resize));
     }
     Ok(seen
         .into_iter()
@@ -272,12 +311,14 @@ fn prepare(p: &Profile, project: &Project) -> Result<Vec<Task>> {
         .collect())
 }
 
-/// `embed` or `evaluate` tasks: every run's selected model, the softmax baselines, and the
-/// untrained network of each dataset's first Group Loss run.
+/// `embed` or `evaluate` tasks: every run's selected model, the softmax baselines, the
+/// untrained network of each dataset's first Group Loss run, and the released checkpoints.
 fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> {
-    let mut items: Vec<(String, &str)> = Vec::new();
+    // (run, model, the released checkpoint the embed task creates the run of)
+    let mut items: Vec<(String, &str, Option<ReleasedSpec>)> = Vec::new();
     let group_loss = run_specs(p, project, Kind::GroupLoss)?;
     let softmax = run_specs(p, project, Kind::Finetune)?;
+    let mut released = released_specs(p, project)?;
     for d in &p.datasets {
         let of = |specs: &[RunSpec]| -> Vec<String> {
             specs
@@ -288,31 +329,55 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
         };
         let gl = of(&group_loss);
         for run in &gl {
-            items.push((run.clone(), "selected"));
+            items.push((run.clone(), "selected", None));
         }
         if let (true, Some(run)) = (p.evaluate.untrained_baseline, gl.first()) {
-            items.push((run.clone(), "untrained"));
+            items.push((run.clone(), "untrained", None));
         }
         for run in of(&softmax) {
-            items.push((run, "selected"));
+            items.push((run, "selected", None));
+        }
+        if let Some(i) = released.iter().position(|r| &r.dataset == d) {
+            let r = released.remove(i);
+            items.push((r.run_id.clone(), "untrained", Some(r)));
         }
     }
-    Ok(items
+    items
         .into_iter()
-        .map(|(run, model)| {
+        .map(|(run, model, rel)| {
             let mut argv = strings(&[stage, &run, "--model", model, "--device", &p.device]);
+            // The selected models also on the validation classes (the sweep's signal).
+            let val = p.evaluate.validation && model == "selected";
+            if val {
+                argv.extend(strings(&["--split", "test,val"]));
+            }
             let (out, consumes) = match stage {
                 // The vectors themselves (bit-identical when re-embedded from the same weights),
                 // not the record beside them with its timings.
                 "embed" => (
                     format!("runs/{run}/embeddings/{model}-test.parquet"),
-                    format!("run:{run}"),
+                    match &rel {
+                        // It creates its run: from the crops and the converted checkpoint.
+                        Some(r) => {
+                            argv.extend(strings(&[
+                                "--dataset",
+                                &r.dataset,
+                                "--weights",
+                                &r.weights,
+                            ]));
+                            vec![
+                                format!("crops:{}/r{}", r.dataset, r.config.resize),
+                                format!("weights:{}", r.weights),
+                            ]
+                        }
+                        None => vec![format!("run:{run}")],
+                    },
                 ),
                 _ => {
                     argv.extend(eval_flags(p));
                     (
                         format!("runs/{run}/eval/{model}-test.values.tsv"),
-                        format!("emb:{run}/{model}"),
+                        vec![format!("emb:{run}/{model}")],
                     )
                 }
             };
@@ -320,15 +385,23 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
                 "embed" => format!("emb:{run}/{model}"),
                 _ => format!("eval:{run}/{model}"),
             };
-            task(
+            let mut outputs = vec![file(out.clone())];
+            if val {
+                outputs.push(file(out.replace("-test.", "-val.")));
+            }
+            let mut t = task(
                 stage,
                 format!("{run}/{model}"),
                 argv,
-                vec![file(out)],
-                io(vec![consumes], &produces),
-            )
+                outputs,
+                io(consumes, &produces),
+            );
+            if let (Some(r), "embed") = (&rel, stage) {
+                t.config = serde_json::to_value(&r.config)?;
+            }
+            Ok(t)
         })
-        .collect())
+        .collect()
 }
 
 fn eval_flags(p: &Profile) -> Vec<String> {

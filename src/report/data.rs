@@ -20,6 +20,9 @@ pub struct RunRow {
     pub r1_best_on_test: Option<f64>,
     /// The run's values of the profile's swept keys (from its resolved config), in key order.
     pub point: Vec<serde_json::Value>,
+    /// MAP@R (%) of its selected model on the validation classes, where the profile evaluates
+    /// them (`[evaluate] validation = true`): the tuning signal with headroom.
+    pub val_map_r: Option<f64>,
 }
 
 /// One completed epoch (`epochs`).
@@ -50,6 +53,8 @@ pub enum Method {
     GroupLoss,
     /// The concatenated seeds.
     Ensemble,
+    /// A released checkpoint (the authors'), evaluated as it is: no training.
+    Released,
 }
 
 impl Method {
@@ -59,8 +64,17 @@ impl Method {
             Method::Softmax => "softmax fine-tuning",
             Method::GroupLoss => "Group Loss",
             Method::Ensemble => "Group Loss ensemble",
+            Method::Released => "authors' released model",
         }
     }
+}
+
+/// A released checkpoint's run (made by `gl embed RUN --weights W --dataset D`, never trained).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedRow {
+    pub run_id: String,
+    /// The `gl weights` entry.
+    pub weights: String,
 }
 
 /// One metric of one evaluated subject, in percent.
@@ -83,6 +97,8 @@ pub struct DatasetData {
     pub ensemble: Option<String>,
     /// The Group Loss run whose initial weights were evaluated as the untrained baseline.
     pub untrained: Option<String>,
+    /// The released checkpoint evaluated on this dataset (the profile's `[released]`).
+    pub released: Option<ReleasedRow>,
     /// Test metrics of every subject.
     pub metrics: Vec<MetricRow>,
     pub epochs: Vec<EpochRow>,
@@ -251,6 +267,7 @@ fn run_row(cat: &Catalog, run_id: &str, sweep: &[String]) -> Result<Option<(Stri
                 r1_val_selected: r.get(5)?,
                 r1_best_on_test: r.get(6)?,
                 point: Vec::new(),
+                val_map_r: None,
             },
             r.get::<_, String>(7)?,
         ))
@@ -268,6 +285,15 @@ fn run_row(cat: &Catalog, run_id: &str, sweep: &[String]) -> Result<Option<(Stri
             row.point.push(v.clone());
         }
     }
+    let mut stmt = cat.connection().prepare(
+        "SELECT value FROM metrics WHERE subject = ? AND model = 'selected' AND split = 'val' \
+         AND metric = 'map@r'",
+    )?;
+    row.val_map_r = stmt
+        .query_map(params![run_id], |r| r.get::<_, f64>(0))?
+        .next()
+        .transpose()?
+        .map(|v| 100.0 * v);
     Ok(Some((dataset, row)))
 }
 
@@ -395,6 +421,24 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
         .filter(|a| flag(a, "--model") == Some("untrained"))
         .filter_map(|a| a.get(1).cloned())
         .collect();
+    // Released checkpoints: the runs their embed tasks created, by dataset, when evaluated.
+    let mut released: BTreeMap<String, ReleasedRow> = BTreeMap::new();
+    for argv in ok(&tasks, "embed") {
+        let (Some(run), Some(dataset), Some(weights)) = (
+            argv.get(1),
+            flag(argv, "--dataset"),
+            flag(argv, "--weights"),
+        ) else {
+            continue;
+        };
+        if untrained.contains(run) {
+            let row = ReleasedRow {
+                run_id: run.clone(),
+                weights: weights.to_string(),
+            };
+            released.insert(dataset.to_string(), row);
+        }
+    }
     for d in by_name.values_mut() {
         d.group_loss.sort_by_key(|r| r.seed);
         d.softmax.sort_by_key(|r| r.seed);
@@ -420,6 +464,11 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
         if let Some(base) = d.untrained.clone() {
             d.metrics
                 .extend(metrics(cat, &base, "untrained", Method::Untrained)?);
+        }
+        d.released = released.remove(&d.name);
+        if let Some(r) = &d.released {
+            d.metrics
+                .extend(metrics(cat, &r.run_id, "untrained", Method::Released)?);
         }
         let mine = ensembles.remove(&d.name).unwrap_or_default();
         for (name, _) in &mine {

@@ -23,6 +23,7 @@ fn method_colour(m: Method) -> RGBColor {
         Method::Softmax => RGBColor(230, 159, 0),
         Method::GroupLoss => RGBColor(0, 114, 178),
         Method::Ensemble => RGBColor(0, 158, 115),
+        Method::Released => RGBColor(213, 94, 0),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod data;
 pub mod figures;
 pub mod gallery;
+pub mod paired;
 pub mod published;
 pub mod sweep;
 pub mod tables;
@@ -259,7 +260,11 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
         let metrics = tables::metrics_table(d, pubd)?;
         let selection = tables::selection_table(d)?;
         table_files(&mut files, &d.name, &metrics);
-        table_files(&mut files, &format!("{}-selection", d.name), &selection);
+        // A dataset with only a released checkpoint has no training runs to select epochs of.
+        let selection = Some(selection).filter(|t| !t.rows.is_empty());
+        if let Some(selection) = &selection {
+            table_files(&mut files, &format!("{}-selection", d.name), selection);
+        }
         md += &format!(
             "## {}\n\n{}\n\n{}\n",
             d.name,
@@ -269,11 +274,26 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
         if pubd.is_none() {
             md += "The paper reports no numbers for this dataset.\n\n";
         }
-        md += &format!("{}\n\n{}\n", selection.caption, selection.to_markdown());
-        md += &format!(
-            "LaTeX: [`tables/{0}.tex`](tables/{0}.tex), [`tables/{0}-selection.tex`](tables/{0}-selection.tex).\n\n",
-            d.name
-        );
+        if let Some(t) = paired::paired_table(d) {
+            table_files(&mut files, &format!("{}-paired", d.name), &t);
+            md += &format!(
+                "{}\n\n{}\n{}\n\nLaTeX: [`tables/{3}-paired.tex`](tables/{3}-paired.tex).\n\n",
+                t.caption,
+                t.to_markdown(),
+                paired::summary(d),
+                d.name
+            );
+        }
+        match &selection {
+            Some(selection) => {
+                md += &format!("{}\n\n{}\n", selection.caption, selection.to_markdown());
+                md += &format!(
+                    "LaTeX: [`tables/{0}.tex`](tables/{0}.tex), [`tables/{0}-selection.tex`](tables/{0}-selection.tex).\n\n",
+                    d.name
+                );
+            }
+            None => md += &format!("LaTeX: [`tables/{0}.tex`](tables/{0}.tex).\n\n", d.name),
+        }
         if let Some(s) = &d.sweep {
             let t = sweep::sweep_table(d, s)?;
             table_files(&mut files, &format!("{}-sweep", d.name), &t);

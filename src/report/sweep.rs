@@ -2,6 +2,11 @@
 //! recipe keys, one point chosen on validation for the main tables, and the sweep table of every
 //! point (mean ± std over seeds). Choosing on validation R@1, not test, keeps the main table's
 //! numbers honest: the test set picks nothing.
+//!
+//! When `objective` is one of the swept keys (a tuning profile giving Group Loss and the softmax
+//! baseline the same grid over their other keys), each objective gets its own selected point:
+//! the best Group Loss point is the Group Loss row, the best `cross_entropy` point the softmax
+//! row, so both sides of the comparison are tuned with the same budget on validation.
 
 use crate::report::data::{DatasetData, Method, MetricRow, RunRow};
 use crate::report::tables::{metric_columns, summarise, Cell, Summary, Table};
@@ -18,6 +23,20 @@ pub struct SweepPoint {
     /// Validation R@1 (%) of each run at its selected epoch, where the run has a validation
     /// split.
     pub val_r1: Vec<f64>,
+    /// Validation MAP@R (%) of each run's selected model, where the profile evaluates it.
+    pub val_map_r: Vec<f64>,
+}
+
+/// What chose the selected point: the first the runs of every point have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criterion {
+    /// Mean validation MAP@R (`[evaluate] validation = true`): far from its ceiling, so it ranks
+    /// recipes where validation R@1 over few classes saturates.
+    ValMapR,
+    /// Mean validation R@1 at each run's selected epoch.
+    ValR1,
+    /// Mean test R@1: some run has no validation split (the official, optimistic protocol).
+    TestR1,
 }
 
 /// Every point of a dataset's sweep (with at least one run) and the one selected.
@@ -27,9 +46,12 @@ pub struct SweepData {
     /// In grid order (each key's values ascending, the last key fastest).
     pub points: Vec<SweepPoint>,
     pub selected: usize,
-    /// Selected by mean validation R@1; `false` when some point has no validation numbers and
-    /// the mean test R@1 decided (the official, optimistic protocol; the captions say so).
+    /// With `objective` swept: the selected `cross_entropy` point (the softmax row).
+    pub selected_softmax: Option<usize>,
+    /// Selected on validation; `false` when some point has no validation numbers and the mean
+    /// test R@1 decided (the official, optimistic protocol; the captions say so).
     pub on_validation: bool,
+    pub criterion: Criterion,
     /// The Group Loss and ensemble metrics of every point.
     pub metrics: Vec<MetricRow>,
 }
@@ -64,6 +86,11 @@ impl SweepData {
                     .iter()
                     .map(|v| (i as i64, "val_r1".to_string(), *v)),
             );
+            long.extend(
+                p.val_map_r
+                    .iter()
+                    .map(|v| (i as i64, "val_map_r".to_string(), *v)),
+            );
         }
         summarise(&long)
     }
@@ -89,12 +116,14 @@ pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[Stri
                     runs: Vec::new(),
                     ensemble: None,
                     val_r1: Vec::new(),
+                    val_map_r: Vec::new(),
                 });
                 points.len() - 1
             }
         };
         points[i].runs.push(r.clone());
         points[i].val_r1.extend(val.map(|v| 100.0 * v));
+        points[i].val_map_r.extend(r.val_map_r);
     }
     points.sort_by(|a, b| {
         a.values
@@ -125,23 +154,60 @@ pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[Stri
     // A point competes only when every one of its runs was evaluated (and, on validation, has
     // its validation R@1): a point whose evaluation failed cannot win the main table.
     let evaluated = |p: &SweepPoint| test_r1(p).len() == p.runs.len();
-    let on_validation = points.iter().all(|p| p.val_r1.len() == p.runs.len());
-    let mut selected = 0;
-    let mut best: Option<f64> = None;
-    for (i, p) in points.iter().enumerate().filter(|(_, p)| evaluated(p)) {
-        let v = match on_validation {
-            true => p.val_r1.clone(),
-            false => test_r1(p),
-        };
-        let score = v.iter().sum::<f64>() / v.len() as f64;
-        if best.is_none_or(|b| score > b) {
-            (selected, best) = (i, Some(score));
+    let all = |f: fn(&SweepPoint) -> usize| points.iter().all(|p| f(p) == p.runs.len());
+    let criterion = if all(|p| p.val_map_r.len()) {
+        Criterion::ValMapR
+    } else if all(|p| p.val_r1.len()) {
+        Criterion::ValR1
+    } else {
+        Criterion::TestR1
+    };
+    let on_validation = criterion != Criterion::TestR1;
+    let objective = keys.iter().position(|k| k == "objective");
+    let is_softmax = |p: &SweepPoint| {
+        objective
+            .and_then(|k| p.values.get(k))
+            .and_then(Value::as_str)
+            == Some("cross_entropy")
+    };
+    let best = |softmax: bool| -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, p) in points.iter().enumerate() {
+            if !evaluated(p) || is_softmax(p) != softmax {
+                continue;
+            }
+            let v = match criterion {
+                Criterion::ValMapR => p.val_map_r.clone(),
+                Criterion::ValR1 => p.val_r1.clone(),
+                Criterion::TestR1 => test_r1(p),
+            };
+            let score = v.iter().sum::<f64>() / v.len() as f64;
+            if best.is_none_or(|b| score > b.1) {
+                best = Some((i, score));
+            }
         }
-    }
+        best.map(|b| b.0)
+    };
+    let selected = best(false).unwrap_or(0);
+    let selected_softmax = best(true);
     let (swept, kept): (Vec<MetricRow>, Vec<MetricRow>) = std::mem::take(&mut d.metrics)
         .into_iter()
         .partition(|m| matches!(m.method, Method::GroupLoss | Method::Ensemble));
     d.metrics = kept;
+    if let Some(p) = selected_softmax.and_then(|i| points.get(i)) {
+        d.softmax = p.runs.clone();
+        d.metrics.retain(|m| m.method != Method::Softmax);
+        d.metrics.extend(
+            swept
+                .iter()
+                .filter(|m| m.method == Method::GroupLoss)
+                .filter(|m| p.runs.iter().any(|r| r.run_id == m.subject))
+                .map(|m| MetricRow {
+                    method: Method::Softmax,
+                    ..m.clone()
+                }),
+        );
+    }
     if let Some(p) = points.get(selected) {
         d.metrics.extend(
             swept
@@ -167,16 +233,21 @@ pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[Stri
         keys: keys.to_vec(),
         points,
         selected,
+        selected_softmax,
         on_validation,
+        criterion,
         metrics: swept,
     });
 }
 
 /// How the selected point was chosen, for captions.
 pub fn selected_by(s: &SweepData) -> &'static str {
-    match s.on_validation {
-        true => "the best mean validation R@1",
-        false => "the best mean test R@1 (some runs have no validation split: optimistic)",
+    match s.criterion {
+        Criterion::ValMapR => "the best mean validation MAP@R",
+        Criterion::ValR1 => "the best mean validation R@1",
+        Criterion::TestR1 => {
+            "the best mean test R@1 (some runs have no validation split: optimistic)"
+        }
     }
 }
 
@@ -188,6 +259,10 @@ pub fn sweep_table(d: &DatasetData, s: &SweepData) -> Result<Table> {
     let mut header: Vec<String> = s.keys.clone();
     header.push("seeds".into());
     header.push("val R@1".into());
+    let with_map_r = s.points.iter().any(|p| !p.val_map_r.is_empty());
+    if with_map_r {
+        header.push("val MAP@R".into());
+    }
     header.extend(cols.iter().map(|c| c.1.clone()));
     header.push("ensemble R@1".into());
     header.push("selected".into());
@@ -203,9 +278,19 @@ pub fn sweep_table(d: &DatasetData, s: &SweepData) -> Result<Table> {
         let mut row: Vec<String> = p.values.iter().map(crate::pipeline::sweep::show).collect();
         row.push(p.runs.len().to_string());
         row.push(cell("val_r1"));
+        if with_map_r {
+            row.push(cell("val_map_r"));
+        }
         row.extend(cols.iter().map(|(k, _)| cell(k)));
         row.push(cell("ensemble:recall@1"));
-        row.push(if i == s.selected { "yes" } else { "" }.into());
+        row.push(
+            match (i == s.selected, Some(i) == s.selected_softmax) {
+                (true, _) => "yes",
+                (_, true) => "yes (softmax)",
+                _ => "",
+            }
+            .into(),
+        );
         rows.push(row);
     }
     Ok(Table {
@@ -239,6 +324,7 @@ mod tests {
             r1_val_selected: None,
             r1_best_on_test: None,
             point: vec![json!(tau)],
+            val_map_r: None,
         }
     }
 
@@ -365,6 +451,84 @@ mod tests {
         select(&mut d, &["tau".into()], &[]);
         let s = d.sweep.unwrap();
         assert_eq!((s.selected, s.points[1].runs.len()), (0, 2));
+    }
+
+    /// With `objective` swept, each objective's best validation point is selected: Group Loss
+    /// for the Group Loss rows, cross-entropy for the softmax rows (the budget is the same grid).
+    #[test]
+    fn each_objective_gets_its_own_selected_point() {
+        let run2 = |id: &str, seed: u64, obj: &str, lr: f64| RunRow {
+            point: vec![json!(lr), json!(obj)],
+            ..run(id, seed, 0.0)
+        };
+        let mut d = DatasetData {
+            name: "demo".into(),
+            group_loss: vec![
+                run2("g1a", 0, "group_loss", 1.0),
+                run2("g2a", 0, "group_loss", 2.0),
+                run2("c1a", 0, "cross_entropy", 1.0),
+                run2("c2a", 0, "cross_entropy", 2.0),
+            ],
+            metrics: vec![
+                metric(Method::GroupLoss, "g1a", 80.0),
+                metric(Method::GroupLoss, "g2a", 90.0),
+                metric(Method::GroupLoss, "c1a", 85.0),
+                metric(Method::GroupLoss, "c2a", 70.0),
+                metric(Method::Untrained, "c1a", 60.0),
+            ],
+            epochs: vec![
+                epoch("g1a", 2, 0.7),
+                epoch("g2a", 2, 0.6),
+                epoch("c1a", 2, 0.5),
+                epoch("c2a", 2, 0.55),
+            ],
+            ..Default::default()
+        };
+        select(&mut d, &["lr".into(), "objective".into()], &[]);
+        let s = d.sweep.clone().unwrap();
+        let label = |i: Option<usize>| s.label(i.unwrap());
+        assert_eq!(label(Some(s.selected)), "lr=1.0, objective=group_loss");
+        assert_eq!(label(s.selected_softmax), "lr=2.0, objective=cross_entropy");
+        assert_eq!(d.group_loss[0].run_id, "g1a");
+        assert_eq!(d.softmax[0].run_id, "c2a");
+        let softmax: Vec<(&str, f64)> = d
+            .metrics
+            .iter()
+            .filter(|m| m.method == Method::Softmax)
+            .map(|m| (m.subject.as_str(), m.value))
+            .collect();
+        assert_eq!(softmax, [("c2a", 70.0)]);
+        let t = sweep_table(&d, &s).unwrap();
+        let marks: Vec<&str> = t.rows.iter().map(|r| r.last().unwrap().as_str()).collect();
+        assert_eq!(marks.iter().filter(|m| **m == "yes").count(), 1);
+        assert_eq!(marks.iter().filter(|m| **m == "yes (softmax)").count(), 1);
+    }
+
+    /// With validation MAP@R for every run it decides, not the (saturated) validation R@1: here
+    /// τ=10 has the lower validation R@1 but the higher validation MAP@R.
+    #[test]
+    fn validation_map_r_decides_when_every_run_has_it() {
+        let mut d = dataset();
+        for r in &mut d.group_loss {
+            r.val_map_r = Some(if r.run_id.starts_with('a') {
+                30.0
+            } else {
+                20.0
+            });
+        }
+        select(&mut d, &["tau".into()], &[]);
+        let s = d.sweep.clone().unwrap();
+        assert_eq!((s.selected, s.criterion), (0, Criterion::ValMapR));
+        assert_eq!(selected_by(&s), "the best mean validation MAP@R");
+        let t = sweep_table(&d, &s).unwrap();
+        assert_eq!(t.header[3], "val MAP@R");
+        assert_eq!(t.rows[0][3], "30.00 ± 0.00");
+        // One run without it: validation R@1 decides again (τ=54).
+        let mut d = dataset();
+        d.group_loss[0].val_map_r = Some(50.0);
+        select(&mut d, &["tau".into()], &[]);
+        let s = d.sweep.unwrap();
+        assert_eq!((s.selected, s.criterion), (1, Criterion::ValR1));
     }
 
     #[test]

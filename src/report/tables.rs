@@ -170,6 +170,7 @@ pub fn method_summaries(d: &DatasetData) -> Result<BTreeMap<Method, Summary>> {
         Method::Softmax,
         Method::GroupLoss,
         Method::Ensemble,
+        Method::Released,
     ];
     let long: Vec<(i64, String, f64)> = d
         .metrics
@@ -193,13 +194,22 @@ fn method_label(d: &DatasetData, m: Method) -> String {
         .as_ref()
         .map(|s| format!(", {}", s.label(s.selected)))
         .unwrap_or_default();
+    // With `objective` swept, the softmax rows are the selected cross-entropy point's.
+    let softmax_point = d
+        .sweep
+        .as_ref()
+        .and_then(|s| Some(format!(", {}", s.label(s.selected_softmax?))));
     match m {
         Method::GroupLoss if n(&d.group_loss) > 1 => {
             format!("Group Loss{point} (mean ± std, {} seeds)", n(&d.group_loss))
         }
         Method::GroupLoss => format!("Group Loss{point}"),
-        Method::Softmax if n(&d.softmax) > 1 => {
-            format!("softmax fine-tuning (mean ± std, {} seeds)", n(&d.softmax))
+        Method::Softmax if softmax_point.is_some() || n(&d.softmax) > 1 => {
+            let point = softmax_point.unwrap_or_default();
+            match n(&d.softmax) {
+                1 => format!("softmax fine-tuning{point}"),
+                k => format!("softmax fine-tuning{point} (mean ± std, {k} seeds)"),
+            }
         }
         Method::Ensemble => format!("Group Loss ensemble{point} ({} seeds)", n(&d.group_loss)),
         _ => m.label().to_string(),
@@ -235,10 +245,16 @@ pub fn metrics_table(d: &DatasetData, published: Option<&PublishedRows>) -> Resu
             rows.push(r);
         }
         rules_after.push(rows.len() - 1);
+        let released = summaries.contains_key(&Method::Released);
         for (label, m, values) in [
             ("Δ Group Loss − paper", Method::GroupLoss, &p.group_loss),
             ("Δ ensemble − paper", Method::Ensemble, &p.ensemble),
+            ("Δ released model − paper", Method::Released, &p.group_loss),
         ] {
+            // Beside a released model, only the differences of the rows the table has.
+            if (released && !summaries.contains_key(&m)) || (!released && m == Method::Released) {
+                continue;
+            }
             let mut r = vec![label.to_string()];
             r.extend(cols.iter().map(|(k, _)| {
                 let ours = summaries.get(&m).and_then(|s| s.cells.get(k));
@@ -257,9 +273,18 @@ pub fn metrics_table(d: &DatasetData, published: Option<&PublishedRows>) -> Resu
         ),
         None => String::new(),
     };
+    let released = match &d.released {
+        Some(r) => format!(
+            "; the authors' released model is the checkpoint `{}` evaluated as it is, without \
+             training",
+            r.weights
+        ),
+        None => String::new(),
+    };
     Ok(Table {
         caption: format!(
-            "{}: test-set retrieval and clustering (%), the selected epoch of each run{swept}",
+            "{}: test-set retrieval and clustering (%), the selected epoch of each run{swept}\
+             {released}",
             d.name
         ),
         header,
@@ -378,6 +403,7 @@ mod tests {
             r1_val_selected: None,
             r1_best_on_test: None,
             point: vec![],
+            val_map_r: None,
         };
         let m = |method, subject: &str, metric: &str, value| MetricRow {
             method,
@@ -416,6 +442,54 @@ mod tests {
             ]
         );
         assert_eq!(t.rules_after, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_released_model_sits_above_the_paper_rows_with_its_difference() {
+        use crate::report::data::{MetricRow, ReleasedRow};
+        let m = |method, subject: &str, metric: &str, value| MetricRow {
+            method,
+            subject: subject.into(),
+            metric: metric.into(),
+            value,
+        };
+        let d = DatasetData {
+            name: "cub".into(),
+            released: Some(ReleasedRow {
+                run_id: "r".into(),
+                weights: "groupl_trained_cub".into(),
+            }),
+            metrics: vec![
+                m(Method::Released, "r", "recall@1", 64.2),
+                m(Method::Released, "r", "nmi", 70.0),
+                m(Method::GroupLoss, "g", "recall@1", 60.0),
+            ],
+            ..Default::default()
+        };
+        let published = PublishedRows {
+            group_loss: [("recall@1".to_string(), 65.5)].into(),
+            ensemble: [("recall@1".to_string(), 66.9)].into(),
+        };
+        let t = metrics_table(&d, Some(&published)).unwrap();
+        let rows: Vec<String> = t.rows.iter().map(|r| r.join(" | ")).collect();
+        assert_eq!(
+            rows,
+            [
+                "Group Loss | 60.00 | —",
+                "authors' released model | 64.20 | 70.00",
+                "paper: Group Loss | 65.5 | —",
+                "paper: ensemble | 66.9 | —",
+                "Δ Group Loss − paper | -5.50 | —",
+                "Δ released model − paper | -1.30 | —",
+            ]
+        );
+        assert_eq!(t.rules_after, vec![1, 3]);
+        assert!(
+            t.caption
+                .contains("the checkpoint `groupl_trained_cub` evaluated as it is"),
+            "{}",
+            t.caption
+        );
     }
 
     #[test]

@@ -55,6 +55,35 @@ pub enum LrDecay {
     Cumulative,
 }
 
+/// The optimiser of a run (both share state layout, so a checkpoint resumes with either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerChoice {
+    /// RAdam (the official code): Adam with the variance rectification r_t, which damps the
+    /// first hundreds of steps (with β2 = 0.999, r_t ≈ 0.28 after 160 steps).
+    #[default]
+    Radam,
+    /// Adam (`torch.optim.Adam`): the same moments without rectification.
+    Adam,
+}
+
+/// The crop of the train transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AugmentChoice {
+    /// `RandomResizedCrop(input_size, scale=(crop_scale_min, 1))` (the paper).
+    #[default]
+    RandomResizedCrop,
+    /// `RandomCrop(input_size)` of the image resized to `resize`: a shift of up to
+    /// `resize − input_size` pixels and no change of scale or aspect (for glyphs, where a
+    /// crop can cut away what tells E from F).
+    RandomCrop,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// Which epoch's model a run reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +133,12 @@ pub struct TrainConfig {
     pub classifier_lr: f64,
     pub weight_decay: f64,
     pub adam_eps: f64,
+    /// RAdam (official) or Adam. Left out of `config.json` (and so of run ids) when RAdam, so
+    /// the run ids of recipes written before this key existed stay the same.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub optimizer: OptimizerChoice,
+    /// Epochs to train; 0 = none: `gl train` writes the run directory and stops, so the run's
+    /// model is its initial weights (`init`), e.g. a released checkpoint (recipe `released`).
     pub epochs: usize,
     /// Completed epochs after which the lr drops (paper: [30, 50] = from epochs 31 and 51).
     pub lr_milestones: Vec<usize>,
@@ -124,6 +159,14 @@ pub struct TrainConfig {
     /// (paper: on). Glyphs need milder crops and no flips (a mirrored "b" is a "d").
     pub crop_scale_min: f64,
     pub hflip: bool,
+    /// The train crop: random resized crop (paper) or a random shift-only crop. Left out of
+    /// `config.json` when the paper's (stable run ids, as `optimizer`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub augment: AugmentChoice,
+    /// Use at most N images of each training class (the first N of a shuffle seeded by
+    /// `val_seed`, the same for every run seed); 0 = all. An ablation of images per class.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub train_images_per_class: usize,
     /// Evaluate the initial network before training (the "untrained" baseline of the run).
     pub eval_untrained: bool,
     /// Use only the first N training and N test classes (0 = all): quick runs and tests.
@@ -212,7 +255,6 @@ impl TrainConfig {
             self.init
         );
         ensure!(self.embedding_dim >= 0, "embedding_dim must be ≥ 0");
-        ensure!(self.epochs >= 1, "epochs must be ≥ 1");
         ensure!(self.eval_every >= 1, "eval_every must be ≥ 1");
         for (name, v) in [
             ("lr", self.lr),

@@ -16,6 +16,10 @@
 //! else:        θ_t = θ_{t-1} − γ m̂_t
 //! ```
 //!
+//! With [`RAdamParams::rectify`] off the update is `torch.optim.Adam`'s instead (same moments,
+//! `θ_t = θ_{t-1} − (γ / (1 − β1^t)) m_t / (√v_t / √(1 − β2^t) + ε)` from the first step), so
+//! a recipe can compare the two with one optimiser state layout.
+//!
 //! The only operation that is not the same ATen call as PyTorch's is the L2 term
 //! (`grad.add(param, alpha=λ)`; tch has no `alpha` argument, so it is `g + θ·λ`), which can differ by
 //! one rounding. Everything else uses the same kernels in the same order.
@@ -83,6 +87,10 @@ pub struct RAdamParams {
     /// `false` (default): λθ is added to the gradient (L2). `true`: θ ← θ(1 − γλ) before the
     /// update (AdamW-style decoupled decay).
     pub decoupled_weight_decay: bool,
+    /// `true` (default): RAdam's rectified update. `false`: Adam's update
+    /// (`torch.optim.Adam`, `_single_tensor_adam`), without the warm-up that rectification
+    /// amounts to.
+    pub rectify: bool,
 }
 
 impl Default for RAdamParams {
@@ -93,6 +101,7 @@ impl Default for RAdamParams {
             eps: 1e-8,
             weight_decay: 0.0,
             decoupled_weight_decay: false,
+            rectify: true,
         }
     }
 }
@@ -408,6 +417,18 @@ fn update(
 
     let bias_correction1 = 1.0 - beta1.powf(step);
     let bias_correction2 = 1.0 - beta2.powf(step);
+    if !hp.rectify {
+        // torch.optim.Adam: denom = sqrt(v) / sqrt(bc2) + ε; θ.addcdiv_(m, denom, -γ / bc1).
+        let denom = st
+            .exp_avg_sq
+            .f_sqrt()?
+            .f_div_scalar(bias_correction2.powf(0.5))?
+            .f_add_scalar(hp.eps)?;
+        // addcdiv's kernel computes θ + (value · m) / denom.
+        let step_size = lr / bias_correction1;
+        let _ = param.f_add_(&st.exp_avg.f_mul_scalar(-step_size)?.f_div(&denom)?)?;
+        return Ok(());
+    }
     let bias_corrected_exp_avg = st.exp_avg.f_div_scalar(bias_correction1)?;
 
     let rho_inf = 2.0 / (1.0 - beta2) - 1.0;

@@ -29,6 +29,35 @@ impl RunSplits {
     pub fn num_classes(&self) -> i64 {
         self.train_classes.len() as i64
     }
+
+    /// Keeps at most `per_class` training images of each class (0 = all): the first of each
+    /// class in a shuffle seeded by `seed`, so every run seed trains on the same images.
+    /// Validation and test are untouched. An ablation of images per class.
+    pub fn limit_train_per_class(&mut self, per_class: usize, seed: u64) {
+        if per_class == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let mut taken: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut keep = vec![false; self.train.len()];
+        for i in order {
+            let n = taken.entry(self.train_labels[i]).or_default();
+            if *n < per_class {
+                *n += 1;
+                keep[i] = true;
+            }
+        }
+        let (mut train, mut labels) = (Vec::new(), Vec::new());
+        for (i, k) in keep.into_iter().enumerate() {
+            if k {
+                train.push(self.train[i]);
+                labels.push(self.train_labels[i]);
+            }
+        }
+        self.train = train;
+        self.train_labels = labels;
+    }
 }
 
 /// Splits `rows`: the dataset's test split is the test set; of its training classes (sorted by
@@ -126,6 +155,32 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn limit_train_per_class_keeps_n_per_class_seeded() {
+        let mut r = rows(1..11, 6, Split::Train);
+        r.extend(rows(21..25, 2, Split::Test));
+        let full = split(&r, 0.0, 0, 0).unwrap();
+        let mut a = full.clone();
+        a.limit_train_per_class(4, 3);
+        let mut b = full.clone();
+        b.limit_train_per_class(4, 3);
+        assert_eq!(a, b, "the same seed keeps the same images");
+        assert_eq!(a.train.len(), 40);
+        for label in 0..10 {
+            assert_eq!(a.train_labels.iter().filter(|&&l| l == label).count(), 4);
+        }
+        for (&i, &l) in a.train.iter().zip(&a.train_labels) {
+            assert_eq!(full.train_classes[l as usize], r[i].class_id);
+        }
+        let mut c = full.clone();
+        c.limit_train_per_class(4, 4);
+        assert_ne!(a.train, c.train, "another seed keeps other images");
+        let mut d = full.clone();
+        d.limit_train_per_class(0, 3);
+        assert_eq!(d, full, "0 keeps everything");
+        assert_eq!(a.test, full.test);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::loss::group_loss::{GroupLoss, GroupLossOptions};
 use crate::model::net::EmbeddingNet;
 use crate::project::Project;
 use crate::stages::prepare;
-use crate::train::config::{Selection, TrainConfig};
+use crate::train::config::{AugmentChoice, OptimizerChoice, Selection, TrainConfig};
 use crate::train::epoch::{self, EpochInputs};
 use crate::train::init;
 use crate::train::radam::{RAdam, RAdamParams};
@@ -68,8 +68,9 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
     })?;
     let crops_file = crops.dir.join(&crops.manifest.file);
     let rows = Arc::new(crop_cache::read(&crops_file, None)?);
-    let splits = split::split(&rows, cfg.val_fraction, cfg.val_seed, cfg.class_limit)
+    let mut splits = split::split(&rows, cfg.val_fraction, cfg.val_seed, cfg.class_limit)
         .with_context(|| format!("splitting {}", crops_file.display()))?;
+    splits.limit_train_per_class(cfg.train_images_per_class, cfg.val_seed);
     let run_dir = RunDir::new(s.run_dir.clone());
     let run_config = RunConfig {
         run_id: s.run_id.clone(),
@@ -114,6 +115,7 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         lr: cfg.lr,
         eps: cfg.adam_eps,
         weight_decay: cfg.weight_decay,
+        rectify: cfg.optimizer == OptimizerChoice::Radam,
         ..Default::default()
     };
     opt_params.validate()?;
@@ -180,6 +182,7 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         augment: Augment {
             scale: (cfg.crop_scale_min, 1.0),
             hflip: cfg.hflip,
+            shift_only: cfg.augment == AugmentChoice::RandomCrop,
         },
         threads: cfg.loader_threads,
         prefetch: cfg.prefetch,

@@ -1,0 +1,66 @@
+//! A released model as a run: a run directory that never trains (recipe [`RECIPE`] of
+//! `pipeline/train.toml`, `epochs = 0`) whose initial weights are a converted `gl weights`
+//! entry, e.g. the authors' `groupl_trained_cub`. Embedded with `--model untrained` it is that
+//! checkpoint as released, on our splits, crops and metrics (`gl embed RUN --weights W
+//! --dataset D`; the `[released]` table of a pipeline profile).
+
+use crate::project::Project;
+use crate::train::config::TrainConfig;
+use crate::train::run_dir::RunDir;
+use crate::train::trainer::{self, Settings};
+use anyhow::{ensure, Context, Result};
+use tch::Device;
+
+/// The `[profiles.<name>]` of pipeline/train.toml a released model's run is resolved with.
+pub const RECIPE: &str = "released";
+
+/// The resolved configuration of the run of weights entry `weights` on `dataset`: the
+/// dataset's values (input size, resize, Recall@K, backbone), then [`RECIPE`], then `init =
+/// "weights:<weights>"`. An error unless it trains for 0 epochs.
+pub fn config(project_root: &std::path::Path, dataset: &str, weights: &str) -> Result<TrainConfig> {
+    ensure!(
+        !weights.is_empty() && !weights.contains(['"', '\\']),
+        "weights entry {weights:?} is not a plain name"
+    );
+    let set = [format!("init=\"weights:{weights}\"")];
+    let cfg = TrainConfig::resolve(project_root, dataset, RECIPE, &set)
+        .with_context(|| format!("the released model {weights} on {dataset}"))?;
+    ensure!(
+        cfg.epochs == 0,
+        "{}: [profiles.{RECIPE}] resolves to epochs = {} for dataset {dataset:?}; a released \
+         model's run must not train (epochs = 0)",
+        project_root
+            .join(crate::train::config::TRAIN_FILE)
+            .display(),
+        cfg.epochs
+    );
+    Ok(cfg)
+}
+
+/// Creates (or, when it exists with the same configuration, keeps) the run directory `run_id`
+/// of weights entry `weights` on `dataset`: the crop cache is prepared, `config.json` and a
+/// `run.json` of 0 epochs are written, and the run is indexed through `on_commit` (the caller's
+/// catalogue hook). A directory with another configuration is an error naming the keys.
+pub fn create(
+    project: &Project,
+    dataset: &str,
+    weights: &str,
+    run_id: &str,
+    device: Device,
+    on_commit: trainer::OnEpoch<'_>,
+) -> Result<RunDir> {
+    let config = config(&project.root, dataset, weights)?;
+    let s = Settings {
+        project: project.clone(),
+        dataset: dataset.to_string(),
+        profile: RECIPE.to_string(),
+        config,
+        seed: 0,
+        device,
+        run_id: run_id.to_string(),
+        run_dir: project.runs_dir().join(run_id),
+        resume: true,
+        progress: false,
+    };
+    Ok(trainer::run(&s, on_commit)?.run_dir)
+}
