@@ -5,6 +5,8 @@
 
 pub mod data;
 pub mod figures;
+#[cfg(test)]
+mod fixtures;
 pub mod gallery;
 pub mod paired;
 pub mod published;

@@ -276,28 +276,10 @@ pub fn summary(d: &DatasetData) -> String {
 mod tests {
     use super::*;
     use crate::report::data::MetricRow;
-
-    fn run(id: &str, seed: u64) -> RunRow {
-        RunRow {
-            run_id: id.into(),
-            seed,
-            epochs_done: 1,
-            selected_epoch: Some(1),
-            r1_last: None,
-            r1_val_selected: None,
-            r1_best_on_test: None,
-            point: Vec::new(),
-            val_map_r: None,
-        }
-    }
+    use crate::report::fixtures::run;
 
     fn metric(method: Method, subject: &str, value: f64) -> MetricRow {
-        MetricRow {
-            method,
-            subject: subject.into(),
-            metric: "recall@1".into(),
-            value,
-        }
+        crate::report::fixtures::metric(method, subject, "recall@1", value)
     }
 
     fn data(gl: &[f64], sm: &[f64], untrained: f64) -> DatasetData {

@@ -316,25 +316,15 @@ mod tests {
 
     fn run(id: &str, seed: u64, tau: f64) -> RunRow {
         RunRow {
-            run_id: id.into(),
-            seed,
             epochs_done: 2,
             selected_epoch: Some(2),
-            r1_last: None,
-            r1_val_selected: None,
-            r1_best_on_test: None,
             point: vec![json!(tau)],
-            val_map_r: None,
+            ..crate::report::fixtures::run(id, seed)
         }
     }
 
     fn metric(method: Method, subject: &str, value: f64) -> MetricRow {
-        MetricRow {
-            method,
-            subject: subject.into(),
-            metric: "recall@1".into(),
-            value,
-        }
+        crate::report::fixtures::metric(method, subject, "recall@1", value)
     }
 
     fn epoch(run: &str, epoch: i64, val: f64) -> EpochRow {

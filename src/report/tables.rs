@@ -393,24 +393,7 @@ mod tests {
 
     #[test]
     fn the_paper_rows_and_differences_use_the_published_numbers() {
-        use crate::report::data::MetricRow;
-        let run = |id: &str, seed| RunRow {
-            run_id: id.into(),
-            seed,
-            epochs_done: 1,
-            selected_epoch: Some(1),
-            r1_last: None,
-            r1_val_selected: None,
-            r1_best_on_test: None,
-            point: vec![],
-            val_map_r: None,
-        };
-        let m = |method, subject: &str, metric: &str, value| MetricRow {
-            method,
-            subject: subject.into(),
-            metric: metric.into(),
-            value,
-        };
+        use crate::report::fixtures::{metric as m, run};
         let d = DatasetData {
             name: "cub".into(),
             group_loss: vec![run("a", 0), run("b", 1)],
@@ -446,13 +429,8 @@ mod tests {
 
     #[test]
     fn a_released_model_sits_above_the_paper_rows_with_its_difference() {
-        use crate::report::data::{MetricRow, ReleasedRow};
-        let m = |method, subject: &str, metric: &str, value| MetricRow {
-            method,
-            subject: subject.into(),
-            metric: metric.into(),
-            value,
-        };
+        use crate::report::data::ReleasedRow;
+        use crate::report::fixtures::metric as m;
         let d = DatasetData {
             name: "cub".into(),
             released: Some(ReleasedRow {
