@@ -15,6 +15,32 @@ pub fn parse_override(o: &str) -> Result<(String, toml::Value)> {
     Ok((key.trim().to_string(), value))
 }
 
+/// A figment error with its key path and source on one line: the file it came from, or
+/// "from --set" for a command-line override (never the source location of the code that merged
+/// it).
+pub fn describe(e: &figment::Error) -> String {
+    let mut parts = Vec::new();
+    for err in e.clone() {
+        let key = err.path.join(".");
+        let source = match err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(f)) => format!(" (in {})", f.display()),
+            Some(figment::Source::Code(_)) => " (from --set)".to_string(),
+            Some(s) => format!(" (from {s})"),
+            None => err
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default(),
+        };
+        parts.push(if key.is_empty() {
+            format!("{}{source}", err.kind)
+        } else {
+            format!("key `{key}`: {}{source}", err.kind)
+        });
+    }
+    parts.join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

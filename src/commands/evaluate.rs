@@ -140,6 +140,7 @@ pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
     let p = params(&args.metrics)?;
     if let Some(file) = &args.embeddings {
         let set = embeddings_file::read(file)?;
+        set.check_searchable(&file.display().to_string())?;
         let m = metrics::evaluate(
             &set.vectors,
             &set.class_ids,

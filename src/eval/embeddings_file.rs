@@ -42,6 +42,30 @@ impl EmbeddingSet {
     pub fn dim(&self) -> i64 {
         self.vectors.size()[1]
     }
+
+    /// Checks that the vectors can be searched at all: at least one dimension, every value
+    /// finite, no all-zero row (its cosine to anything is undefined, and an exact search would
+    /// rank it arbitrarily). `what` names the source in the error, with the first bad row.
+    pub fn check_searchable(&self, what: &str) -> Result<()> {
+        ensure!(self.dim() >= 1, "{what}: the vectors have 0 dimensions");
+        let v = self.vectors.to_kind(tch::Kind::Float);
+        let bad_value = v.isfinite().logical_not().any_dim(1, false);
+        if let Some(row) = first_true(&bad_value) {
+            bail!("{what}: row {row} has a value that is NaN or infinite");
+        }
+        let zero = v.abs().amax(&[1i64][..], false).eq(0.0);
+        if let Some(row) = first_true(&zero) {
+            let n = zero.sum(tch::Kind::Int64).int64_value(&[]);
+            bail!("{what}: row {row} is all zeros ({n} such rows); a zero vector has no direction to search by");
+        }
+        Ok(())
+    }
+}
+
+/// Index of the first `true` of a 1-d boolean tensor.
+fn first_true(mask: &Tensor) -> Option<i64> {
+    let idx = mask.nonzero();
+    (idx.size()[0] > 0).then(|| idx.int64_value(&[0, 0]))
 }
 
 fn vector_field(name: &str, dim: i32) -> Field {
@@ -258,4 +282,44 @@ fn append_vectors(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(rows: &[&[f32]], dim: i64) -> EmbeddingSet {
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        EmbeddingSet {
+            image_ids: None,
+            class_ids: (0..rows.len() as i64).collect(),
+            vectors: Tensor::from_slice(&flat).view([rows.len() as i64, dim]),
+            raw: None,
+        }
+    }
+
+    /// Written to a real file and read back, as `gl evaluate --embeddings` reads it.
+    fn round_trip(s: &EmbeddingSet) -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("e.parquet");
+        write(&f, s)?;
+        read(&f)?.check_searchable("e.parquet")
+    }
+
+    #[test]
+    fn unsearchable_vectors_are_refused_naming_the_row() {
+        assert!(round_trip(&set(&[&[1.0, 0.0], &[0.0, 1.0]], 2)).is_ok());
+        let e = round_trip(&set(&[&[1.0, 0.0], &[0.0, 0.0], &[0.0, 0.0]], 2)).unwrap_err();
+        assert!(
+            e.to_string().contains("row 1 is all zeros (2 such rows)"),
+            "{e}"
+        );
+        let e = set(&[&[], &[]], 0).check_searchable("x").unwrap_err();
+        assert!(e.to_string().contains("0 dimensions"), "{e}");
+        let e = round_trip(&set(&[&[1.0, f32::NAN]], 2)).unwrap_err();
+        assert!(
+            e.to_string().contains("row 0 has a value that is NaN"),
+            "{e}"
+        );
+    }
 }

@@ -177,7 +177,7 @@ impl Profile {
         }
         let mut p: Profile = fig
             .extract()
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .map_err(|e| anyhow::anyhow!("{}", crate::config::describe(&e)))
             .with_context(|| format!("resolving profile {name:?} from {}", path.display()))?;
         p.name = name.to_string();
         p.validate()
@@ -278,28 +278,4 @@ impl Profile {
         );
         Ok(())
     }
-}
-
-/// A figment error with its key path and source on one line.
-fn describe(e: &figment::Error) -> String {
-    let mut parts = Vec::new();
-    for err in e.clone() {
-        let key = err.path.join(".");
-        let source = match err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-            Some(figment::Source::File(f)) => format!(" (in {})", f.display()),
-            Some(figment::Source::Code(_)) => " (from --set)".to_string(),
-            Some(s) => format!(" (from {s})"),
-            None => err
-                .metadata
-                .as_ref()
-                .map(|m| format!(" (from {})", m.name))
-                .unwrap_or_default(),
-        };
-        parts.push(if key.is_empty() {
-            format!("{}{source}", err.kind)
-        } else {
-            format!("key `{key}`: {}{source}", err.kind)
-        });
-    }
-    parts.join("; ")
 }

@@ -231,7 +231,7 @@ impl TrainConfig {
         }
         let cfg: TrainConfig = fig
             .extract()
-            .map_err(|e| anyhow::anyhow!("{}", e))
+            .map_err(|e| anyhow::anyhow!("{}", crate::config::describe(&e)))
             .with_context(|| {
                 format!(
                     "resolving dataset {dataset:?}, profile {profile:?} from {}",
@@ -358,5 +358,29 @@ impl TrainConfig {
     /// reloads the best model).
     pub fn is_lr_drop(&self, epoch: usize) -> bool {
         epoch > 1 && self.lr_milestones.contains(&(epoch - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad `--set` names the key and says it came from `--set`, not where in our code the
+    /// override was merged.
+    #[test]
+    fn an_unknown_set_key_is_blamed_on_set() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let e = TrainConfig::resolve(root, "demo", "demo", &["taux=3.0".into()]).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("taux") && e.contains("(from --set)"), "{e}");
+        assert!(!e.contains(".rs:"), "{e}");
+        let e =
+            TrainConfig::resolve(root, "demo", "demo", &["optimizer=\"sgd\"".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("key `optimizer`"), "{e:#}");
+        let ok = TrainConfig::resolve(root, "demo", "demo", &[]).unwrap();
+        assert_eq!(
+            (ok.optimizer, ok.augment),
+            (OptimizerChoice::Adam, AugmentChoice::RandomCrop)
+        );
     }
 }

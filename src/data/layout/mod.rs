@@ -88,8 +88,18 @@ pub enum LayoutError {
 }
 
 impl Layout {
-    /// Parses the dataset extracted at `root`.
+    /// Parses the dataset extracted at `root`. Every image path the layout's index files name
+    /// must stay inside `root` ([`check_inside`]): the archive extractor's rule for entry names
+    /// holds for the paths a parser produces too, whatever the layout.
     pub fn parse(&self, root: &Path) -> Result<DatasetIndex, LayoutError> {
+        let index = self.parse_unchecked(root)?;
+        for e in &index.images {
+            check_inside(root, &e.rel_path)?;
+        }
+        Ok(index)
+    }
+
+    fn parse_unchecked(&self, root: &Path) -> Result<DatasetIndex, LayoutError> {
         match self {
             Layout::Cub => cub::parse(root),
             Layout::CarsMat { annotations } => cars::parse_mat(root, annotations),
@@ -103,6 +113,36 @@ impl Layout {
             Layout::ImageFolder { csv, split } => image_folder::parse(root, csv.as_deref(), split),
         }
     }
+}
+
+/// Checks that `rel` (an image path from a layout's index files) names a file inside `root`: a
+/// relative path of plain components (no `..`, no root, no drive), and — where it exists — one
+/// whose real location, symlinks resolved, is still under `root`'s. A path that leaves the
+/// dataset is an error naming it, never read into the crop cache.
+pub fn check_inside(root: &Path, rel: &str) -> Result<(), LayoutError> {
+    use std::path::Component;
+    let invalid = |message: String| LayoutError::Invalid {
+        path: root.join(rel),
+        message,
+    };
+    let p = Path::new(rel);
+    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(invalid(format!(
+            "image path {rel:?} is not a plain relative path inside the dataset root {}",
+            root.display()
+        )));
+    }
+    let full = root.join(p);
+    if let (Ok(real), Ok(real_root)) = (full.canonicalize(), root.canonicalize()) {
+        if !real.starts_with(&real_root) {
+            return Err(invalid(format!(
+                "image path {rel:?} resolves to {}, outside the dataset root {} (a symlink leaves it)",
+                real.display(),
+                real_root.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a text file, naming it on error.
@@ -154,4 +194,96 @@ fn field<T: std::str::FromStr>(
         line,
         message: format!("{what} `{raw}` is not valid"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CUB-layout root whose `images.txt` names `path` for its one image of class 1 (and a
+    /// second of class 2, so the split has both halves).
+    fn cub_root(path: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path().join("root");
+        std::fs::create_dir_all(r.join("images/1")).unwrap();
+        std::fs::write(r.join("images/1/a.png"), b"x").unwrap();
+        std::fs::write(r.join("images.txt"), format!("1 {path}\n2 1/a.png\n")).unwrap();
+        std::fs::write(r.join("image_class_labels.txt"), "1 1\n2 2\n").unwrap();
+        dir
+    }
+
+    fn cub_error(path: &str) -> String {
+        let dir = cub_root(path);
+        match Layout::Cub.parse(&dir.path().join("root")) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{path:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn index_paths_that_leave_the_root_are_refused_by_name() {
+        // CUB paths are under `images/`: `..` must not climb out of it.
+        for bad in ["../../secret.png", "1/../../../x.png"] {
+            let e = cub_error(bad);
+            assert!(
+                e.contains(bad) && e.contains("not a plain relative path"),
+                "{e}"
+            );
+        }
+        let ok = cub_root("1/a.png");
+        assert!(Layout::Cub.parse(&ok.path().join("root")).is_ok());
+        // An image-folder CSV names paths as they are: absolute and `..` ones are refused.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("b")).unwrap();
+        std::fs::write(dir.path().join("b/y.png"), b"y").unwrap();
+        let layout = Layout::ImageFolder {
+            csv: Some("index.csv".into()),
+            split: image_folder::SplitRule::ClassHalves,
+        };
+        for bad in ["/etc/hostname", "../outside.png"] {
+            std::fs::write(
+                dir.path().join("index.csv"),
+                format!("path,class\n{bad},a\nb/y.png,b\n"),
+            )
+            .unwrap();
+            let e = layout.parse(dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains(bad) && e.contains("not a plain relative path"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_root_is_refused() {
+        let dir = cub_root("1/link.png");
+        std::fs::write(dir.path().join("secret.png"), b"s").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("secret.png"),
+            dir.path().join("root/images/1/link.png"),
+        )
+        .unwrap();
+        let e = Layout::Cub
+            .parse(&dir.path().join("root"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside the dataset root"), "{e}");
+        // An image folder with a class directory linked from outside.
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("elsewhere")).unwrap();
+        std::fs::write(out.path().join("elsewhere/x.png"), b"x").unwrap();
+        let root = dir.path().join("folder");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/y.png"), b"y").unwrap();
+        std::os::unix::fs::symlink(out.path().join("elsewhere"), root.join("b")).unwrap();
+        let layout = Layout::ImageFolder {
+            csv: None,
+            split: image_folder::SplitRule::ClassHalves,
+        };
+        if let Err(e) = layout.parse(&root) {
+            assert!(e.to_string().contains("outside the dataset root"), "{e}");
+        } else {
+            panic!("a class directory linked from outside was indexed");
+        }
+    }
 }
