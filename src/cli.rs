@@ -340,6 +340,9 @@ pub struct PrepareArgs {
     /// Worker threads [default: all cores].
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Rebuild the cache even when an intact one exists (a damaged one is always rebuilt).
+    #[arg(long)]
+    pub force: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

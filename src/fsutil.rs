@@ -34,7 +34,71 @@ pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// sha256 of a file, streamed (hex).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// sha256 over the listing of the tree under `root`: every file's relative path, size and
+/// modification time (links followed, names in byte order). Cheap (no content read), and it
+/// changes when a file is added, removed, renamed or rewritten: what stands in for an archive
+/// checksum where a dataset is a local folder.
+pub fn tree_digest(root: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    fn walk(dir: &Path, rel: &Path, depth: usize, h: &mut Sha256) -> Result<()> {
+        anyhow::ensure!(
+            depth < 64,
+            "{}: folders nested too deep (a link loop?)",
+            dir.display()
+        );
+        let read = |e| anyhow::Error::new(e).context(format!("listing {}", dir.display()));
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(read)?
+            .collect::<std::io::Result<_>>()
+            .map_err(read)?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let meta =
+                std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            let rel = rel.join(e.file_name());
+            if meta.is_dir() {
+                walk(&path, &rel, depth + 1, h)?;
+            } else {
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                h.update(rel.as_os_str().as_bytes());
+                h.update([0]);
+                h.update(meta.len().to_le_bytes());
+                h.update(mtime.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+    let mut h = Sha256::new();
+    walk(root, Path::new(""), 0, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// fsyncs the directory `dir`, so the renames and new entries in it survive a power cut.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing the directory {}", dir.display()))
 }
 
 /// Reads and parses the TOML file `path` (`what` names it in the error: "the stage DAG").

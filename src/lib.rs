@@ -25,3 +25,4 @@ pub mod report;
 pub mod runtime;
 pub mod stages;
 pub mod train;
+pub mod writer_lock;

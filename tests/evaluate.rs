@@ -320,6 +320,11 @@ fn embed_evaluate_and_ensemble_a_trained_run() {
         p.join("data/runs/tiny-s0").join(file),
     )
     .unwrap();
+    // …with the digest a training run records beside it (a copy alone is refused as damaged).
+    let s0 = p.join("data/runs/tiny-s0/state.json");
+    let mut state0: Value = serde_json::from_slice(&std::fs::read(&s0).unwrap()).unwrap();
+    state0["sha256"][file] = state["sha256"][file].clone();
+    std::fs::write(&s0, serde_json::to_vec(&state0).unwrap()).unwrap();
     for run in ["tiny-s0", "tiny-s1"] {
         let (code, out, err) = gl_cli::run(p, &["embed", run, "--device", "cpu"], &[]);
         assert_eq!(code, 0, "{out}{err}");

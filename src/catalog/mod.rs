@@ -17,6 +17,7 @@ pub mod runs;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use duckdb::{AccessMode, Config, Connection, Transaction};
@@ -37,6 +38,8 @@ pub struct Catalog {
     path: PathBuf,
     read_only: bool,
     schema_version: u32,
+    /// The temporary copy a snapshot reads (removed when the catalogue is dropped).
+    _snapshot: Option<tempfile::TempDir>,
 }
 
 impl Catalog {
@@ -64,6 +67,7 @@ impl Catalog {
             path,
             read_only: false,
             schema_version,
+            _snapshot: None,
         })
     }
 
@@ -90,6 +94,7 @@ impl Catalog {
             path,
             read_only: true,
             schema_version,
+            _snapshot: None,
         })
     }
 
@@ -97,22 +102,81 @@ impl Catalog {
     /// process holds the file (a training run indexing an epoch); other errors are returned at
     /// once.
     pub fn open_waiting(path: impl AsRef<Path>, read_only: bool) -> Result<Self, CatalogError> {
+        Self::open_waiting_for(path, read_only, Duration::from_secs(3))
+    }
+
+    /// As [`Catalog::open_waiting`], retrying for up to `patience`, saying every few seconds
+    /// that it waits and for which file (the coordinator recording a task waits a minute
+    /// rather than lose the record).
+    pub fn open_waiting_for(
+        path: impl AsRef<Path>,
+        read_only: bool,
+        patience: Duration,
+    ) -> Result<Self, CatalogError> {
         let path = path.as_ref();
-        let mut delay = std::time::Duration::from_millis(50);
+        let start = std::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let mut told = Duration::ZERO;
         loop {
             let opened = match read_only {
                 true => Self::open_read_only(path),
                 false => Self::open(path),
             };
             match opened {
-                Err(e @ CatalogError::Open { .. }) if delay < std::time::Duration::from_secs(2) => {
-                    tracing::debug!("catalogue busy ({e}), retrying in {delay:?}");
+                Err(e @ CatalogError::Open { .. }) if start.elapsed() + delay < patience => {
+                    if start.elapsed() >= told + Duration::from_secs(5) {
+                        told = start.elapsed();
+                        tracing::warn!(
+                            "waiting for the catalogue {} (held by another process): {e}",
+                            path.display()
+                        );
+                    }
                     std::thread::sleep(delay);
-                    delay *= 2;
+                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 other => return other,
             }
         }
+    }
+
+    /// A read-only view of a copy of the catalogue (`gl sql`, `gl report`): a long query holds
+    /// no lock on the catalogue, so it never makes a writer fail. The copy is taken again when
+    /// a writer was mid-checkpoint and the copy does not open.
+    pub fn open_snapshot(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(CatalogError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let snapshot_err = |source| CatalogError::CreateDir {
+            path: std::env::temp_dir(),
+            source,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("gl-catalog-snapshot-")
+            .tempdir()
+            .map_err(snapshot_err)?;
+        let copy = dir.path().join("catalog.duckdb");
+        let mut last = None;
+        for _ in 0..5 {
+            let _ = std::fs::remove_file(copy.with_extension("duckdb.wal"));
+            std::fs::copy(path, &copy).map_err(snapshot_err)?;
+            let wal = PathBuf::from(format!("{}.wal", path.display()));
+            if wal.is_file() {
+                std::fs::copy(&wal, copy.with_extension("duckdb.wal")).map_err(snapshot_err)?;
+            }
+            match Self::open_read_only(&copy) {
+                Ok(mut cat) => {
+                    cat.path = path.to_path_buf();
+                    cat._snapshot = Some(dir);
+                    return Ok(cat);
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(last.expect("tried at least once"))
     }
 
     /// Runs `f` inside one DuckDB transaction: commits when it returns `Ok`, rolls back when it

@@ -58,6 +58,40 @@ CREATE TABLE epochs (
 );
 "#;
 
+/// Schema version 8: `runs.status` may also be `failed` or `interrupted` (a run nobody is
+/// writing that did not finish), so killed and failed runs no longer read as running. DuckDB
+/// cannot alter a CHECK constraint, so the table is copied into one with the new constraint.
+pub const MIGRATION_8_SQL: &str = r#"
+CREATE TABLE runs_v8 (
+    run_id               VARCHAR PRIMARY KEY,
+    dataset              VARCHAR NOT NULL,
+    profile              VARCHAR NOT NULL,
+    seed                 UBIGINT NOT NULL,
+    backbone             VARCHAR NOT NULL,
+    objective            VARCHAR NOT NULL,
+    selection            VARCHAR NOT NULL,
+    device               VARCHAR NOT NULL,
+    run_dir              VARCHAR NOT NULL,
+    status               VARCHAR NOT NULL
+        CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
+    epochs_planned       INTEGER NOT NULL,
+    epochs_done          INTEGER NOT NULL,
+    selected_epoch       INTEGER,
+    test_r1_last         DOUBLE,
+    test_r1_val_selected DOUBLE,
+    test_r1_best_on_test DOUBLE,
+    test_r1_untrained    DOUBLE,
+    val_r1_untrained     DOUBLE,
+    config               JSON NOT NULL,
+    summary              JSON,
+    created_at           TIMESTAMP NOT NULL,
+    indexed_at           TIMESTAMP NOT NULL
+);
+INSERT INTO runs_v8 SELECT * FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v8 RENAME TO runs;
+"#;
+
 fn enum_str<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
@@ -85,6 +119,7 @@ pub fn ingest_run(cat: &mut Catalog, dir: &Path) -> Result<()> {
     } else {
         None
     };
+    let progress = rd.progress()?;
     let r1 = |v: &Option<Vec<f64>>| v.as_ref().and_then(|v| v.first().copied());
     let created = UNIX_EPOCH + Duration::from_secs(cfg.created_unix);
     let path = cat.path().display().to_string();
@@ -103,11 +138,7 @@ pub fn ingest_run(cat: &mut Catalog, dir: &Path) -> Result<()> {
                 enum_str(&cfg.train.selection),
                 cfg.device,
                 dir.display().to_string(),
-                if summary.is_some() {
-                    "completed"
-                } else {
-                    "running"
-                },
+                progress.as_str(),
                 cfg.train.epochs as i64,
                 epochs.len() as i64,
                 summary

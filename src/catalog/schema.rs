@@ -134,6 +134,11 @@ CREATE TABLE weights (
         name: "pipeline_profiles.tasks",
         sql: super::pipeline::MIGRATION_7_SQL,
     },
+    Migration {
+        version: 8,
+        name: "runs.status failed, interrupted",
+        sql: super::runs::MIGRATION_8_SQL,
+    },
 ];
 
 /// The newest schema version this binary can read and write.
@@ -227,5 +232,48 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "migration {}", m.name);
         }
+    }
+
+    /// Migration 8 rebuilds `runs` for its new statuses: rows of a v7 catalogue survive it.
+    #[test]
+    fn runs_rows_survive_migration_8_and_may_then_read_interrupted() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.duckdb");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(CREATE_VERSION_TABLE).unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= 7) {
+            conn.execute_batch(m.sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?, ?, ?)",
+                params![m.version, m.name, timestamp(SystemTime::now())],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO runs VALUES ('r1', 'demo', 'demo', 3, 'tiny_cnn', 'group_loss', \
+             'val', 'cpu', 'runs/r1', 'running', 2, 1, 1, NULL, 0.5, NULL, NULL, NULL, \
+             '{\"a\": 1}', NULL, now(), now())",
+        )
+        .unwrap();
+        let interrupted = "UPDATE runs SET status = 'interrupted'";
+        assert!(
+            conn.execute_batch(interrupted).is_err(),
+            "v7 knows no such status"
+        );
+        assert_eq!(migrate(&mut conn, &path).unwrap(), latest_version());
+        conn.execute_batch(interrupted).unwrap();
+        let row: (String, u64, f64, String, String) = conn
+            .query_row(
+                "SELECT run_id, seed, test_r1_val_selected, config::VARCHAR, status FROM runs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(row.0, "r1");
+        assert_eq!((row.1, row.2), (3, 0.5));
+        assert_eq!(
+            (row.3.as_str(), row.4.as_str()),
+            ("{\"a\": 1}", "interrupted")
+        );
     }
 }

@@ -119,21 +119,21 @@ pub fn crop_rows(prepared: Vec<(u32, u32, Vec<u8>)>) -> Vec<CropRow> {
     prepared
         .into_iter()
         .enumerate()
-        .map(|(i, (width, height, jpeg))| CropRow {
-            image_id: i as i64 + 1,
-            class_id: i as i64 % 50,
-            split: Split::Train,
-            width,
-            height,
-            jpeg,
-            sha256: String::new(),
+        .map(|(i, (width, height, jpeg))| {
+            CropRow::new(
+                i as i64 + 1,
+                i as i64 % 50,
+                Split::Train,
+                (width, height),
+                jpeg,
+            )
         })
         .collect()
 }
 
 /// Writes `rows` as a Parquet crop cache at `path` and reads it back as the trainer does.
 pub fn cache_rows(rows: &[CropRow], path: &Path) -> Result<Arc<Vec<CropRow>>> {
-    let mut w = CacheWriter::create(std::fs::File::create(path)?)?;
+    let mut w = CacheWriter::create(std::fs::File::create(path)?, path)?;
     w.write_group(rows)?;
     w.finish()?;
     Ok(Arc::new(crate::data::crop_cache::read(path, None)?))

@@ -86,6 +86,7 @@ pub fn embed(args: EmbedArgs, project: Project) -> Result<ExitCode> {
     if let (Some(weights), Some(dataset)) = (&args.weights, &args.dataset) {
         create_released(&project, &args.run, dataset, weights, &s)?;
     }
+    let _writer = writer_lock(&s.run_dir)?;
     for r in embed::run(&s)? {
         println!(
             "{} {} {}: {} × {} → {}",
@@ -136,6 +137,13 @@ fn create_released(
     Ok(())
 }
 
+/// The run directory's writer lock while embedding or evaluating into it (none for a
+/// directory that does not exist: the stage fails on it, naming it).
+fn writer_lock(dir: &std::path::Path) -> Result<Option<crate::writer_lock::WriterLock>> {
+    let rd = crate::train::run_dir::RunDir::new(dir.to_path_buf());
+    rd.root.is_dir().then(|| rd.lock()).transpose()
+}
+
 pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
     let p = params(&args.metrics)?;
     if let Some(file) = &args.embeddings {
@@ -156,6 +164,7 @@ pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
         recall_ks: args.metrics.ks.clone(),
         params: p,
     };
+    let _writer = writer_lock(&s.embed.run_dir)?;
     let records = evaluate::run(&s)?;
     index(&project, &s.embed.run_dir);
     for r in &records {

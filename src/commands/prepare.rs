@@ -15,6 +15,7 @@ pub fn resolve(args: PrepareArgs, project: Project) -> Result<(Settings, Option<
         row_group,
         max_failed_fraction,
         jobs,
+        force,
         quiet,
     } = args;
     let params = PrepareParams {
@@ -30,6 +31,7 @@ pub fn resolve(args: PrepareArgs, project: Project) -> Result<(Settings, Option<
             dataset,
             params,
             progress: !quiet,
+            force,
         },
         jobs,
     ))

@@ -16,7 +16,7 @@ pub fn run(args: ReportArgs, project: Project) -> Result<ExitCode> {
         path.display(),
         args.profile
     );
-    let cat = Catalog::open_waiting(&path, true)?;
+    let cat = Catalog::open_snapshot(&path)?;
     let reports = args.out.unwrap_or_else(|| project.reports_dir());
     let files = generate(
         &cat,

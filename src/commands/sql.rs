@@ -14,8 +14,8 @@ pub fn run(args: SqlArgs, project: Project) -> Result<ExitCode> {
         "no catalogue at {} yet: run `gl fetch <dataset>` first",
         path.display()
     );
-    // Waits briefly while a training run indexes an epoch.
-    let cat = Catalog::open_waiting(&path, true)?;
+    // On a copy: a long query never holds the catalogue a writer needs.
+    let cat = Catalog::open_snapshot(&path)?;
     let format = match format {
         SqlFormat::Table => OutputFormat::Table,
         SqlFormat::Csv => OutputFormat::Csv,

@@ -11,8 +11,7 @@ use std::process::ExitCode;
 
 /// Settings, or `None` when `--print-config` only printed the configuration.
 pub fn resolve(args: TrainArgs, project: Project) -> Result<Option<Settings>> {
-    let config =
-        TrainConfig::resolve(&project.root, &args.dataset, &args.profile, &args.overrides)?;
+    let config = TrainConfig::resolve(&project, &args.dataset, &args.profile, &args.overrides)?;
     if args.print_config {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(None);

@@ -43,6 +43,13 @@ pub struct DatasetSpec {
     /// Published counts; the fetch stage fails when the parsed dataset differs.
     #[serde(default)]
     pub expect: ExpectedCounts,
+    /// Training recipe values for this dataset, for a dataset that `pipeline/train.toml` has
+    /// no `[datasets.<name>]` section for (one's own data: declared beside the dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<figment::value::Dict>,
+    /// How much its archives may write when extracted (decompression bombs stop there).
+    #[serde(default)]
+    pub limits: crate::data::archive::Limits,
 }
 
 /// One file of a dataset.

@@ -135,13 +135,14 @@ impl Local {
         }
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        Command::new(&self.gl)
-            .args(&self.global)
+        let mut cmd = Command::new(&self.gl);
+        cmd.args(&self.global)
             .args(&task.argv)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
+            .stderr(out);
+        dies_with_parent(&mut cmd);
+        cmd.spawn()
             .with_context(|| format!("starting {}", self.gl.display()))
     }
 
@@ -159,6 +160,32 @@ impl Local {
         Ok(())
     }
 }
+
+/// The task gets SIGTERM when the coordinator dies, however it dies (SIGKILL included), so no
+/// task outlives its `gl run` and the data lock it held: a second `gl run` cannot start a
+/// second writer beside an orphan. (Linux `PR_SET_PDEATHSIG`; tasks are spawned from the
+/// coordinator's main thread, which lives as long as it does.)
+#[cfg(target_os = "linux")]
+fn dies_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The coordinator died before the call above: die now instead of running orphaned.
+            if libc::getppid() != parent {
+                libc::_exit(143);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn dies_with_parent(_cmd: &mut Command) {}
 
 impl Executor for Local {
     fn name(&self) -> &str {

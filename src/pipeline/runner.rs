@@ -87,16 +87,19 @@ pub fn run(
         true => None,
         false => Some(DataLock::acquire(&project.data_dir)?),
     };
-    let latest = load_latest(project)?;
-    if !opts.dry_run {
-        let mut cat = Catalog::open_waiting(project.catalog_path(), false)?;
-        record_profile(
-            &mut cat,
-            &plan.profile.name,
-            &serde_json::to_value(&plan.profile)?,
-            &plan.tasks.iter().map(Task::id).collect::<Vec<_>>(),
-        )?;
-    }
+    let latest = match opts.dry_run {
+        true => load_latest(project)?,
+        false => {
+            let mut cat = Catalog::open_waiting_for(project.catalog_path(), false, PATIENCE)?;
+            record_profile(
+                &mut cat,
+                &plan.profile.name,
+                &serde_json::to_value(&plan.profile)?,
+                &plan.tasks.iter().map(Task::id).collect::<Vec<_>>(),
+            )?;
+            latest(&cat)?
+        }
+    };
     let mut states: Vec<TaskState> = Vec::with_capacity(plan.tasks.len());
     let mut actions: Vec<Action> = Vec::with_capacity(plan.tasks.len());
     let mut batch: Vec<usize> = Vec::new();
@@ -178,6 +181,11 @@ fn supersede(project: &Project, t: &Task) -> Result<()> {
     Ok(())
 }
 
+/// How long the coordinator waits for a catalogue another process holds (a training run
+/// indexing an epoch, `gl index-runs`) before it gives up, saying every few seconds that it
+/// waits: a record delayed is better than a record lost.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Records how task `i` ended (its fingerprint from the digests its upstream has now), indexes
 /// its outputs in the catalogue after a success, and returns its action and new state.
 fn finish(
@@ -208,7 +216,16 @@ fn finish(
                     t.outputs
                 )
             })?;
-            ingest_outputs(project, t)?;
+            // The files are the outputs; the catalogue's rows are derived from them and can be
+            // re-derived (`gl index-runs`), so a catalogue that cannot be written now does not
+            // undo a task that succeeded.
+            if let Err(e) = ingest_outputs(project, t) {
+                tracing::warn!(
+                    "{}: outputs not indexed in the catalogue (`gl index-runs` indexes them \
+                     later): {e:#}",
+                    t.id()
+                );
+            }
             digest_outputs(&files)
         }),
     };
@@ -232,7 +249,8 @@ fn finish(
         log: Some(log_path(&logs_dir(project), t).display().to_string()),
         error: error.clone(),
     };
-    let mut cat = Catalog::open_waiting(project.catalog_path(), false)?;
+    // A reader or a task holding the catalogue delays the record; it is not dropped.
+    let mut cat = Catalog::open_waiting_for(project.catalog_path(), false, PATIENCE)?;
     record_task(&mut cat, &rec)?;
     let new = TaskState {
         status: match error {

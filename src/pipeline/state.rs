@@ -59,28 +59,31 @@ pub fn fingerprint(plan: &Plan, task: &Task, dep_digests: &[Option<String>]) -> 
 /// The files behind a task's outputs, `None` if one is absent: each as (label, path), the label
 /// relative to the data directory (`project:`-prefixed for files of the project root).
 pub fn output_files(project: &Project, task: &Task) -> Result<Option<Vec<(String, PathBuf)>>> {
-    let mut files = Vec::new();
+    let mut rels = Vec::new();
     for o in &task.outputs {
-        let (label, path) = match o {
-            Output::File(rel) => (rel.display().to_string(), project.data_dir.join(rel)),
-            Output::Project(rel) => (format!("project:{}", rel.display()), project.root.join(rel)),
+        match o {
+            Output::File(rel) => rels.push((rel.display().to_string(), project.data_dir.join(rel))),
+            Output::Project(rel) => {
+                rels.push((format!("project:{}", rel.display()), project.root.join(rel)))
+            }
             Output::CropCache { dataset, resize } => {
-                match crop_cache_manifest(project, dataset, *resize)? {
-                    Some(rel) => (rel.display().to_string(), project.data_dir.join(rel)),
+                match crop_cache_files(project, dataset, *resize)? {
+                    Some(files) => rels.extend(
+                        files
+                            .into_iter()
+                            .map(|rel| (rel.display().to_string(), project.data_dir.join(rel))),
+                    ),
                     None => return Ok(None),
                 }
             }
-        };
-        if !path.is_file() {
-            return Ok(None);
         }
-        files.push((label, path));
     }
-    Ok(Some(files))
+    Ok(rels.iter().all(|(_, p)| p.is_file()).then_some(rels))
 }
 
-/// The manifest of the crop cache of `dataset` at `resize` made from its current fetch.
-fn crop_cache_manifest(project: &Project, dataset: &str, resize: u32) -> Result<Option<PathBuf>> {
+/// The manifest of the crop cache of `dataset` at `resize` made from its current fetch, and
+/// the data file it names (both hashed, so a damaged cache makes its task stale).
+fn crop_cache_files(project: &Project, dataset: &str, resize: u32) -> Result<Option<Vec<PathBuf>>> {
     let summary = project.dataset_dir(dataset).join("dataset.json");
     let Ok(bytes) = std::fs::read(&summary) else {
         return Ok(None);
@@ -95,11 +98,14 @@ fn crop_cache_manifest(project: &Project, dataset: &str, resize: u32) -> Result<
         ..Default::default()
     };
     let key = crate::stages::prepare::cache_key(fp, &params)?;
-    let rel = PathBuf::from("cache")
-        .join(dataset)
-        .join(key)
-        .join("manifest.json");
-    Ok(project.data_dir.join(&rel).is_file().then_some(rel))
+    let dir = PathBuf::from("cache").join(dataset).join(key);
+    let manifest = dir.join("manifest.json");
+    let Ok(bytes) = std::fs::read(project.data_dir.join(&manifest)) else {
+        return Ok(None);
+    };
+    let m: crate::stages::prepare::Manifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("parsing {}", project.data_dir.join(&manifest).display()))?;
+    Ok(Some(vec![manifest, dir.join(m.file)]))
 }
 
 /// sha256 of each output file and one digest over all of them.

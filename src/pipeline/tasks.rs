@@ -6,6 +6,7 @@
 //! [`crate::train::released`]): created and embedded by its `embed` task (`gl embed RUN --model
 //! untrained --dataset D --weights W`), then evaluated like any run's initial weights.
 
+use crate::data::registry::Registry;
 use crate::pipeline::dag::{Output, Task};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::sweep;
@@ -28,7 +29,13 @@ pub fn is_known(stage: &str) -> bool {
 /// The tasks of `stage` for `profile`.
 pub fn build(stage: &str, p: &Profile, project: &Project) -> Result<Vec<Task>> {
     match stage {
-        "fetch" => Ok(p.datasets.iter().map(|d| fetch(d)).collect()),
+        "fetch" => {
+            let registry = Registry::load(&project.root, &project.data_dir)?;
+            Ok(p.datasets
+                .iter()
+                .map(|d| fetch(d, project, &registry))
+                .collect())
+        }
         "weights" => Ok(p.weights.iter().map(|w| weights(w)).collect()),
         "prepare" => prepare(p, project),
         "finetune" => runs(p, project, Kind::Finetune),
@@ -76,14 +83,24 @@ fn strings(xs: &[&str]) -> Vec<String> {
     xs.iter().map(|s| s.to_string()).collect()
 }
 
-fn fetch(d: &str) -> Task {
-    task(
+/// Fetching dataset `d`. A local folder has no archive whose checksum pins it: the listing of
+/// its files is part of the task's configuration instead, so adding, removing or rewriting an
+/// image makes the task (and the crops after it) stale.
+fn fetch(d: &str, project: &Project, registry: &Registry) -> Task {
+    let mut t = task(
         "fetch",
         d.into(),
         strings(&["fetch", d, "--quiet"]),
         vec![file(format!("datasets/{d}/dataset.json"))],
         io(vec![], &format!("dataset:{d}")),
-    )
+    );
+    // (A dataset the registry does not know fails when the task runs, with the known ones.)
+    if let Some(local) = registry.datasets.get(d).and_then(|s| s.local_root.as_ref()) {
+        let root = project.root.join(local);
+        let listing = crate::fsutil::tree_digest(&root).unwrap_or_else(|e| format!("{e:#}"));
+        t.config = serde_json::json!({ "local_root": root, "listing": listing });
+    }
+    t
 }
 
 fn weights(w: &str) -> Task {
@@ -139,7 +156,7 @@ fn spec(
     recipe: &str,
     set: Vec<String>,
 ) -> Result<RunSpec> {
-    let config = TrainConfig::resolve(&project.root, dataset, recipe, &set)?;
+    let config = TrainConfig::resolve(project, dataset, recipe, &set)?;
     Ok(RunSpec {
         dataset: dataset.to_string(),
         point: String::new(),
@@ -256,7 +273,7 @@ fn released_specs(p: &Profile, project: &Project) -> Result<Vec<ReleasedSpec>> {
     p.released_datasets()
         .into_iter()
         .map(|(dataset, weights)| {
-            let config = released::config(&project.root, &dataset, &weights)
+            let config = released::config(project, &dataset, &weights)
                 .with_context(|| format!("released.{dataset}"))?;
             let h = hex::encode(Sha256::digest(serde_json::to_vec(&config)?));
             Ok(ReleasedSpec {

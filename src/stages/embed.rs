@@ -280,11 +280,11 @@ fn model_file(rd: &RunDir, choice: ModelChoice) -> Result<Option<(PathBuf, usize
     };
     Ok(Some(match choice {
         ModelChoice::Last => (
-            rd.root.join(&state.checkpoint).join("model.safetensors"),
+            state.verified(rd, &format!("{}/model.safetensors", state.checkpoint))?,
             state.epoch,
         ),
         _ => match (&state.selected, state.selected_epoch) {
-            (Some(f), Some(e)) => (rd.root.join(f), e),
+            (Some(f), Some(e)) => (state.verified(rd, f)?, e),
             _ => bail!(
                 "run {} has no selected model (its selection metric was never evaluated)",
                 rd.root.display()

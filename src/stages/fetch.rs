@@ -59,21 +59,29 @@ pub struct Outcome {
 pub fn run(s: &Settings) -> Result<Outcome> {
     let registry = Registry::load(&s.project.root, &s.project.data_dir)?;
     let spec = registry.get(&s.dataset)?.clone();
-    let (root, files, extracted) = match &spec.local_root {
+    let _writer = crate::writer_lock::WriterLock::acquire(
+        &s.project
+            .data_dir
+            .join("datasets")
+            .join(format!(".{}.lock", s.dataset)),
+        &format!("the dataset `{}`", s.dataset),
+    )?;
+    let (root, files, staged) = match &spec.local_root {
         Some(local) => {
             ensure!(
                 s.from.is_none(),
                 "dataset `{}` is a local folder: --from does not apply",
                 s.dataset
             );
-            (s.project.root.join(local), Vec::new(), false)
+            (s.project.root.join(local), Vec::new(), None)
         }
         None => {
             let files = fetch_files(s, &spec)?;
             let dir = s.project.dataset_dir(&s.dataset);
-            let extracted = assemble(&dir, &files, s.force)
+            let staged = stage(&dir, &files, &spec.limits, s.force)
                 .with_context(|| format!("extracting `{}` into {}", s.dataset, dir.display()))?;
-            (dir.join(&spec.root), files, extracted)
+            let base = staged.as_ref().map_or(dir, |t| t.path().to_path_buf());
+            (base.join(&spec.root), files, staged)
         }
     };
     ensure!(
@@ -82,12 +90,23 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         s.dataset,
         root.display()
     );
+    // Parsed and checked where it was extracted: a tree that fails here is removed with its
+    // staging directory and the dataset that was there before stays.
     let index = spec
         .layout
         .parse(&root)
         .with_context(|| format!("parsing `{}`", s.dataset))?;
     let counts = index.verify(&s.dataset, &spec.expect)?;
     check_files_exist(&root, &index)?;
+    let extracted = staged.is_some();
+    let root = match staged {
+        Some(t) => {
+            let dir = s.project.dataset_dir(&s.dataset);
+            swap_in(t, &dir)?;
+            dir.join(&spec.root)
+        }
+        None => root,
+    };
 
     let layout = serde_json::to_value(&spec.layout)?;
     let fingerprint = {
@@ -99,6 +118,12 @@ pub fn run(s: &Settings) -> Result<Outcome> {
             &spec.expect,
             env!("CARGO_PKG_VERSION"),
         ))?);
+        if spec.local_root.is_some() {
+            // A local folder has no archive checksum: its file list stands in for one, so the
+            // crop cache (keyed by this fingerprint) is rebuilt instead of reused with stale
+            // labels when an image is added, removed or rewritten.
+            h.update(crate::fsutil::tree_digest(&root)?.as_bytes());
+        }
         hex::encode(h.finalize())
     };
     let outcome = Outcome {
@@ -200,19 +225,20 @@ fn local_source(s: &Settings, spec: &DatasetSpec, name: &str) -> Result<Option<P
     Ok(None)
 }
 
-/// Builds `dir` from the fetched files: archives extracted, other files copied. Skipped when
-/// `dir/.gl-source.json` records the same checksums (returns false). Built in a staging
-/// directory and swapped in only when complete, so a failure keeps the previous dataset.
-fn assemble(dir: &Path, files: &[FileRecord], force: bool) -> Result<bool> {
-    let marker = serde_json::to_vec_pretty(
-        &files
-            .iter()
-            .map(|f| (&f.name, &f.sha256))
-            .collect::<Vec<_>>(),
-    )?;
-    let marker_path = dir.join(".gl-source.json");
-    if !force && std::fs::read(&marker_path).ok().as_deref() == Some(marker.as_slice()) {
-        return Ok(false);
+/// Builds the next `dir` from the fetched files in a staging directory beside it (archives
+/// extracted within `limits`, other files copied), or `None` when `dir/.gl-source.json`
+/// records the same checksums. The staging directory is removed on every failure, and
+/// leftovers of a fetch that was killed are removed first (the caller holds the dataset's
+/// writer lock, so they are nobody's).
+fn stage(
+    dir: &Path,
+    files: &[FileRecord],
+    limits: &archive::Limits,
+    force: bool,
+) -> Result<Option<tempfile::TempDir>> {
+    let marker = source_marker(files)?;
+    if !force && std::fs::read(dir.join(".gl-source.json")).ok().as_deref() == Some(&marker[..]) {
+        return Ok(None);
     }
     let parent = dir.parent().context("dataset directory has no parent")?;
     std::fs::create_dir_all(parent)?;
@@ -221,6 +247,7 @@ fn assemble(dir: &Path, files: &[FileRecord], force: bool) -> Result<bool> {
         .context("dataset directory has no name")?
         .to_string_lossy()
         .into_owned();
+    remove_leftovers(parent, &name)?;
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.staging-"))
         .tempdir_in(parent)?;
@@ -229,7 +256,7 @@ fn assemble(dir: &Path, files: &[FileRecord], force: bool) -> Result<bool> {
         match ArchiveKind::from_path(path) {
             Ok(kind) => {
                 let part = staging.path().join(format!(".part-{i}"));
-                archive::extract(path, kind, &part)?;
+                archive::extract_limited(path, kind, &part, limits)?;
                 for e in std::fs::read_dir(&part)? {
                     let e = e?;
                     let to = staging.path().join(e.file_name());
@@ -250,10 +277,46 @@ fn assemble(dir: &Path, files: &[FileRecord], force: bool) -> Result<bool> {
         }
     }
     std::fs::write(staging.path().join(".gl-source.json"), &marker)?;
+    Ok(Some(staging))
+}
+
+/// What `.gl-source.json` records: each file's name and sha256.
+fn source_marker(files: &[FileRecord]) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(
+        &files
+            .iter()
+            .map(|f| (&f.name, &f.sha256))
+            .collect::<Vec<_>>(),
+    )?)
+}
+
+/// Removes `.<name>.staging-*` and `.<name>.old-*` beside the dataset: what a killed fetch left.
+fn remove_leftovers(parent: &Path, name: &str) -> Result<()> {
+    let prefixes = [format!(".{name}.staging-"), format!(".{name}.old-")];
+    for e in std::fs::read_dir(parent).with_context(|| format!("listing {}", parent.display()))? {
+        let e = e?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| n.starts_with(p.as_str())) {
+            tracing::info!(
+                "removing {} (left by an interrupted fetch)",
+                e.path().display()
+            );
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Swaps the finished staging directory in as `dir`; the previous `dir` is moved aside first
+/// and removed once the new one is in place.
+fn swap_in(staging: tempfile::TempDir, dir: &Path) -> Result<()> {
+    let parent = dir.parent().context("dataset directory has no parent")?;
+    let name = dir.file_name().context("dataset directory has no name")?;
     let staged = staging.keep();
     if dir.exists() {
         let old = tempfile::Builder::new()
-            .prefix(&format!(".{name}.old-"))
+            .prefix(&format!(".{}.old-", name.to_string_lossy()))
             .tempdir_in(parent)?
             .keep();
         std::fs::rename(dir, old.join("d"))?;
@@ -262,7 +325,7 @@ fn assemble(dir: &Path, files: &[FileRecord], force: bool) -> Result<bool> {
     } else {
         std::fs::rename(&staged, dir)?;
     }
-    Ok(true)
+    crate::fsutil::sync_dir(parent)
 }
 
 /// Every indexed image must exist: a truncated or mismatched archive fails here, naming files.

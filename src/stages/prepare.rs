@@ -66,6 +66,8 @@ pub struct Settings {
     pub dataset: String,
     pub params: PrepareParams,
     pub progress: bool,
+    /// Rebuild even when an intact cache exists.
+    pub force: bool,
 }
 
 /// An image that could not be prepared.
@@ -87,7 +89,31 @@ pub struct Manifest {
     pub images: u64,
     pub failures: Vec<Failure>,
     pub file: String,
+    /// sha256 of `file`, checked before the cache is reused (absent in caches before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sha256: Option<String>,
     pub seconds: f64,
+}
+
+impl Manifest {
+    /// Why the cache in `dir` cannot be reused as it is, if it cannot: its file is gone or
+    /// does not hash to what this manifest recorded.
+    pub fn damage(&self, dir: &Path) -> Result<Option<String>> {
+        let file = dir.join(&self.file);
+        if !file.is_file() {
+            return Ok(Some(format!("{} is missing", file.display())));
+        }
+        let Some(want) = &self.file_sha256 else {
+            return Ok(Some(format!("{} records no checksum", self.file)));
+        };
+        let got = crate::fsutil::file_sha256(&file)?;
+        Ok((got != *want).then(|| {
+            format!(
+                "{} does not match its recorded sha256 ({got} ≠ {want})",
+                file.display()
+            )
+        }))
+    }
 }
 
 /// What a run did.
@@ -140,19 +166,31 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     if let Ok(bytes) = std::fs::read(&manifest_path) {
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("parsing {}", manifest_path.display()))?;
-        if dir.join(&manifest.file).is_file() {
-            return Ok(Outcome {
-                dir,
-                manifest,
-                built: false,
-            });
+        match manifest.damage(&dir)? {
+            None if !s.force => {
+                return Ok(Outcome {
+                    dir,
+                    manifest,
+                    built: false,
+                })
+            }
+            None => tracing::info!("{}: rebuilding the crop cache (--force)", s.dataset),
+            Some(why) => tracing::warn!("{}: rebuilding the crop cache: {why}", s.dataset),
+        }
+        // The manifest goes first, so a rebuild cut short leaves no manifest naming a file
+        // that is not its own.
+        match std::fs::remove_file(&manifest_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", manifest_path.display()))
+            }
+            _ => {}
         }
     }
     let clock = std::time::Instant::now();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file_name = "crops.parquet".to_string();
     let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    let mut writer = CacheWriter::create(tmp.as_file().try_clone()?)?;
+    let mut writer = CacheWriter::create(tmp.as_file().try_clone()?, tmp.path())?;
     let bar = crate::progress::items(
         s.progress,
         index.images.len() as u64,
@@ -196,6 +234,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         );
     }
     writer.finish()?;
+    let file_sha256 = crate::fsutil::file_sha256(tmp.path())?;
     crate::fsutil::persist(tmp, &dir.join(&file_name))?;
     let manifest = Manifest {
         dataset: s.dataset.clone(),
@@ -206,6 +245,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         images: written,
         failures,
         file: file_name,
+        file_sha256: Some(file_sha256),
         seconds: clock.elapsed().as_secs_f64(),
     };
     crate::fsutil::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
@@ -228,16 +268,13 @@ fn prepare_one(root: &Path, im: &ImageEntry, p: &PrepareParams) -> Result<CropRo
     let bytes =
         std::fs::read(root.join(&im.rel_path)).map_err(|e| fail(format!("reading: {e}")))?;
     let (width, height, jpeg) = prepare_image(&bytes, p).map_err(fail)?;
-    let sha256 = hex::encode(Sha256::digest(&jpeg));
-    Ok(CropRow {
-        image_id: im.image_id,
-        class_id: im.class_id,
-        split: im.split,
-        width,
-        height,
+    Ok(CropRow::new(
+        im.image_id,
+        im.class_id,
+        im.split,
+        (width, height),
         jpeg,
-        sha256,
-    })
+    ))
 }
 
 /// One image's preprocessing: decode (any JPEG/PNG colour type → RGB), resize so the shorter

@@ -7,7 +7,6 @@
 use anyhow::{bail, ensure, Context, Result};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use std::path::Path;
 
 /// The training recipes, relative to the project root.
 pub const TRAIN_FILE: &str = "pipeline/train.toml";
@@ -190,23 +189,32 @@ impl TrainConfig {
     }
 
     /// Resolves dataset + profile from `<project>/pipeline/train.toml`, the environment and
-    /// `overrides` (`key=value`, the value parsed as TOML, else taken as a string).
+    /// `overrides` (`key=value`, the value parsed as TOML, else taken as a string). A dataset
+    /// without a `[datasets.<dataset>]` section there may carry its values beside its registry
+    /// entry instead (`[datasets.<dataset>.train]` of `data/registry.d/<dataset>.toml`), so
+    /// one's own data trains without editing the project's recipes.
     pub fn resolve(
-        project_root: &Path,
+        project: &crate::project::Project,
         dataset: &str,
         profile: &str,
         overrides: &[String],
     ) -> Result<Self> {
-        let path = project_root.join(TRAIN_FILE);
+        let path = project.root.join(TRAIN_FILE);
         ensure!(
             path.is_file(),
             "training recipes {} not found",
             path.display()
         );
         let file = Figment::from(Toml::file(&path));
+        let beside = match file.find_value(&format!("datasets.{dataset}")) {
+            Ok(_) => None,
+            Err(_) => crate::data::registry::Registry::load(&project.root, &project.data_dir)
+                .ok()
+                .and_then(|r| r.datasets.get(dataset).and_then(|d| d.train.clone())),
+        };
         for (section, name) in [("datasets", dataset), ("profiles", profile)] {
             let key = format!("{section}.{name}");
-            if file.find_value(&key).is_err() {
+            if file.find_value(&key).is_err() && !(section == "datasets" && beside.is_some()) {
                 let known: Vec<String> = file
                     .find_value(section)
                     .ok()
@@ -214,15 +222,26 @@ impl TrainConfig {
                     .map(|d| d.into_keys().collect())
                     .unwrap_or_default();
                 bail!(
-                    "{}: no [{key}] (known {section}: {})",
+                    "{}: no [{key}] (known {section}: {}){}",
                     path.display(),
-                    known.join(", ")
+                    known.join(", "),
+                    match section {
+                        "datasets" => format!(
+                            "; or give the dataset's values in a [datasets.{name}.train] table \
+                             beside its registry entry"
+                        ),
+                        _ => String::new(),
+                    }
                 );
             }
         }
         let mut fig = Figment::new()
             .merge(file.focus("defaults"))
-            .merge(file.focus(&format!("datasets.{dataset}")))
+            .merge(file.focus(&format!("datasets.{dataset}")));
+        if let Some(values) = beside {
+            fig = fig.merge(Serialized::defaults(values));
+        }
+        let mut fig = fig
             .merge(file.focus(&format!("profiles.{profile}")))
             .merge(Env::prefixed("GL_TRAIN_"));
         for o in overrides {
@@ -369,7 +388,12 @@ mod tests {
     /// override was merged.
     #[test]
     fn an_unknown_set_key_is_blamed_on_set() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = crate::project::Project::resolve(
+            Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).into()),
+            None,
+        )
+        .unwrap();
+        let root = &root;
         let e = TrainConfig::resolve(root, "demo", "demo", &["taux=3.0".into()]).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("taux") && e.contains("(from --set)"), "{e}");

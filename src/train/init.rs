@@ -28,13 +28,13 @@ pub fn source_file(
                 dir.root.display()
             )
         })?;
-        let file = state.selected.with_context(|| {
+        let file = state.selected.as_ref().with_context(|| {
             format!(
                 "init = {init:?}: run {} has no selected model",
                 dir.root.display()
             )
         })?;
-        return Ok(Some((dir.root.join(file), "")));
+        return Ok(Some((state.verified(&dir, file)?, "")));
     }
     let name = match init.strip_prefix("weights:") {
         Some(n) => n.to_string(),

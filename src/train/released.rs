@@ -17,19 +17,20 @@ pub const RECIPE: &str = "released";
 /// The resolved configuration of the run of weights entry `weights` on `dataset`: the
 /// dataset's values (input size, resize, Recall@K, backbone), then [`RECIPE`], then `init =
 /// "weights:<weights>"`. An error unless it trains for 0 epochs.
-pub fn config(project_root: &std::path::Path, dataset: &str, weights: &str) -> Result<TrainConfig> {
+pub fn config(project: &Project, dataset: &str, weights: &str) -> Result<TrainConfig> {
     ensure!(
         !weights.is_empty() && !weights.contains(['"', '\\']),
         "weights entry {weights:?} is not a plain name"
     );
     let set = [format!("init=\"weights:{weights}\"")];
-    let cfg = TrainConfig::resolve(project_root, dataset, RECIPE, &set)
+    let cfg = TrainConfig::resolve(project, dataset, RECIPE, &set)
         .with_context(|| format!("the released model {weights} on {dataset}"))?;
     ensure!(
         cfg.epochs == 0,
         "{}: [profiles.{RECIPE}] resolves to epochs = {} for dataset {dataset:?}; a released \
          model's run must not train (epochs = 0)",
-        project_root
+        project
+            .root
             .join(crate::train::config::TRAIN_FILE)
             .display(),
         cfg.epochs
@@ -49,7 +50,7 @@ pub fn create(
     device: Device,
     on_commit: trainer::OnEpoch<'_>,
 ) -> Result<RunDir> {
-    let config = config(&project.root, dataset, weights)?;
+    let config = config(project, dataset, weights)?;
     let s = Settings {
         project: project.clone(),
         dataset: dataset.to_string(),

@@ -9,14 +9,18 @@
 //! * `selected-eNNN.safetensors` — the model of the best epoch so far under the run's selection
 //!   rule (kept for the reload-at-lr-drop policy and for evaluation).
 //! * `state.json` — [`RunState`], the commit point: written last (atomically) after an epoch's
-//!   files, it names the checkpoint and selected model that are complete. Files of an epoch
-//!   that crashed before its `state.json` are ignored and overwritten on `--resume`.
+//!   files are fsynced, it names the checkpoint and selected model that are complete, with
+//!   their sha256, checked whenever they are read back. Files of an epoch that crashed before
+//!   its `state.json` are ignored and overwritten on `--resume`.
+//! * `writer.lock` — held (flock) by the one process writing the directory.
 //! * `untrained.json` — [`Untrained`]: Recall@K of the initial network (`eval_untrained`).
 //! * `run.json` — [`RunSummary`], when the run has finished.
+//! * `failed.json` — [`Failure`], when the last attempt failed (removed when it is resumed).
 
 use crate::fsutil::write_atomic;
 use crate::train::config::TrainConfig;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What a run is, fixed at its start.
@@ -94,6 +98,84 @@ pub struct RunState {
     pub selected_epoch: Option<usize>,
     pub best_val: Option<Best>,
     pub best_test: Option<Best>,
+    /// sha256 of every file this state commits to (the checkpoint's files and the selected
+    /// model), keyed by path relative to the run directory; empty in runs from before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
+}
+
+impl RunState {
+    /// Records the digest of the committed file `rel` (fsynced first, so the digest and the
+    /// bytes on disk agree after a crash).
+    pub fn commit_file(&mut self, dir: &RunDir, rel: &str) -> Result<()> {
+        let path = dir.root.join(rel);
+        let f =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", path.display()))?;
+        self.sha256
+            .insert(rel.to_string(), crate::fsutil::file_sha256(&path)?);
+        Ok(())
+    }
+
+    /// Forgets the digests of files the state no longer names.
+    pub fn forget_stale(&mut self) {
+        let ckpt = format!("{}/", self.checkpoint);
+        let selected = self.selected.clone();
+        self.sha256
+            .retain(|k, _| k.starts_with(&ckpt) || Some(k) == selected.as_ref());
+    }
+
+    /// The path of the committed file `rel`, after checking it against its recorded sha256
+    /// (an error naming the file when it differs: it was damaged after it was written).
+    pub fn verified(&self, dir: &RunDir, rel: &str) -> Result<PathBuf> {
+        let path = dir.root.join(rel);
+        if let Some(want) = self.sha256.get(rel) {
+            let got = crate::fsutil::file_sha256(&path)?;
+            if &got != want {
+                bail!(
+                    "{} does not match the sha256 recorded in {} ({got} ≠ {want}): the file \
+                     is damaged; retrain the run or restore the file",
+                    path.display(),
+                    dir.state_path().display()
+                );
+            }
+        }
+        Ok(path)
+    }
+}
+
+/// Why the last attempt at a run failed (`failed.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub error: String,
+    /// Seconds since the Unix epoch.
+    pub at_unix: u64,
+}
+
+/// How far a run directory got, as the catalogue's `runs.status` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// `run.json` is there.
+    Completed,
+    /// Not finished and a process holds its writer lock.
+    Running,
+    /// Not finished, nobody writing it, and its last attempt recorded an error.
+    Failed,
+    /// Not finished, nobody writing it, no error recorded: killed or stopped
+    /// (`gl train --resume` continues it).
+    Interrupted,
+}
+
+impl Progress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Progress::Completed => "completed",
+            Progress::Running => "running",
+            Progress::Failed => "failed",
+            Progress::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// The finished run: the three numbers the report puts side by side.
@@ -124,6 +206,62 @@ pub struct RunDir {
 impl RunDir {
     pub fn new(root: PathBuf) -> Self {
         RunDir { root }
+    }
+
+    /// Takes the directory's writer lock (`writer.lock`): one process writes a run directory
+    /// at a time — training, resuming, embedding or evaluating it — and a second is refused
+    /// with the holder named.
+    pub fn lock(&self) -> Result<crate::writer_lock::WriterLock> {
+        crate::writer_lock::WriterLock::acquire(
+            &self.root.join("writer.lock"),
+            &format!("the run directory {}", self.root.display()),
+        )
+    }
+
+    pub fn failure_path(&self) -> PathBuf {
+        self.root.join("failed.json")
+    }
+
+    /// Records why this attempt failed (best effort: the error itself is what matters, and a
+    /// directory without `config.json` is not a run yet).
+    pub fn record_failure(&self, e: &anyhow::Error) {
+        if !self.config_path().is_file() {
+            return;
+        }
+        let f = Failure {
+            error: format!("{e:#}"),
+            at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        if let Err(w) = self.write_json(&self.failure_path(), &f) {
+            tracing::warn!("{w:#}");
+        }
+    }
+
+    /// Forgets an earlier failed attempt (a new attempt starts).
+    pub fn clear_failure(&self) -> Result<()> {
+        match std::fs::remove_file(self.failure_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", self.failure_path().display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// How far the run got: completed, running (its writer lock is held), failed or
+    /// interrupted.
+    pub fn progress(&self) -> Result<Progress> {
+        if self.summary_path().exists() {
+            return Ok(Progress::Completed);
+        }
+        if crate::writer_lock::WriterLock::held(&self.root.join("writer.lock"))? {
+            return Ok(Progress::Running);
+        }
+        Ok(match self.failure_path().exists() {
+            true => Progress::Failed,
+            false => Progress::Interrupted,
+        })
     }
 
     pub fn config_path(&self) -> PathBuf {

@@ -52,8 +52,21 @@ pub struct Outcome {
 /// Called after every committed epoch (the command indexes the run in the catalogue there).
 pub type OnEpoch<'a> = &'a mut dyn FnMut(&RunDir) -> Result<()>;
 
-/// Runs (or resumes) the training run `s` describes.
+/// Runs (or resumes) the training run `s` describes, as the run directory's one writer
+/// ([`RunDir::lock`]); a run that fails records why in `failed.json` (cleared when it is
+/// resumed), so the catalogue can tell a failed run from one still running or killed.
 pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
+    let run_dir = RunDir::new(s.run_dir.clone());
+    let _writer = run_dir.lock()?;
+    run_dir.clear_failure()?;
+    let out = run_locked(s, on_epoch);
+    if let Err(e) = &out {
+        run_dir.record_failure(e);
+    }
+    out
+}
+
+fn run_locked(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
     let started = Instant::now();
     let cfg = &s.config;
     cfg.validate()?;
@@ -65,6 +78,7 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
             ..Default::default()
         },
         progress: s.progress,
+        force: false,
     })?;
     let crops_file = crops.dir.join(&crops.manifest.file);
     let rows = Arc::new(crop_cache::read(&crops_file, None)?);
@@ -122,9 +136,9 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
     let mut records = Vec::new();
     let mut state = match state {
         Some(st) => {
-            let ckpt = run_dir.root.join(&st.checkpoint);
-            vs.load(ckpt.join("model.safetensors"))
-                .with_context(|| format!("loading {}", ckpt.display()))?;
+            let model = st.verified(&run_dir, &format!("{}/model.safetensors", st.checkpoint))?;
+            vs.load(&model)
+                .with_context(|| format!("loading {}", model.display()))?;
             records = run_dir.epochs(Some(st.epoch))?;
             if records.len() != st.epoch {
                 bail!(
@@ -145,6 +159,7 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
                 selected_epoch: None,
                 best_val: None,
                 best_test: None,
+                sha256: Default::default(),
             }
         }
     };
@@ -153,10 +168,10 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
     let mut opt = RAdam::new(body, opt_params)?;
     opt.add_group(head, cfg.classifier_lr_at(state.epoch + 1))?;
     if state.epoch > 0 {
-        let path = run_dir
-            .root
-            .join(&state.checkpoint)
-            .join("optimizer.safetensors");
+        let path = state.verified(
+            &run_dir,
+            &format!("{}/optimizer.safetensors", state.checkpoint),
+        )?;
         let named = tch::Tensor::read_safetensors(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         opt.load_state(&named)
@@ -205,7 +220,7 @@ pub fn run(s: &Settings, on_epoch: OnEpoch<'_>) -> Result<Outcome> {
         let mut reloaded_from = None;
         if cfg.reload_best_at_lr_drop && cfg.is_lr_drop(e) {
             if let (Some(file), Some(ep)) = (&state.selected, state.selected_epoch) {
-                vs.load(run_dir.root.join(file))
+                vs.load(state.verified(&run_dir, file)?)
                     .with_context(|| format!("reloading the selected model {file}"))?;
                 reloaded_from = Some(ep);
             }
@@ -415,7 +430,11 @@ fn commit_epoch(
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("renaming into {}", final_dir.display()))?;
     state.epoch = rec.epoch;
-    state.checkpoint = name;
+    state.checkpoint = name.clone();
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        state.commit_file(dir, &format!("{name}/{file}"))?;
+    }
+    crate::fsutil::sync_dir(&final_dir)?;
 
     let r1 = |r: &Option<Vec<f64>>| r.as_ref().and_then(|v| v.first().copied());
     let improve = |best: &mut Option<Best>, value: Option<f64>| -> bool {
@@ -444,10 +463,13 @@ fn commit_epoch(
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, dir.root.join(&file))
             .with_context(|| format!("renaming into {file}"))?;
+        state.commit_file(dir, &file)?;
         state.selected = Some(file);
         state.selected_epoch = Some(rec.epoch);
     }
-    Ok(())
+    state.forget_stale();
+    // The state that names these files is written next: their directory entries first.
+    crate::fsutil::sync_dir(&dir.root)
 }
 
 fn summarise(cfg: &TrainConfig, recs: &[EpochRecord], st: &RunState, secs: f64) -> RunSummary {

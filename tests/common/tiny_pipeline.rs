@@ -52,15 +52,8 @@ val_fraction = 0.25
 
 /// A project with the tiny profile (`extra` appended to it) and its dataset fetched.
 pub fn project_with(extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = bare_project(TINY_RECIPE);
     let p = dir.path();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir_all(p.join("pipeline/profiles")).unwrap();
-    for f in ["datasets.toml", "stages.toml", "published.toml"] {
-        std::fs::copy(repo.join("pipeline").join(f), p.join("pipeline").join(f)).unwrap();
-    }
-    let recipes = std::fs::read_to_string(repo.join("pipeline/train.toml")).unwrap();
-    std::fs::write(p.join("pipeline/train.toml"), recipes + TINY_RECIPE).unwrap();
     std::fs::write(
         p.join("pipeline/profiles/tiny.toml"),
         format!("{TINY_PROFILE}{extra}"),
@@ -83,6 +76,21 @@ pub fn project_with(extra: &str) -> tempfile::TempDir {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+    dir
+}
+
+/// A project with the repository's registry, stages and recipes (`recipes` appended to its
+/// `train.toml`), and no data.
+pub fn bare_project(recipes: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(p.join("pipeline/profiles")).unwrap();
+    for f in ["datasets.toml", "stages.toml", "published.toml"] {
+        std::fs::copy(repo.join("pipeline").join(f), p.join("pipeline").join(f)).unwrap();
+    }
+    let train = std::fs::read_to_string(repo.join("pipeline/train.toml")).unwrap();
+    std::fs::write(p.join("pipeline/train.toml"), train + recipes).unwrap();
     dir
 }
 

@@ -64,6 +64,12 @@ pub enum ArchiveError {
         entry: String,
         kind: String,
     },
+    #[error("archive {}: entry {entry:?} goes past the extraction limit of {limit} (a decompression bomb? raise `limits` in the dataset's registry entry if the archive is genuine)", archive.display())]
+    TooLarge {
+        archive: PathBuf,
+        entry: String,
+        limit: String,
+    },
     #[error("archive {}: entry {entry:?} conflicts with an earlier entry of another type", archive.display())]
     Conflict { archive: PathBuf, entry: String },
     #[error("destination {} must name a directory to create (it has no final component)", dest.display())]

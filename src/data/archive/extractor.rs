@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::io_err;
 use super::paths::{display_rel, lexical_inside, relative, resolves_inside};
-use super::{ArchiveError, ExtractSummary};
+use super::{ArchiveError, ExtractSummary, Limits};
 
 /// Kinds of entries we know how to write.
 pub(super) enum EntryKind<'a> {
@@ -27,15 +27,25 @@ pub(super) struct Extractor<'a> {
     pub(super) summary: ExtractSummary,
     /// (entry name, link location relative to root, target) for the final containment check.
     symlinks: Vec<(String, PathBuf, PathBuf)>,
+    max_files: u64,
+    /// Bytes this archive may write ([`Limits::byte_budget`]).
+    max_bytes: u64,
 }
 
 impl<'a> Extractor<'a> {
-    pub(super) fn new(archive: &'a Path, root: &'a Path) -> Self {
+    pub(super) fn new(
+        archive: &'a Path,
+        root: &'a Path,
+        limits: &Limits,
+        archive_bytes: u64,
+    ) -> Self {
         Extractor {
             archive,
             root,
             summary: ExtractSummary::default(),
             symlinks: Vec::new(),
+            max_files: limits.max_files,
+            max_bytes: limits.byte_budget(archive_bytes),
         }
     }
 }
@@ -122,6 +132,7 @@ impl Extractor<'_> {
         size: u64,
         data: &mut dyn Read,
     ) -> Result<(), ArchiveError> {
+        self.count_file(name)?;
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -136,8 +147,15 @@ impl Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.corrupt()(e)),
             };
-            out.write_all(&buf[..n]).map_err(io_err("writing", full))?;
             written += n as u64;
+            if self.summary.bytes + written > self.max_bytes {
+                return Err(ArchiveError::TooLarge {
+                    archive: self.archive.to_owned(),
+                    entry: name.to_owned(),
+                    limit: format!("{} bytes written in all", self.max_bytes),
+                });
+            }
+            out.write_all(&buf[..n]).map_err(io_err("writing", full))?;
         }
         if written != size {
             return Err(ArchiveError::ShortEntry {
@@ -148,8 +166,20 @@ impl Extractor<'_> {
             });
         }
         set_mode(full, mode)?;
-        self.summary.files += 1;
         self.summary.bytes += written;
+        Ok(())
+    }
+
+    /// Counts one more file against `max_files`.
+    fn count_file(&mut self, name: &str) -> Result<(), ArchiveError> {
+        self.summary.files += 1;
+        if self.summary.files > self.max_files {
+            return Err(ArchiveError::TooLarge {
+                archive: self.archive.to_owned(),
+                entry: name.to_owned(),
+                limit: format!("{} files", self.max_files),
+            });
+        }
         Ok(())
     }
 
@@ -202,8 +232,8 @@ impl Extractor<'_> {
         if !current.is_file() || rel_target.as_os_str().is_empty() {
             return Err(bad_target());
         }
+        self.count_file(name)?;
         fs::hard_link(&current, full).map_err(io_err("creating hard link", full))?;
-        self.summary.files += 1;
         Ok(())
     }
 

@@ -57,6 +57,43 @@ impl ArchiveKind {
     }
 }
 
+/// How much one archive may write: a small archive that expands without bound (a
+/// decompression bomb) is stopped once it passes these, and nothing it wrote is kept.
+/// Per dataset in the registry (`limits = { … }`); the defaults fit SOP (≈ 3 GB, 120 k files)
+/// many times over.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes of file content in all.
+    pub max_bytes: u64,
+    /// Files (hard links included).
+    pub max_files: u64,
+    /// Bytes written per byte of archive, checked once more than [`Limits::RATIO_FLOOR`]
+    /// bytes were written (tiny archives of text legitimately expand a lot).
+    pub max_ratio: f64,
+}
+
+impl Limits {
+    /// Bytes an archive may always write, whatever its ratio.
+    pub const RATIO_FLOOR: u64 = 64 << 20;
+
+    /// The most bytes an archive of `archive_bytes` may write under these limits.
+    pub fn byte_budget(&self, archive_bytes: u64) -> u64 {
+        let by_ratio = (self.max_ratio * archive_bytes as f64).min(u64::MAX as f64) as u64;
+        self.max_bytes.min(by_ratio.max(Self::RATIO_FLOOR))
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 64 << 30,
+            max_files: 5_000_000,
+            max_ratio: 200.0,
+        }
+    }
+}
+
 /// What an extraction produced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExtractSummary {
@@ -66,12 +103,23 @@ pub struct ExtractSummary {
     pub bytes: u64,
 }
 
-/// Extracts `archive` into the directory `dest`, replacing an existing `dest` only after the
-/// whole archive was extracted; see the module documentation for what is rejected.
+/// Extracts `archive` into the directory `dest` under the default [`Limits`].
 pub fn extract(
     archive: &Path,
     kind: ArchiveKind,
     dest: &Path,
+) -> Result<ExtractSummary, ArchiveError> {
+    extract_limited(archive, kind, dest, &Limits::default())
+}
+
+/// Extracts `archive` into the directory `dest`, replacing an existing `dest` only after the
+/// whole archive was extracted within `limits`; see the module documentation for what is
+/// rejected.
+pub fn extract_limited(
+    archive: &Path,
+    kind: ArchiveKind,
+    dest: &Path,
+    limits: &Limits,
 ) -> Result<ExtractSummary, ArchiveError> {
     let dest_name = dest
         .file_name()
@@ -89,11 +137,13 @@ pub fn extract(
         .prefix(&format!(".{dest_name}.extract-"))
         .tempdir_in(&parent)
         .map_err(io_err("creating a temp directory in", &parent))?;
-    let file = File::open(archive).map_err(|source| ArchiveError::Open {
+    let open = |source| ArchiveError::Open {
         archive: archive.to_owned(),
         source,
-    })?;
-    let mut out = Extractor::new(archive, staging.path());
+    };
+    let file = File::open(archive).map_err(open)?;
+    let archive_bytes = file.metadata().map_err(open)?.len();
+    let mut out = Extractor::new(archive, staging.path(), limits, archive_bytes);
     match kind {
         ArchiveKind::TarGz => out.tar(GzDecoder::new(BufReader::new(file)))?,
         ArchiveKind::Tar => out.tar(BufReader::new(file))?,

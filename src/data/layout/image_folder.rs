@@ -93,39 +93,60 @@ pub fn parse(
     Ok(DatasetIndex { images })
 }
 
-fn is_image(name: &str) -> bool {
-    name.rsplit_once('.')
-        .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+fn is_image(name: &std::ffi::OsStr) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|ext| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
 }
 
-/// `root/<class>/<image>` in sorted order; files directly under the root are ignored.
+/// A directory entry's name as UTF-8, or an error naming the entry (a mangled name would be
+/// indexed under a path that does not exist).
+fn utf8_name(entry: &std::fs::DirEntry) -> Result<String, LayoutError> {
+    entry
+        .file_name()
+        .into_string()
+        .map_err(|_| LayoutError::Invalid {
+            path: entry.path(),
+            message: "the name is not valid UTF-8; rename it to index it".into(),
+        })
+}
+
+/// The entries of `dir`, each error naming it.
+fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, LayoutError> {
+    let io = |source| LayoutError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)
+}
+
+/// `root/<class>/<image>` in sorted order; files directly under the root are ignored, and so
+/// is anything under a class that is not a file (a directory named `x.jpg`).
 fn folder_rows(root: &Path) -> Result<Vec<(String, String, Option<Split>)>, LayoutError> {
-    fn io(path: &Path) -> impl Fn(std::io::Error) -> LayoutError + '_ {
-        move |source| LayoutError::Io {
-            path: path.to_path_buf(),
-            source,
+    let mut classes = Vec::new();
+    for e in entries(root)? {
+        if e.path().is_dir() {
+            classes.push(utf8_name(&e)?);
         }
     }
-    let mut classes: Vec<_> = std::fs::read_dir(root)
-        .map_err(io(root))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io(root))?
-        .into_iter()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
     classes.sort();
     let mut rows = Vec::new();
     for class in classes {
-        let dir = root.join(&class);
-        let mut files: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io(&dir))?
-            .into_iter()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| is_image(n))
-            .collect();
+        let mut files = Vec::new();
+        for e in entries(&root.join(&class))? {
+            if !is_image(&e.file_name()) {
+                continue;
+            }
+            if !e.path().is_file() {
+                tracing::warn!("{}: not a file, not indexed", e.path().display());
+                continue;
+            }
+            files.push(utf8_name(&e)?);
+        }
         files.sort();
         rows.extend(
             files
