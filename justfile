@@ -74,6 +74,10 @@ bench-reference: setup
 test-bundled: setup
     env -u DUCKDB_LIB_DIR CARGO_TARGET_DIR="{{cache}}/target-bundled" cargo test --locked --features duckdb-bundled --test catalog
 
+# Regenerate docs/cli.md from the clap definitions (a unit test fails when it is stale).
+docs: build
+    "$CARGO_TARGET_DIR/debug/gl" cli-reference > docs/cli.md
+
 # Lints the CI does not run but every change should pass.
 lint: setup duckdb
     cargo fmt --all -- --check

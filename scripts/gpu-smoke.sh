@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU smoke test for a `gl` built elsewhere (see README "Running on a GPU").
+# GPU smoke test for a `gl` built elsewhere (see docs/training.md "Running on a GPU").
 #
 #   scripts/gpu-smoke.sh [GL_BINARY] [GOLDEN_DIR]      (defaults: dist/gl dist/golden; `just dist` makes both)
 #

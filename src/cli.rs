@@ -65,6 +65,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Cancel the Slurm jobs a profile's `gl run --executor slurm` submitted (by job id).
     Cancel(CancelArgs),
+    /// Print docs/cli.md: every command's help as Markdown (`just docs`).
+    #[command(hide = true)]
+    CliReference,
 }
 
 /// Which profile, with which overrides.

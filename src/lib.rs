@@ -8,6 +8,7 @@ pub mod bench;
 #[cfg(feature = "catalog")]
 pub mod catalog;
 pub mod cli;
+pub mod cli_doc;
 pub mod commands;
 pub mod config;
 pub mod data;

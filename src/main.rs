@@ -26,6 +26,10 @@ fn main() -> ExitCode {
     let project = move || Project::resolve(project_dir, data_dir);
     let result = match cli.command {
         Command::Env(args) => env::run(args),
+        Command::CliReference => {
+            print!("{}", grouploss::cli_doc::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::VerifyLoss(args) => {
             verify_loss::Settings::resolve(args).and_then(verify_loss::run)
         }

@@ -412,7 +412,7 @@ fn class_folder(dir: &Path, k: u32, n: u32) {
     }
 }
 
-/// The README's "Your own images" path: a registry entry with its training values beside it,
+/// The "Your own images" path of docs/datasets.md: a registry entry with its training values beside it,
 /// a profile naming the dataset, the project's `train.toml` untouched.
 const MINE_ENTRY: &str = r#"
 [datasets.mine]
