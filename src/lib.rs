@@ -3,6 +3,8 @@
 //!
 //! The library holds every concept in its own module; the `gl` binary (`src/main.rs`) parses
 //! arguments, resolves them into settings and calls one command function per subcommand.
+//! Modules are layered, lowest first, as [`layers::LAYERS`] lists them: nothing uses a module
+//! above its own layer (a test checks every source file).
 
 pub mod bench;
 #[cfg(feature = "catalog")]
@@ -15,6 +17,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod fsutil;
+pub mod layers;
 pub mod loss;
 pub mod model;
 #[cfg(feature = "catalog")]

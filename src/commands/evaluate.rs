@@ -133,7 +133,7 @@ fn create_released(
         Ok(())
     };
     let device = s.device;
-    crate::train::released::create(project, dataset, weights, run, device, &mut on_commit)?;
+    crate::stages::released::create(project, dataset, weights, run, device, &mut on_commit)?;
     Ok(())
 }
 

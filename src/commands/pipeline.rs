@@ -2,12 +2,13 @@
 //! local executor, or show each task's state.
 
 use crate::cli::{CancelArgs, Format, ProfileArgs, RunArgs, StatusArgs};
-use crate::pipeline::dag::{Plan, Stages, Task};
+use crate::pipeline::dag::{Plan, Stages};
 use crate::pipeline::executor::{Executor, Local};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::runner::{self, Action, RunOptions};
 use crate::pipeline::slurm::{self, Slurm};
 use crate::pipeline::state::{states, Status};
+use crate::pipeline::task::Task;
 use crate::project::Project;
 use anyhow::{bail, Result};
 use std::process::ExitCode;

@@ -3,9 +3,9 @@
 
 use crate::cli::TrainArgs;
 use crate::project::Project;
+use crate::stages::train::{self as trainer, Settings};
 use crate::train::config::TrainConfig;
 use crate::train::run_dir::RunDir;
-use crate::train::trainer::{self, Settings};
 use anyhow::Result;
 use std::process::ExitCode;
 

@@ -3,7 +3,8 @@
 //! needs. The runner records every outcome in the catalogue (the single writer): this is the seam
 //! a cluster scheduler plugs into ([`super::slurm`]).
 
-use crate::pipeline::dag::{Plan, Task};
+use crate::pipeline::dag::Plan;
+use crate::pipeline::task::Task;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,8 @@ pub mod lock;
 pub mod profile;
 pub mod runner;
 pub mod slurm;
+pub mod slurm_config;
 pub mod state;
 pub mod sweep;
+pub mod task;
 pub mod tasks;

@@ -95,7 +95,7 @@ pub struct Profile {
     pub threads: Option<i32>,
     /// The Slurm executor's resources per stage and which stages stay on the coordinator.
     #[serde(default)]
-    pub slurm: crate::pipeline::slurm::SlurmConfig,
+    pub slurm: crate::pipeline::slurm_config::SlurmConfig,
     /// `gl weights` entries the recipes need.
     #[serde(default)]
     pub weights: Vec<String>,
@@ -115,7 +115,7 @@ pub struct Profile {
     pub sweep: crate::pipeline::sweep::SweepGrid,
     /// Released checkpoints to evaluate as they are, no training: dataset → `gl weights` entry
     /// (`cub = "groupl_trained_cub"`), each a run that never trains, embedded and evaluated
-    /// beside the profile's other rows (see [`crate::train::released`]). Entries of datasets
+    /// beside the profile's other rows (see [`crate::stages::released`]). Entries of datasets
     /// the profile does not list are ignored. Left out of the stored profile when empty.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub released: std::collections::BTreeMap<String, String>,

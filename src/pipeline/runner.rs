@@ -8,12 +8,13 @@ use crate::catalog::evaluations::ingest_dir;
 use crate::catalog::pipeline::{latest, record_profile, record_task, LatestRecord, TaskRecord};
 use crate::catalog::runs::ingest_run_path;
 use crate::catalog::Catalog;
-use crate::pipeline::dag::{Plan, Task};
+use crate::pipeline::dag::Plan;
 use crate::pipeline::executor::{log_path, Ended, Executor, Outcome};
 use crate::pipeline::lock::DataLock;
 use crate::pipeline::state::{
     digest_outputs, fingerprint, output_files, task_state, Status, TaskState,
 };
+use crate::pipeline::task::Task;
 use crate::project::Project;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;

@@ -2,7 +2,8 @@
 //! one recorded when it last ran (`pipeline_tasks`), its outputs on disk, and its upstream.
 
 use crate::catalog::pipeline::LatestRecord;
-use crate::pipeline::dag::{Output, Plan, Task};
+use crate::pipeline::dag::Plan;
+use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};

@@ -3,16 +3,16 @@
 //! it writes and the settings it was resolved with.
 //!
 //! A profile's `[released]` datasets add one run each that never trains (a released checkpoint,
-//! [`crate::train::released`]): created and embedded by its `embed` task (`gl embed RUN --model
+//! [`crate::stages::released`]): created and embedded by its `embed` task (`gl embed RUN --model
 //! untrained --dataset D --weights W`), then evaluated like any run's initial weights.
 
 use crate::data::registry::Registry;
-use crate::pipeline::dag::{Output, Task};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::sweep;
+use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
+use crate::stages::released;
 use crate::train::config::TrainConfig;
-use crate::train::released;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;

@@ -2,10 +2,10 @@
 //! viewer's sans-serif), and the same data give the same bytes. Recall@K curves against the
 //! paper, training curves per seed, and the 2-D projection of test embeddings by class.
 
+use crate::report::data::sweep::{SweepData, SweepPoint};
 use crate::report::data::{DatasetData, EpochRow, Method};
 use crate::report::published::PublishedRows;
-use crate::report::sweep::{SweepData, SweepPoint};
-use crate::report::tables::Summary;
+use crate::report::table::Summary;
 use anyhow::{anyhow, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;

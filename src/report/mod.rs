@@ -11,6 +11,7 @@ pub mod gallery;
 pub mod paired;
 pub mod published;
 pub mod sweep;
+pub mod table;
 pub mod tables;
 pub mod tsne;
 
@@ -24,7 +25,7 @@ use published::Published;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tables::Table;
+use table::Table;
 
 /// What the figures show, within limits that keep the report quick at SOP scale.
 #[derive(Debug, Clone, PartialEq)]
@@ -314,7 +315,7 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
             });
         };
         if let Some(s) = &d.sweep {
-            let summaries = s.summaries()?;
+            let summaries = sweep::summaries(s)?;
             for (k, key) in s.keys.iter().enumerate() {
                 let svg = figures::sweep(&d.name, s, &summaries, k)?;
                 let name = format!("{}-sweep-{key}.svg", d.name);

@@ -5,7 +5,7 @@
 //! and one sentence whose wording follows the interval.
 
 use crate::report::data::{DatasetData, Method, RunRow};
-use crate::report::tables::Table;
+use crate::report::table::Table;
 use std::collections::BTreeMap;
 
 /// The metrics compared (catalogue name, column label).

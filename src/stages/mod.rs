@@ -7,4 +7,6 @@ pub mod ensemble;
 pub mod evaluate;
 pub mod fetch;
 pub mod prepare;
+pub mod released;
+pub mod train;
 pub mod weights;

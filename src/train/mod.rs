@@ -1,14 +1,13 @@
-//! Training: the resolved configuration (pipeline/train.toml), class-disjoint splits, initial
-//! weights, one epoch, the whole run with checkpoints and model selection, the run directory
-//! that is the stage's contract, RAdam (as `torch.optim.RAdam`), the lr schedule, and released
-//! checkpoints as runs that never train.
+//! Training's library: the resolved configuration (pipeline/train.toml), class-disjoint splits,
+//! initial weights, one epoch, the run directory that is the stage's contract, RAdam (as
+//! `torch.optim.RAdam`) and the lr schedule. The training stage itself, the whole run with its
+//! checkpoints and model selection, is [`crate::stages::train`]; released checkpoints as runs
+//! that never train are [`crate::stages::released`].
 
 pub mod config;
 pub mod epoch;
 pub mod init;
 pub mod radam;
-pub mod released;
 pub mod run_dir;
 pub mod schedule;
 pub mod split;
-pub mod trainer;

@@ -2,6 +2,8 @@
 //! make up a profile (the latest successful `gl run` task of each key), their metrics, their
 //! training curves, and where their test embeddings and images are.
 
+pub mod sweep;
+
 use crate::catalog::Catalog;
 use anyhow::{bail, Context, Result};
 use duckdb::params;
@@ -108,7 +110,7 @@ pub struct DatasetData {
     pub images: BTreeMap<i64, String>,
     /// With a sweep: every point's runs and metrics. The fields above then hold only the point
     /// selected on validation (its runs, metrics, ensemble and curves).
-    pub sweep: Option<crate::report::sweep::SweepData>,
+    pub sweep: Option<sweep::SweepData>,
 }
 
 impl DatasetData {
@@ -478,7 +480,7 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
         if prof.sweep.is_empty() {
             d.ensemble = mine.last().map(|e| e.0.clone());
         } else {
-            crate::report::sweep::select(d, &prof.sweep, &mine);
+            sweep::select(d, &prof.sweep, &mine);
         }
         if let Some(first) = d.first_run().map(|r| r.run_id.clone()) {
             if let Some(e) = embeddings(cat, &first, "selected")? {

@@ -5,9 +5,9 @@
 //! --dataset D`; the `[released]` table of a pipeline profile).
 
 use crate::project::Project;
+use crate::stages::train::{self as trainer, Settings};
 use crate::train::config::TrainConfig;
 use crate::train::run_dir::RunDir;
-use crate::train::trainer::{self, Settings};
 use anyhow::{ensure, Context, Result};
 use tch::Device;
 

@@ -1,0 +1,206 @@
+//! A sweep as report data: the profile's Group Loss runs grouped by their values of the swept
+//! recipe keys, and the point chosen on validation ([`select`]) that the main tables show.
+//! Its table and figure are [`crate::report::sweep`] and [`crate::report::figures`].
+
+use super::{DatasetData, Method, MetricRow, RunRow};
+use serde_json::Value;
+
+/// One grid point: its runs (one per seed) and its ensemble.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPoint {
+    /// Its value of each swept key, in key order.
+    pub values: Vec<Value>,
+    pub runs: Vec<RunRow>,
+    pub ensemble: Option<String>,
+    /// Validation R@1 (%) of each run at its selected epoch, where the run has a validation
+    /// split.
+    pub val_r1: Vec<f64>,
+    /// Validation MAP@R (%) of each run's selected model, where the profile evaluates it.
+    pub val_map_r: Vec<f64>,
+}
+
+/// What chose the selected point: the first the runs of every point have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criterion {
+    /// Mean validation MAP@R (`[evaluate] validation = true`): far from its ceiling, so it ranks
+    /// recipes where validation R@1 over few classes saturates.
+    ValMapR,
+    /// Mean validation R@1 at each run's selected epoch.
+    ValR1,
+    /// Mean test R@1: some run has no validation split (the official, optimistic protocol).
+    TestR1,
+}
+
+/// Every point of a dataset's sweep (with at least one run) and the one selected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepData {
+    pub keys: Vec<String>,
+    /// In grid order (each key's values ascending, the last key fastest).
+    pub points: Vec<SweepPoint>,
+    pub selected: usize,
+    /// With `objective` swept: the selected `cross_entropy` point (the softmax row).
+    pub selected_softmax: Option<usize>,
+    /// Selected on validation; `false` when some point has no validation numbers and the mean
+    /// test R@1 decided (the official, optimistic protocol; the captions say so).
+    pub on_validation: bool,
+    pub criterion: Criterion,
+    /// The Group Loss and ensemble metrics of every point.
+    pub metrics: Vec<MetricRow>,
+}
+
+impl SweepData {
+    /// `tau=24.0, anchors=2` (empty for a point that is not there).
+    pub fn label(&self, i: usize) -> String {
+        let values = self.points.get(i).map_or(&[][..], |p| p.values.as_slice());
+        self.keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| format!("{k}={}", crate::pipeline::sweep::show(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Groups `d`'s Group Loss runs into the points of the sweep over `keys`, picks the point with
+/// the best mean validation R@1 and narrows `d`'s runs, metrics, ensemble and training curves to
+/// it; the whole sweep goes to `d.sweep` (left `None` when the dataset has no Group Loss run).
+/// `ensembles`: `(name, argv)` of the dataset's ensemble tasks.
+pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[String])]) {
+    let mut points: Vec<SweepPoint> = Vec::new();
+    for r in &d.group_loss {
+        let val = d
+            .epochs
+            .iter()
+            .find(|e| e.run_id == r.run_id && Some(e.epoch) == r.selected_epoch)
+            .and_then(|e| e.val_r1);
+        let i = match points.iter().position(|p| p.values == r.point) {
+            Some(i) => i,
+            None => {
+                points.push(SweepPoint {
+                    values: r.point.clone(),
+                    runs: Vec::new(),
+                    ensemble: None,
+                    val_r1: Vec::new(),
+                    val_map_r: Vec::new(),
+                });
+                points.len() - 1
+            }
+        };
+        points[i].runs.push(r.clone());
+        points[i].val_r1.extend(val.map(|v| 100.0 * v));
+        points[i].val_map_r.extend(r.val_map_r);
+    }
+    points.sort_by(|a, b| {
+        a.values
+            .iter()
+            .zip(&b.values)
+            .map(|(x, y)| crate::pipeline::sweep::compare(x, y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for p in &mut points {
+        p.ensemble = ensembles
+            .iter()
+            .find(|(_, argv)| p.runs.iter().any(|r| argv.contains(&r.run_id)))
+            .map(|e| e.0.clone());
+    }
+    if points.is_empty() {
+        return;
+    }
+    // The test R@1 of each of a point's runs that has one.
+    let test_r1 = |p: &SweepPoint| -> Vec<f64> {
+        d.metrics
+            .iter()
+            .filter(|m| m.method == Method::GroupLoss && m.metric == "recall@1")
+            .filter(|m| p.runs.iter().any(|r| r.run_id == m.subject))
+            .map(|m| m.value)
+            .collect()
+    };
+    // A point competes only when every one of its runs was evaluated (and, on validation, has
+    // its validation R@1): a point whose evaluation failed cannot win the main table.
+    let evaluated = |p: &SweepPoint| test_r1(p).len() == p.runs.len();
+    let all = |f: fn(&SweepPoint) -> usize| points.iter().all(|p| f(p) == p.runs.len());
+    let criterion = if all(|p| p.val_map_r.len()) {
+        Criterion::ValMapR
+    } else if all(|p| p.val_r1.len()) {
+        Criterion::ValR1
+    } else {
+        Criterion::TestR1
+    };
+    let on_validation = criterion != Criterion::TestR1;
+    let objective = keys.iter().position(|k| k == "objective");
+    let is_softmax = |p: &SweepPoint| {
+        objective
+            .and_then(|k| p.values.get(k))
+            .and_then(Value::as_str)
+            == Some("cross_entropy")
+    };
+    let best = |softmax: bool| -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, p) in points.iter().enumerate() {
+            if !evaluated(p) || is_softmax(p) != softmax {
+                continue;
+            }
+            let v = match criterion {
+                Criterion::ValMapR => p.val_map_r.clone(),
+                Criterion::ValR1 => p.val_r1.clone(),
+                Criterion::TestR1 => test_r1(p),
+            };
+            let score = v.iter().sum::<f64>() / v.len() as f64;
+            if best.is_none_or(|b| score > b.1) {
+                best = Some((i, score));
+            }
+        }
+        best.map(|b| b.0)
+    };
+    let selected = best(false).unwrap_or(0);
+    let selected_softmax = best(true);
+    let (swept, kept): (Vec<MetricRow>, Vec<MetricRow>) = std::mem::take(&mut d.metrics)
+        .into_iter()
+        .partition(|m| matches!(m.method, Method::GroupLoss | Method::Ensemble));
+    d.metrics = kept;
+    if let Some(p) = selected_softmax.and_then(|i| points.get(i)) {
+        d.softmax = p.runs.clone();
+        d.metrics.retain(|m| m.method != Method::Softmax);
+        d.metrics.extend(
+            swept
+                .iter()
+                .filter(|m| m.method == Method::GroupLoss)
+                .filter(|m| p.runs.iter().any(|r| r.run_id == m.subject))
+                .map(|m| MetricRow {
+                    method: Method::Softmax,
+                    ..m.clone()
+                }),
+        );
+    }
+    if let Some(p) = points.get(selected) {
+        d.metrics.extend(
+            swept
+                .iter()
+                .filter(|m| match m.method {
+                    Method::GroupLoss => p.runs.iter().any(|r| r.run_id == m.subject),
+                    _ => p.ensemble.as_ref() == Some(&m.subject),
+                })
+                .cloned(),
+        );
+        d.group_loss = p.runs.clone();
+        d.ensemble = p.ensemble.clone();
+        let shown = |id: &String| {
+            d.group_loss
+                .iter()
+                .chain(&d.softmax)
+                .any(|r| &r.run_id == id)
+        };
+        let epochs = std::mem::take(&mut d.epochs);
+        d.epochs = epochs.into_iter().filter(|e| shown(&e.run_id)).collect();
+    }
+    d.sweep = Some(SweepData {
+        keys: keys.to_vec(),
+        points,
+        selected,
+        selected_softmax,
+        on_validation,
+        criterion,
+        metrics: swept,
+    });
+}
