@@ -119,21 +119,9 @@ fn create_released(
         !run.is_empty() && !run.contains(['/', '\\']) && run != "." && run != "..",
         "with --weights, RUN {run:?} must be a plain run id (a directory under data/runs/)"
     );
-    let mut on_commit = |dir: &crate::train::run_dir::RunDir| -> Result<()> {
-        #[cfg(feature = "catalog")]
-        if crate::project::catalog_writes() {
-            let catalog = project.catalog_path();
-            if let Err(e) = crate::catalog::runs::ingest_run_path(&catalog, &dir.root) {
-                tracing::warn!(
-                    "run not indexed in the catalogue (run `gl index-runs` later): {e:#}"
-                );
-            }
-        }
-        let _ = dir;
-        Ok(())
-    };
+    let mut observer = crate::commands::train::RunObserver::new(project, false);
     let device = s.device;
-    crate::stages::released::create(project, dataset, weights, run, device, &mut on_commit)?;
+    crate::stages::released::create(project, dataset, weights, run, device, &mut observer)?;
     Ok(())
 }
 

@@ -3,9 +3,9 @@
 
 use crate::cli::TrainArgs;
 use crate::project::Project;
-use crate::stages::train::{self as trainer, Settings};
+use crate::stages::train::{self as trainer, lines, Settings};
 use crate::train::config::TrainConfig;
-use crate::train::run_dir::RunDir;
+use crate::train::run_dir::{EpochRecord, RunDir, Untrained};
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -38,25 +38,57 @@ pub fn resolve(args: TrainArgs, project: Project) -> Result<Option<Settings>> {
     }))
 }
 
+/// What `gl train` (and `gl embed --weights`) do as a run goes: print the epoch lines, and
+/// index the run directory in the catalogue after every commit. The catalogue is an index of
+/// the run directory: when it cannot be written (another process holds it, or this gl has no
+/// catalogue) training goes on and `gl index-runs` catches up later.
+pub struct RunObserver {
+    #[cfg_attr(not(feature = "catalog"), allow(dead_code))]
+    catalog: std::path::PathBuf,
+    print: bool,
+}
+
+impl RunObserver {
+    pub fn new(project: &Project, print: bool) -> Self {
+        RunObserver {
+            catalog: project.catalog_path(),
+            print,
+        }
+    }
+}
+
+impl trainer::Observer for RunObserver {
+    fn untrained(&mut self, u: &Untrained, ks: &[usize]) {
+        if self.print {
+            eprintln!("{}", lines::untrained_line(u, ks));
+        }
+    }
+
+    fn epoch(&mut self, r: &EpochRecord, ks: &[usize]) {
+        if self.print {
+            eprintln!("{}", lines::epoch_line(r, ks));
+        }
+    }
+
+    fn committed(&mut self, dir: &RunDir) -> Result<()> {
+        #[cfg(feature = "catalog")]
+        if crate::project::catalog_writes() {
+            if let Err(e) = crate::catalog::runs::ingest_run_path(&self.catalog, &dir.root) {
+                tracing::warn!(
+                    "run not indexed in the catalogue (run `gl index-runs` later): {e:#}"
+                );
+            }
+        }
+        let _ = dir;
+        Ok(())
+    }
+}
+
 pub fn run(settings: Option<Settings>) -> Result<ExitCode> {
     let Some(s) = settings else {
         return Ok(ExitCode::SUCCESS);
     };
-    #[cfg(feature = "catalog")]
-    let catalog_path = s.project.catalog_path();
-    // The catalogue is an index of the run directory: when it cannot be written (another
-    // process holds it, or this gl has no catalogue) training goes on and `gl index-runs`
-    // catches up later.
-    let mut on_epoch = |dir: &RunDir| -> Result<()> {
-        #[cfg(feature = "catalog")]
-        if !crate::project::catalog_writes() {
-        } else if let Err(e) = crate::catalog::runs::ingest_run_path(&catalog_path, &dir.root) {
-            tracing::warn!("run not indexed in the catalogue (run `gl index-runs` later): {e:#}");
-        }
-        let _ = dir;
-        Ok(())
-    };
-    let out = trainer::run(&s, &mut on_epoch)?;
+    let out = trainer::run(&s, &mut RunObserver::new(&s.project, true))?;
     let sum = &out.summary;
     let pct = |v: &Option<Vec<f64>>| {
         v.as_ref()

@@ -40,7 +40,7 @@ pub fn config(project: &Project, dataset: &str, weights: &str) -> Result<TrainCo
 
 /// Creates (or, when it exists with the same configuration, keeps) the run directory `run_id`
 /// of weights entry `weights` on `dataset`: the crop cache is prepared, `config.json` and a
-/// `run.json` of 0 epochs are written, and the run is indexed through `on_commit` (the caller's
+/// `run.json` of 0 epochs are written, and the run is indexed through `obs` (the caller's
 /// catalogue hook). A directory with another configuration is an error naming the keys.
 pub fn create(
     project: &Project,
@@ -48,7 +48,7 @@ pub fn create(
     weights: &str,
     run_id: &str,
     device: Device,
-    on_commit: trainer::OnEpoch<'_>,
+    obs: &mut dyn trainer::Observer,
 ) -> Result<RunDir> {
     let config = config(project, dataset, weights)?;
     let s = Settings {
@@ -63,5 +63,5 @@ pub fn create(
         resume: true,
         progress: false,
     };
-    Ok(trainer::run(&s, on_commit)?.run_dir)
+    Ok(trainer::run(&s, obs)?.run_dir)
 }

@@ -4,10 +4,12 @@
 //! checkpoints and model selection, is [`crate::stages::train`]; released checkpoints as runs
 //! that never train are [`crate::stages::released`].
 
+pub mod checkpoint;
 pub mod config;
 pub mod epoch;
 pub mod init;
 pub mod radam;
 pub mod run_dir;
 pub mod schedule;
+pub mod selection;
 pub mod split;

@@ -1,0 +1,132 @@
+//! What a run trains on and the run directory it writes: the crop cache (prepared if needed),
+//! the class-disjoint splits, the run's identity (`config.json`), and opening the directory —
+//! a new run, or the same run resumed from its last commit.
+
+use super::Settings;
+use crate::data::crop_cache::{self, CropRow};
+use crate::stages::prepare;
+use crate::train::run_dir::{RunConfig, RunDir, RunState};
+use crate::train::split::{self, RunSplits};
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
+/// The crops and splits of a run, and its identity.
+pub struct Inputs {
+    pub rows: Arc<Vec<CropRow>>,
+    pub splits: RunSplits,
+    pub run_config: RunConfig,
+}
+
+impl Inputs {
+    /// Prepares (or reuses) the crop cache, reads it (every row verified) and splits it.
+    pub fn prepare(s: &Settings) -> Result<Self> {
+        let cfg = &s.config;
+        let crops = prepare::run(&prepare::Settings {
+            project: s.project.clone(),
+            dataset: s.dataset.clone(),
+            params: prepare::PrepareParams {
+                resize: cfg.resize,
+                ..Default::default()
+            },
+            progress: s.progress,
+            force: false,
+        })?;
+        let crops_file = crops.dir.join(&crops.manifest.file);
+        let rows = Arc::new(crop_cache::read(&crops_file, None)?);
+        let mut splits = split::split(&rows, cfg.val_fraction, cfg.val_seed, cfg.class_limit)
+            .with_context(|| format!("splitting {}", crops_file.display()))?;
+        splits.limit_train_per_class(cfg.train_images_per_class, cfg.val_seed);
+        let run_config = RunConfig {
+            run_id: s.run_id.clone(),
+            dataset: s.dataset.clone(),
+            profile: s.profile.clone(),
+            seed: s.seed,
+            device: format!("{:?}", s.device).to_lowercase(),
+            train: cfg.clone(),
+            crops: crops.dir.clone(),
+            crops_key: crops.manifest.key.clone(),
+            dataset_fingerprint: crops.manifest.dataset_fingerprint.clone(),
+            train_classes: splits.train_classes.len(),
+            val_classes: splits.val_classes.len(),
+            test_classes: splits.test_classes.len(),
+            train_images: splits.train.len(),
+            val_images: splits.val.len(),
+            test_images: splits.test.len(),
+            gl_version: env!("CARGO_PKG_VERSION").to_string(),
+            libtorch: crate::runtime::inspect()
+                .libtorch_version
+                .unwrap_or_default(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        Ok(Inputs {
+            rows,
+            splits,
+            run_config,
+        })
+    }
+}
+
+/// Creates the run directory, or checks that a resumed one is the same run; returns its last
+/// committed state (`None` for a new run).
+pub fn open_run_dir(dir: &RunDir, cfg: &RunConfig, resume: bool) -> Result<Option<RunState>> {
+    let path = dir.config_path();
+    if !path.exists() {
+        std::fs::create_dir_all(&dir.root)
+            .with_context(|| format!("creating {}", dir.root.display()))?;
+        dir.write_json(&path, cfg)?;
+        return Ok(None);
+    }
+    if !resume {
+        bail!(
+            "run directory {} already exists: pass --resume to continue it, or another --run-id",
+            dir.root.display()
+        );
+    }
+    let old: RunConfig = RunDir::read_json(&path)?;
+    if identity(&old) != identity(cfg) {
+        bail!(
+            "{} describes another run (differs in: {}); resume with the same dataset, profile, \
+             seed and overrides",
+            path.display(),
+            differences(&old, cfg)?
+        );
+    }
+    if old.device != cfg.device {
+        tracing::warn!(
+            "resuming a {} run on {}: metrics will not be bit-identical",
+            old.device,
+            cfg.device
+        );
+    }
+    dir.state()
+}
+
+/// What makes two run configurations the same run.
+fn identity(c: &RunConfig) -> impl PartialEq + '_ {
+    (
+        &c.dataset,
+        c.seed,
+        &c.train,
+        &c.crops_key,
+        &c.dataset_fingerprint,
+    )
+}
+
+/// The recipe keys in which `old` and `new` differ, for the error.
+fn differences(old: &RunConfig, new: &RunConfig) -> Result<String> {
+    let a = serde_json::to_value(&old.train)?;
+    let b = serde_json::to_value(&new.train)?;
+    let keys: Vec<String> = a
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    Ok(match keys.is_empty() {
+        true => "dataset, seed or crop cache".to_string(),
+        false => keys.join(", "),
+    })
+}

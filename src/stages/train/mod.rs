@@ -1,0 +1,165 @@
+//! `gl train`: a whole run from the resolved configuration to the run directory — crops
+//! prepared (idempotent), class-disjoint splits, the network and its initial weights, RAdam,
+//! then per epoch: train, evaluate validation and test Recall@K, checkpoint (atomic), update the
+//! selected model, commit `state.json`. `--resume` continues from the last commit exactly.
+//!
+//! In parts: [`inputs`] (crops, splits, open or resume the run directory), [`trainee`] (the
+//! network and optimiser, built or restored, and one epoch), the checkpointer and the selection
+//! rule of the training library ([`crate::train::checkpoint`], [`crate::train::selection`]), and
+//! an [`Observer`] that hears of every epoch — the stage prints nothing itself ([`lines`] has
+//! the lines `gl train` prints).
+
+pub mod inputs;
+pub mod lines;
+pub mod trainee;
+
+use crate::loss::group_loss::{GroupLoss, GroupLossOptions};
+use crate::project::Project;
+use crate::train::checkpoint::Checkpointer;
+use crate::train::config::TrainConfig;
+use crate::train::run_dir::{EpochRecord, RunDir, RunState, RunSummary, Untrained};
+use anyhow::Result;
+use inputs::Inputs;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::Device;
+use trainee::Trainee;
+
+/// Resolved settings of one `gl train` invocation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub project: Project,
+    pub dataset: String,
+    pub profile: String,
+    pub config: TrainConfig,
+    pub seed: u64,
+    pub device: Device,
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    pub progress: bool,
+}
+
+/// What a finished `gl train` hands back.
+#[derive(Debug)]
+pub struct Outcome {
+    pub run_dir: RunDir,
+    pub epochs: Vec<EpochRecord>,
+    pub summary: RunSummary,
+}
+
+/// What a run tells its caller as it goes.
+pub trait Observer {
+    /// The untrained network's Recall@K, measured before the first epoch.
+    fn untrained(&mut self, _u: &Untrained, _ks: &[usize]) {}
+    /// An epoch trained and evaluated, before it is committed.
+    fn epoch(&mut self, _r: &EpochRecord, _ks: &[usize]) {}
+    /// The run directory after each commit (every epoch, then the summary): index it here.
+    fn committed(&mut self, _dir: &RunDir) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs (or resumes) the training run `s` describes, as the run directory's one writer
+/// ([`RunDir::lock`]); a run that fails records why in `failed.json` (cleared when it is
+/// resumed), so the catalogue can tell a failed run from one still running or killed.
+pub fn run(s: &Settings, obs: &mut dyn Observer) -> Result<Outcome> {
+    let run_dir = RunDir::new(s.run_dir.clone());
+    let _writer = run_dir.lock()?;
+    run_dir.clear_failure()?;
+    let out = run_locked(s, &run_dir, obs);
+    if let Err(e) = &out {
+        run_dir.record_failure(e);
+    }
+    out
+}
+
+fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<Outcome> {
+    let started = Instant::now();
+    let cfg = &s.config;
+    cfg.validate()?;
+    let inputs = Inputs::prepare(s)?;
+    let state = inputs::open_run_dir(run_dir, &inputs.run_config, s.resume)?;
+    if let Some(done) = finished(run_dir, state.as_ref(), cfg)? {
+        return Ok(done);
+    }
+    let mut t = Trainee::build(s, &inputs, run_dir, state)?;
+    let loss = GroupLoss::new(GroupLossOptions {
+        tau: cfg.tau,
+        steps: cfg.replicator_steps,
+        ce_weight: cfg.ce_weight,
+        zero_diagonal: cfg.zero_diagonal,
+        ..Default::default()
+    })?;
+    if t.state.epoch == 0 && cfg.eval_untrained && !run_dir.untrained_path().exists() {
+        let rec = t.untrained(s, &inputs)?;
+        obs.untrained(&rec, &cfg.recall_ks);
+        run_dir.write_json(&run_dir.untrained_path(), &rec)?;
+    }
+    let checkpointer = Checkpointer::new(run_dir);
+    for e in t.state.epoch + 1..=cfg.epochs {
+        let record = t.epoch(s, &inputs, run_dir, &loss, e)?;
+        tracing::info!(?record, "epoch done");
+        obs.epoch(&record, &cfg.recall_ks);
+        checkpointer.commit(&t.vs, &t.opt, cfg.selection, &mut t.state, &record)?;
+        t.records.push(record);
+        run_dir.write_epochs(&t.records)?;
+        run_dir.write_json(&run_dir.state_path(), &t.state)?;
+        run_dir.prune(&t.state)?;
+        obs.committed(run_dir)?;
+    }
+    let summary = summarise(run_dir, cfg, &t.records, &t.state, started)?;
+    obs.committed(run_dir)?;
+    Ok(Outcome {
+        run_dir: run_dir.clone(),
+        epochs: t.records,
+        summary,
+    })
+}
+
+/// `--resume` of a finished run: nothing to do, its record stays as it was.
+fn finished(dir: &RunDir, state: Option<&RunState>, cfg: &TrainConfig) -> Result<Option<Outcome>> {
+    match state {
+        Some(st) if st.epoch >= cfg.epochs && dir.summary_path().exists() => Ok(Some(Outcome {
+            epochs: dir.epochs(Some(st.epoch))?,
+            summary: RunDir::read_json(&dir.summary_path())?,
+            run_dir: dir.clone(),
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Writes `run.json`: test R@1 under each selection protocol, the untrained network's.
+fn summarise(
+    dir: &RunDir,
+    cfg: &TrainConfig,
+    recs: &[EpochRecord],
+    st: &RunState,
+    started: Instant,
+) -> Result<RunSummary> {
+    let test_at = |ep: Option<usize>| {
+        ep.and_then(|e| recs.iter().find(|r| r.epoch == e))
+            .and_then(|r| r.test_recall.clone())
+    };
+    let untrained: Option<Untrained> = match dir.untrained_path().exists() {
+        true => Some(RunDir::read_json(&dir.untrained_path())?),
+        false => None,
+    };
+    let summary = RunSummary {
+        status: "completed".into(),
+        epochs: recs.len(),
+        selection: serde_json::to_value(cfg.selection)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        selected_epoch: st.selected_epoch,
+        test_recall_last: recs.last().and_then(|r| r.test_recall.clone()),
+        test_recall_val_selected: test_at(st.best_val.map(|b| b.epoch)),
+        test_recall_best_on_test: test_at(st.best_test.map(|b| b.epoch)),
+        test_recall_untrained: untrained.as_ref().and_then(|u| u.test_recall.clone()),
+        val_recall_untrained: untrained.and_then(|u| u.val_recall),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    dir.write_json(&dir.summary_path(), &summary)?;
+    Ok(summary)
+}

@@ -1,0 +1,275 @@
+//! The network being trained and everything that moves with it: its variables, the RAdam
+//! optimiser with its two parameter groups, the committed state and the epoch records —
+//! built fresh (seeded, initial weights) or restored from the last commit, each restored file
+//! checked against its recorded digest. [`Trainee::epoch`] trains and evaluates one epoch.
+
+use super::inputs::Inputs;
+use super::Settings;
+use crate::data::crop_cache::CropRow;
+use crate::data::loader::LoaderParams;
+use crate::data::transform::Augment;
+use crate::eval::{embed, retrieval};
+use crate::loss::group_loss::GroupLoss;
+use crate::model::net::EmbeddingNet;
+use crate::train::config::{AugmentChoice, OptimizerChoice, TrainConfig};
+use crate::train::epoch::{self, EpochInputs};
+use crate::train::init;
+use crate::train::radam::{RAdam, RAdamParams};
+use crate::train::run_dir::{EpochRecord, RunDir, RunState, Untrained};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::nn;
+
+pub struct Trainee {
+    pub vs: nn::VarStore,
+    pub net: EmbeddingNet,
+    pub opt: RAdam,
+    pub state: RunState,
+    pub records: Vec<EpochRecord>,
+    /// Optimiser steps taken so far (the loader's and the loss's step counter).
+    steps: usize,
+}
+
+impl Trainee {
+    /// The network of run `s` (seeded), with its initial weights or those of the last commit
+    /// in `dir` (`state`), and its optimiser at the epoch after it.
+    pub fn build(
+        s: &Settings,
+        inputs: &Inputs,
+        dir: &RunDir,
+        state: Option<RunState>,
+    ) -> Result<Self> {
+        let cfg = &s.config;
+        tch::manual_seed(epoch::torch_seed(s.seed, 0));
+        let mut vs = nn::VarStore::new(s.device);
+        let classes = inputs.splits.num_classes();
+        let net = EmbeddingNet::new(&vs.root(), &cfg.backbone, cfg.head(classes))?;
+        let mut opt_params = RAdamParams {
+            lr: cfg.lr,
+            eps: cfg.adam_eps,
+            weight_decay: cfg.weight_decay,
+            rectify: cfg.optimizer == OptimizerChoice::Radam,
+            ..Default::default()
+        };
+        opt_params.validate()?;
+        let (state, records) = match state {
+            Some(st) => restore_model(&mut vs, dir, st)?,
+            None => {
+                init::initialise(&vs, cfg, &s.project)?;
+                (fresh_state(), Vec::new())
+            }
+        };
+        opt_params.lr = cfg.lr_at(state.epoch + 1);
+        let (body, head) = param_groups(&vs);
+        let mut opt = RAdam::new(body, opt_params)?;
+        opt.add_group(head, cfg.classifier_lr_at(state.epoch + 1))?;
+        if state.epoch > 0 {
+            let path =
+                state.verified(dir, &format!("{}/optimizer.safetensors", state.checkpoint))?;
+            let named = tch::Tensor::read_safetensors(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            opt.load_state(&named)
+                .with_context(|| format!("restoring {}", path.display()))?;
+        }
+        let steps = records.iter().map(|r| r.batches).sum::<usize>();
+        Ok(Trainee {
+            vs,
+            net,
+            opt,
+            state,
+            records,
+            steps,
+        })
+    }
+
+    /// Epoch `e`: the official reload of the selected model at an lr drop, the epoch's lr,
+    /// seed and batches, training, then validation and test Recall@K where due.
+    pub fn epoch(
+        &mut self,
+        s: &Settings,
+        inputs: &Inputs,
+        dir: &RunDir,
+        loss: &GroupLoss,
+        e: usize,
+    ) -> Result<EpochRecord> {
+        let cfg = &s.config;
+        let mut reloaded_from = None;
+        if cfg.reload_best_at_lr_drop && cfg.is_lr_drop(e) {
+            if let (Some(file), Some(ep)) = (&self.state.selected, self.state.selected_epoch) {
+                self.vs
+                    .load(self.state.verified(dir, file)?)
+                    .with_context(|| format!("reloading the selected model {file}"))?;
+                reloaded_from = Some(ep);
+            }
+        }
+        let lr = cfg.lr_at(e);
+        self.opt.set_group_lr(0, lr)?;
+        self.opt.set_group_lr(1, cfg.classifier_lr_at(e))?;
+        tch::manual_seed(epoch::torch_seed(s.seed, e));
+        let splits = &inputs.splits;
+        let batches = epoch::epoch_batches(cfg, &splits.train, &splits.train_labels, s.seed, e)?;
+        let label_of: HashMap<i64, i64> = splits
+            .train_classes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as i64))
+            .collect();
+        let losses = epoch::train_epoch(
+            EpochInputs {
+                cfg,
+                net: &self.net,
+                loss,
+                rows: &inputs.rows,
+                label_of: &label_of,
+                batches,
+                loader: loader(cfg, &self.net, s.seed),
+                device: s.device,
+                epoch: e,
+                step_offset: self.steps,
+                progress: s.progress,
+            },
+            &mut self.opt,
+        )
+        .with_context(|| {
+            format!(
+                "run {} (last good checkpoint: {})",
+                s.run_id,
+                self.last_good(dir)
+            )
+        })?;
+        self.steps += losses.batches;
+        let eval_start = Instant::now();
+        let evaluate = e.is_multiple_of(cfg.eval_every) || e == cfg.epochs;
+        let recall = |idx: &[usize]| match evaluate {
+            true => self.recall_of(s, &inputs.rows, idx),
+            false => Ok(None),
+        };
+        let val_recall = recall(&splits.val).context("validation")?;
+        let test_recall = recall(&splits.test).context("test")?;
+        Ok(EpochRecord {
+            epoch: e,
+            lr,
+            loss: losses.loss,
+            loss_group: losses.loss_group,
+            loss_ce: losses.loss_ce,
+            batches: losses.batches,
+            images: losses.images,
+            train_seconds: losses.seconds,
+            eval_seconds: eval_start.elapsed().as_secs_f64(),
+            images_per_second: losses.images as f64 / losses.seconds.max(1e-9),
+            val_recall,
+            test_recall,
+            reloaded_from,
+        })
+    }
+
+    /// The untrained network's Recall@K on validation and test.
+    pub fn untrained(&self, s: &Settings, inputs: &Inputs) -> Result<Untrained> {
+        let t = Instant::now();
+        let rows = &inputs.rows;
+        Ok(Untrained {
+            val_recall: self.recall_of(s, rows, &inputs.splits.val)?,
+            test_recall: self.recall_of(s, rows, &inputs.splits.test)?,
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Recall@K of `idx` (the configured K below the set's size), or `None` for an empty set.
+    fn recall_of(
+        &self,
+        s: &Settings,
+        rows: &Arc<Vec<CropRow>>,
+        idx: &[usize],
+    ) -> Result<Option<Vec<f64>>> {
+        if idx.is_empty() {
+            return Ok(None);
+        }
+        let cfg = &s.config;
+        let params = loader(cfg, &self.net, s.seed);
+        let emb = embed::embed(&self.net, rows, idx, cfg.eval_batch, params, s.device)?;
+        let ks: Vec<usize> = cfg
+            .recall_ks
+            .iter()
+            .copied()
+            .filter(|&k| k < emb.labels.len())
+            .collect();
+        retrieval::recall_at_k(&emb.features, &emb.labels, &ks).map(Some)
+    }
+
+    fn last_good(&self, dir: &RunDir) -> String {
+        match self.state.epoch {
+            0 => "none".to_string(),
+            _ => dir.root.join(&self.state.checkpoint).display().to_string(),
+        }
+    }
+}
+
+/// The model and epoch records of the last commit, checked against the recorded digest.
+fn restore_model(
+    vs: &mut nn::VarStore,
+    dir: &RunDir,
+    st: RunState,
+) -> Result<(RunState, Vec<EpochRecord>)> {
+    let model = st.verified(dir, &format!("{}/model.safetensors", st.checkpoint))?;
+    vs.load(&model)
+        .with_context(|| format!("loading {}", model.display()))?;
+    let records = dir.epochs(Some(st.epoch))?;
+    if records.len() != st.epoch {
+        bail!(
+            "{}: {} epoch records for {} completed epochs",
+            dir.epochs_path().display(),
+            records.len(),
+            st.epoch
+        );
+    }
+    Ok((st, records))
+}
+
+fn fresh_state() -> RunState {
+    RunState {
+        epoch: 0,
+        checkpoint: String::new(),
+        selected: None,
+        selected_epoch: None,
+        best_val: None,
+        best_test: None,
+        sha256: Default::default(),
+    }
+}
+
+/// The loader of the run: the recipe's crop, resize and augmentation, the network's input
+/// normalisation, seeded by the run's seed.
+fn loader(cfg: &TrainConfig, net: &EmbeddingNet, seed: u64) -> LoaderParams {
+    LoaderParams {
+        crop: cfg.input_size,
+        resize: cfg.resize,
+        normalize: net.spec().normalize,
+        augment: Augment {
+            scale: (cfg.crop_scale_min, 1.0),
+            hflip: cfg.hflip,
+            shift_only: cfg.augment == AugmentChoice::RandomCrop,
+        },
+        threads: cfg.loader_threads,
+        prefetch: cfg.prefetch,
+        seed,
+    }
+}
+
+/// Trainable variables in name order: everything but the classifier, then the classifier (its
+/// own RAdam group, for `classifier_lr`). Name order keeps the optimiser state's layout the same
+/// in every process, which `--resume` relies on.
+fn param_groups(vs: &nn::VarStore) -> (Vec<tch::Tensor>, Vec<tch::Tensor>) {
+    let mut named: Vec<(String, tch::Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let (head, body): (Vec<_>, Vec<_>) = named
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("classifier."));
+    let strip = |v: Vec<(String, tch::Tensor)>| v.into_iter().map(|(_, t)| t).collect();
+    (strip(body), strip(head))
+}
