@@ -17,7 +17,7 @@ export PATH := venv / "bin" + ":" + env_var("PATH")
 
 # Build the tests and the `gl` binary (one shared dev profile) and run every test.
 test: setup duckdb
-    cargo test --locked
+    cargo test --locked --features test-slurm,test-golden
     {{py}} -m pytest -q tests/reference
 
 # Create or refresh the venv from requirements-dev.txt (skipped when it is already current).
@@ -72,7 +72,7 @@ bench-reference: setup
 # catalogue tests on it, Parquet round trip included. Not part of `test`: run it when touching
 # the catalogue's DuckDB use.
 test-bundled: setup
-    env -u DUCKDB_LIB_DIR CARGO_TARGET_DIR="{{cache}}/target-bundled" cargo test --locked --features duckdb-bundled --test catalog
+    env -u DUCKDB_LIB_DIR CARGO_TARGET_DIR="{{cache}}/target-bundled" cargo test --locked --features duckdb-bundled --test it catalog::
 
 # Regenerate docs/cli.md from the clap definitions (a unit test fails when it is stale).
 docs: build
@@ -81,7 +81,7 @@ docs: build
 # Lints the CI does not run but every change should pass.
 lint: setup duckdb
     cargo fmt --all -- --check
-    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --locked --all-targets --features test-slurm,test-golden -- -D warnings
 
 # A `gl` without the catalogue (no libduckdb.so needed) and what the GPU smoke test reads, in
 # dist/ (ignored), to carry to a GPU machine or cluster node.

@@ -10,14 +10,14 @@ use std::path::PathBuf;
 #[command(name = "gl", version, about, propagate_version = true)]
 pub struct Cli {
     /// libtorch intra-op threads (default: libtorch's own choice, usually the core count).
-    #[arg(long, global = true, env = "GL_THREADS")]
+    #[arg(long, global = true, env = crate::env_vars::THREADS)]
     pub threads: Option<i32>,
     /// Project root (the directory with pipeline/) [default: nearest ancestor of the working
     /// directory that has pipeline/datasets.toml].
-    #[arg(long, global = true, env = "GL_PROJECT_DIR")]
+    #[arg(long, global = true, env = crate::env_vars::PROJECT_DIR)]
     pub project_dir: Option<PathBuf>,
     /// Data directory: downloads, extracted datasets, the catalogue [default: <project>/data].
-    #[arg(long, global = true, env = "GL_DATA_DIR")]
+    #[arg(long, global = true, env = crate::env_vars::DATA_DIR)]
     pub data_dir: Option<PathBuf>,
     /// More log output (-v info, -vv debug); RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -284,7 +284,7 @@ pub struct WeightsArgs {
     pub download: DownloadArgs,
     /// Python with torch that runs the converter [default: the venv whose torch `gl` was built
     /// against, else python3].
-    #[arg(long, env = "GL_PYTHON")]
+    #[arg(long, env = crate::env_vars::PYTHON)]
     pub python: Option<PathBuf>,
 }
 
@@ -549,9 +549,9 @@ pub struct BenchLossArgs {
 pub struct ReferenceArgs {
     /// Python interpreter with torch [default: the venv whose torch `gl` was built against,
     /// else python3].
-    #[arg(long, env = "GL_PYTHON")]
+    #[arg(long, env = crate::env_vars::PYTHON)]
     pub python: Option<PathBuf>,
     /// Directory holding the reference scripts.
-    #[arg(long, env = "GL_REFERENCE_DIR", default_value = "tests/reference")]
+    #[arg(long, env = crate::env_vars::REFERENCE_DIR, default_value = "tests/reference")]
     pub reference_dir: PathBuf,
 }

@@ -94,6 +94,38 @@ pub fn tree_digest(root: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Puts the finished directory `staged` in place of `dest` (same filesystem), so a reader sees
+/// the old tree or the new one, never a mix: an existing `dest` is first moved aside into a
+/// `.<name>.old-*` directory beside it, put back if the final rename fails, and removed once
+/// the new tree is in; then the parent directory is fsynced. An `.old-*` directory a killed
+/// process left is the caller's to clean up.
+pub fn replace_dir(staged: &Path, dest: &Path) -> std::io::Result<()> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if std::fs::symlink_metadata(dest).is_err() {
+        std::fs::rename(staged, dest)?;
+    } else {
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let old = tempfile::Builder::new()
+            .prefix(&format!(".{name}.old-"))
+            .tempdir_in(parent)?;
+        let aside = old.path().join("previous");
+        std::fs::rename(dest, &aside)?;
+        if let Err(e) = std::fs::rename(staged, dest) {
+            if std::fs::rename(&aside, dest).is_err() {
+                let kept = old.keep();
+                let why = format!("{e} (the previous tree is kept in {})", kept.display());
+                return Err(std::io::Error::new(e.kind(), why));
+            }
+            return Err(e);
+        }
+        old.close()?;
+    }
+    std::fs::File::open(parent)?.sync_all()
+}
+
 /// fsyncs the directory `dir`, so the renames and new entries in it survive a power cut.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)

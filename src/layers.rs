@@ -13,6 +13,8 @@ pub const LAYERS: &[&[&str]] = &[
         "runtime",
         "progress",
         "writer_lock",
+        "env_vars",
+        "clock",
     ],
     &["data"],
     &["project"],

@@ -76,7 +76,7 @@ impl Project {
 /// executor sets for its tasks (the coordinating `gl run` is the catalogue's single writer and
 /// indexes what they wrote).
 pub fn catalog_writes() -> bool {
-    std::env::var("GL_CATALOG").map_or(true, |v| v != "off")
+    std::env::var(crate::env_vars::CATALOG).map_or(true, |v| v != "off")
 }
 
 /// `path` relative to `base` when it is inside it (for messages and catalogue rows).

@@ -47,9 +47,7 @@ impl WriterLock {
             "pid {} on {} since {}",
             std::process::id(),
             hostname(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
+            crate::clock::unix_now()
         )?;
         Ok(WriterLock {
             _file: file,

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 /// Set (to anything) to make [`ingest_fetch`] fail after inserting its rows — the test hook for
 /// "a stage killed mid-way leaves the catalogue as before".
-pub const FAIL_INJECTION_ENV: &str = "GL_TEST_FAIL_AFTER_INSERT";
+pub const FAIL_INJECTION_ENV: &str = crate::env_vars::FAULT_AFTER_INSERT;
 
 /// Replaces the dataset's rows and records the fetch run, atomically.
 pub fn ingest_fetch(cat: &mut Catalog, outcome: &Outcome, started_at: SystemTime) -> Result<i64> {

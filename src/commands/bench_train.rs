@@ -69,7 +69,7 @@ const STEP_SEED: i64 = 1;
 
 /// Test hook: a τ passed to the reference only, so that the two sides compute different losses
 /// and the agreement check must fail the command.
-pub const FAULT_REFERENCE_TAU: &str = "GL_FAULT_REFERENCE_TAU";
+pub const FAULT_REFERENCE_TAU: &str = crate::env_vars::FAULT_REFERENCE_TAU;
 
 #[derive(Debug)]
 pub struct Settings {

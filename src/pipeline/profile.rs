@@ -169,8 +169,8 @@ impl Profile {
                 known.join(", ")
             );
         }
-        let mut fig =
-            Figment::from(Toml::file(&path)).merge(Env::prefixed("GL_PIPELINE_").split("__"));
+        let mut fig = Figment::from(Toml::file(&path))
+            .merge(Env::prefixed(crate::env_vars::PIPELINE_PREFIX).split("__"));
         for o in overrides {
             let (key, value) = crate::config::parse_override(o)?;
             fig = fig.merge(Serialized::default(&key, value));

@@ -19,7 +19,6 @@ use crate::project::Project;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 /// What `gl run` was asked.
 #[derive(Debug, Clone, Default)]
@@ -167,9 +166,7 @@ fn supersede(project: &Project, t: &Task) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let now = SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_now();
     let to = project
         .runs_dir()
         .join(".superseded")

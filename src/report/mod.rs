@@ -416,20 +416,11 @@ pub fn generate(
         written.push(Path::new(profile).join(&f.rel));
     }
     let dest = reports.join(profile);
-    let old = reports.join(format!(".{profile}.old"));
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    }
-    if dest.exists() {
-        std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
-    }
-    let staged = staging.keep();
-    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    std::fs::rename(&staged, &dest)
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(staging.path(), mode)?;
+    crate::fsutil::replace_dir(staging.path(), &dest)
         .with_context(|| format!("moving the new report into {}", dest.display()))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    }
+    let _ = staging.keep(); // renamed: nothing left to remove
     write_index(reports)?;
     written.push(PathBuf::from("README.md"));
     Ok(written)

@@ -238,17 +238,11 @@ pub fn run(s: &Settings) -> Result<Vec<EmbeddingsRecord>> {
             dim: 0,
             device: format!("{:?}", s.device).to_lowercase(),
             seconds: t.elapsed().as_secs_f64(),
-            created_unix: unix_now(),
+            created_unix: crate::clock::unix_now(),
         };
         out.push(write_embeddings(&rd.root, &set, rec)?);
     }
     Ok(out)
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The crop cache file a run was trained on, checked against the key in its config.

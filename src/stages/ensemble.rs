@@ -4,10 +4,11 @@
 //! checksums of the embeddings used), `embeddings/<model>-<split>.parquet` and
 //! `eval/<model>-<split>.json`.
 
+use crate::clock::unix_now;
 use crate::eval::embeddings_file::{self, EmbeddingSet};
 use crate::eval::knn::l2_normalise;
 use crate::eval::metrics::EvalParams;
-use crate::stages::embed::{self, unix_now, EmbeddingsRecord, EvalSplit, ModelChoice};
+use crate::stages::embed::{self, EmbeddingsRecord, EvalSplit, ModelChoice};
 use crate::stages::evaluate::{evaluate_dir, EvalRecord};
 use crate::train::run_dir::{RunConfig, RunDir};
 use anyhow::{bail, ensure, Context, Result};

@@ -2,9 +2,10 @@
 //! written as `<dir>/eval/<model>-<split>.json` ([`EvalRecord`]) for the catalogue to index —
 //! or, for `--embeddings FILE`, of embeddings made anywhere, printed and not stored.
 
+use crate::clock::unix_now;
 use crate::eval::embeddings_file;
 use crate::eval::metrics::{self, EvalParams, Metrics};
-use crate::stages::embed::{self, unix_now, EmbeddingsRecord};
+use crate::stages::embed::{self, EmbeddingsRecord};
 use crate::train::run_dir::{RunConfig, RunDir};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};

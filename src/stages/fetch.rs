@@ -308,24 +308,12 @@ fn remove_leftovers(parent: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Swaps the finished staging directory in as `dir`; the previous `dir` is moved aside first
-/// and removed once the new one is in place.
+/// Swaps the finished staging directory in as `dir` ([`crate::fsutil::replace_dir`]).
 fn swap_in(staging: tempfile::TempDir, dir: &Path) -> Result<()> {
-    let parent = dir.parent().context("dataset directory has no parent")?;
-    let name = dir.file_name().context("dataset directory has no name")?;
-    let staged = staging.keep();
-    if dir.exists() {
-        let old = tempfile::Builder::new()
-            .prefix(&format!(".{}.old-", name.to_string_lossy()))
-            .tempdir_in(parent)?
-            .keep();
-        std::fs::rename(dir, old.join("d"))?;
-        std::fs::rename(&staged, dir)?;
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    } else {
-        std::fs::rename(&staged, dir)?;
-    }
-    crate::fsutil::sync_dir(parent)
+    crate::fsutil::replace_dir(staging.path(), dir)
+        .with_context(|| format!("putting the new dataset in place at {}", dir.display()))?;
+    let _ = staging.keep(); // renamed: nothing left to remove
+    Ok(())
 }
 
 /// Every indexed image must exist: a truncated or mismatched archive fails here, naming files.

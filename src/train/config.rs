@@ -243,7 +243,7 @@ impl TrainConfig {
         }
         let mut fig = fig
             .merge(file.focus(&format!("profiles.{profile}")))
-            .merge(Env::prefixed("GL_TRAIN_"));
+            .merge(Env::prefixed(crate::env_vars::TRAIN_PREFIX));
         for o in overrides {
             let (key, value) = crate::config::parse_override(o)?;
             fig = fig.merge(Serialized::default(&key, value));

@@ -24,7 +24,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 /// Environment variable of the fault-injection hook the NaN test uses: the loss of the first
 /// step of this (1-based) epoch is replaced by NaN, as a diverging run would produce it.
-pub const FAULT_NAN_AT_EPOCH: &str = "GL_FAULT_NAN_AT_EPOCH";
+pub const FAULT_NAN_AT_EPOCH: &str = crate::env_vars::FAULT_NAN_AT_EPOCH;
 
 /// The RNG of one epoch's sampler: a function of (seed, epoch) only.
 pub fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {

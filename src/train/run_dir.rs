@@ -230,9 +230,7 @@ impl RunDir {
         }
         let f = Failure {
             error: format!("{e:#}"),
-            at_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            at_unix: crate::clock::unix_now(),
         };
         if let Err(w) = self.write_json(&self.failure_path(), &f) {
             tracing::warn!("{w:#}");

@@ -154,40 +154,15 @@ pub fn extract_limited(
     // The temp dir is created private (0700); the extracted tree should look like any
     // directory made by mkdir.
     set_mode(staging.path(), Some(0o755))?;
-    replace_dir(staging, dest, &parent, &dest_name)?;
+    replace_dir(staging, dest)?;
     Ok(summary)
 }
 
-/// Renames the finished staging directory onto `dest`. An existing `dest` is first moved
-/// into a temp directory (removed afterwards) and moved back if the final rename fails.
-fn replace_dir(
-    staging: tempfile::TempDir,
-    dest: &Path,
-    parent: &Path,
-    dest_name: &str,
-) -> Result<(), ArchiveError> {
-    let exists = fs::symlink_metadata(dest).is_ok();
-    if !exists {
-        fs::rename(staging.path(), dest).map_err(io_err("renaming into place", dest))?;
-        let _ = staging.keep();
-        return Ok(());
-    }
-    let old = tempfile::Builder::new()
-        .prefix(&format!(".{dest_name}.old-"))
-        .tempdir_in(parent)
-        .map_err(io_err("creating a temp directory in", parent))?;
-    let aside = old.path().join("previous");
-    fs::rename(dest, &aside).map_err(io_err("moving aside the previous", dest))?;
-    if let Err(e) = fs::rename(staging.path(), dest) {
-        // Put the previous tree back; if even that fails, say where it is.
-        return match fs::rename(&aside, dest) {
-            Ok(()) => Err(io_err("renaming into place", dest)(e)),
-            Err(_) => {
-                let kept = old.keep();
-                Err(io_err("renaming into place (previous tree kept in)", &kept)(e))
-            }
-        };
-    }
-    let _ = staging.keep();
+/// Renames the finished staging directory onto `dest` ([`crate::fsutil::replace_dir`]: the
+/// previous tree is moved aside, and back if the rename fails).
+fn replace_dir(staging: tempfile::TempDir, dest: &Path) -> Result<(), ArchiveError> {
+    crate::fsutil::replace_dir(staging.path(), dest)
+        .map_err(io_err("renaming into place", dest))?;
+    let _ = staging.keep(); // renamed: nothing left to remove
     Ok(())
 }

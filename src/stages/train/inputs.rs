@@ -56,9 +56,7 @@ impl Inputs {
             libtorch: crate::runtime::inspect()
                 .libtorch_version
                 .unwrap_or_default(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created_unix: crate::clock::unix_now(),
         };
         Ok(Inputs {
             rows,

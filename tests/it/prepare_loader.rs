@@ -9,8 +9,7 @@ use image::{ImageEncoder, Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[path = "common/gl_cli.rs"]
-mod gl_cli;
+use crate::common::gl_cli;
 
 fn gl(project: &Path, args: &[&str]) -> (i32, String, String) {
     gl_cli::run(project, args, &[])

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-#[path = "common/tiny_pipeline.rs"]
-mod tiny_pipeline;
+use crate::common::tiny_pipeline;
 
-use tiny_pipeline::{files, gl, gl_cli, project, ran, status, TINY_PROFILE, TINY_RECIPE};
+use crate::common::gl_cli;
+use tiny_pipeline::{files, gl, project, ran, status, TINY_PROFILE, TINY_RECIPE};
 
 #[test]
 fn the_dag_runs_every_stage_and_reruns_only_what_changed() {

@@ -4,8 +4,7 @@
 //! helpers to run `gl` in it and read `gl run` / `gl status`.
 #![allow(dead_code)]
 
-#[path = "gl_cli.rs"]
-pub mod gl_cli;
+use super::gl_cli;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -8,11 +8,9 @@
 //! catalogue's numbers beside the paper's.
 #![cfg(feature = "catalog")] // `gl run`, `gl sql` and the catalogue
 
-#[path = "common/gl_cli.rs"]
-mod gl_cli;
+use crate::common::gl_cli;
 #[allow(dead_code)] // only `Bytes` routes are needed here
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use http_server::{Route, Server};
 use std::collections::BTreeSet;

@@ -1,9 +1,8 @@
 //! Integration tests of `data::fetch`, against a loopback HTTP server and local files. All
 //! fixtures live in temp dirs.
 
-mod common;
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common;
+use crate::common::http_server;
 
 use std::fs;
 use std::path::PathBuf;

@@ -7,10 +7,8 @@
 //! * `gl embed`, `gl evaluate`, `gl ensemble` on tiny runs trained on the embedded demo set,
 //!   indexed in the catalogue and readable with `gl sql`; an ensemble of one run equals it.
 
-#[path = "common/demo_project.rs"]
-mod demo_project;
-#[path = "common/gl_cli.rs"]
-mod gl_cli;
+use crate::common::demo_project;
+use crate::common::gl_cli;
 
 use grouploss::eval::embeddings_file;
 use grouploss::eval::kmeans::{kmeans, KMeansParams};

@@ -1,5 +1,12 @@
-//! Fixtures shared by the `fetch` and `archive` integration tests. The loopback HTTP server,
-//! which only the fetch tests use, is in `http_server.rs` beside this file.
+//! What the integration tests share: a deterministic payload and temp dirs (fetch, archive),
+//! the loopback HTTP server, running the `gl` binary, and two throw-away projects (the demo
+//! set; the tiny synthetic pipeline).
+#![allow(dead_code)] // each helper serves some of the test modules
+
+pub mod demo_project;
+pub mod gl_cli;
+pub mod http_server;
+pub mod tiny_pipeline;
 
 /// Deterministic, non-repeating-looking test payload.
 pub fn payload(len: usize) -> Vec<u8> {

@@ -2,11 +2,9 @@
 //! in the exact CUB, CARS196 (.mat and class-folder CSV) and SOP layouts that the tests build,
 //! plus a user's image folder. Each test gets its own project directory (registry + data).
 
-#[path = "common/gl_cli.rs"]
-mod gl_cli;
+use crate::common::gl_cli;
 #[allow(dead_code)] // not every route kind is needed here
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use http_server::{Route, Server};
 use std::io::Write;

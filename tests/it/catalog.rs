@@ -45,7 +45,7 @@ fn sample(name: &str, n_train: i64, n_test: i64, n_val: i64) -> (DatasetRecord, 
     let dataset = DatasetRecord {
         name: name.to_string(),
         kind: "synthetic".to_string(),
-        source: "tests/catalog.rs".to_string(),
+        source: "tests/it/catalog.rs".to_string(),
         archive_checksum: Some("ab".repeat(32)),
         license: None,
         n_images: images.len() as i64,

@@ -3,10 +3,8 @@
 //! uninterrupted one bit for bit, a NaN loss stops the run keeping the last good checkpoint,
 //! the official reload-at-lr-drop happens, and the run is indexed in the catalogue.
 
-#[path = "common/demo_project.rs"]
-mod demo_project;
-#[path = "common/gl_cli.rs"]
-mod gl_cli;
+use crate::common::demo_project;
+use crate::common::gl_cli;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Integration tests of `data::archive`, against archives built here, including hostile ones.
 //! All fixtures live in temp dirs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "common/tiny_pipeline.rs"]
-mod tiny_pipeline;
+use crate::common::tiny_pipeline;
 
 use tiny_pipeline::{gl, project, ran, status};
 

@@ -1,8 +1,6 @@
 //! A throw-away project with the repository's registry and recipes and the embedded demo set
 //! fetched through `gl fetch` (the real `file://` path).
 
-//! Include it beside `gl_cli` (`#[path = "common/gl_cli.rs"] mod gl_cli;`), which it uses.
-
 use super::gl_cli;
 use std::path::Path;
 

@@ -2,9 +2,7 @@
 //! compute the same first step, prints the loader comparison and a SPEEDUP line; and a reference
 //! that computes another loss (τ changed on its side only) fails the command before any timing.
 
-#[path = "common/gl_cli.rs"]
-#[allow(dead_code)] // `run` is for the other test files
-mod gl_cli;
+use crate::common::gl_cli;
 
 use std::path::Path;
 use std::process::Command;

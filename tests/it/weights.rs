@@ -5,11 +5,9 @@
 //! `grouploss::model::weights::load_into` and compared with the PyTorch forward pass of the
 //! same weights.
 
-#[path = "common/gl_cli.rs"]
-mod gl_cli;
+use crate::common::gl_cli;
 #[allow(dead_code)] // only `Bytes` routes are needed here
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use grouploss::model::bn_inception::BnInception;
 use grouploss::model::weights::load_into;
@@ -142,7 +140,7 @@ fn entry(name: &str, file: &str, urls: &[String], extra: &str) -> String {
 const SKIP_HEAD: &str = "skip = [\"last_linear.*\"]";
 const KEEP_HEAD: &str = "rename = [{ from = \"last_linear.\", to = \"classifier.\" }]";
 
-/// max_i |a_i - b_i| / max(|b_i|, 1e-2 · max_j |b_j|), as in tests/bn_inception.rs.
+/// max_i |a_i - b_i| / max(|b_i|, 1e-2 · max_j |b_j|), as in tests/it/bn_inception.rs.
 fn max_rel_err(actual: &Tensor, expected: &Tensor) -> f64 {
     let expected = expected.to_kind(Kind::Double);
     let actual = actual.to_kind(Kind::Double);

@@ -1,0 +1,35 @@
+//! Every `GL_*` environment variable `gl` reads, in one place with what it does. Command-line
+//! flags win over them; the recipe and profile prefixes set any key (`GL_TRAIN_LR=1e-4`,
+//! `GL_PIPELINE_SEEDS=[0,1]`). The build-time pair is read by `build.rs` and baked in.
+
+/// libtorch intra-op threads (`--threads`).
+pub const THREADS: &str = "GL_THREADS";
+/// The project root (`--project-dir`).
+pub const PROJECT_DIR: &str = "GL_PROJECT_DIR";
+/// The data directory (`--data-dir`).
+pub const DATA_DIR: &str = "GL_DATA_DIR";
+/// The Python with torch that benchmarks and weight conversion call (`--python`).
+pub const PYTHON: &str = "GL_PYTHON";
+/// Where the benchmarks' PyTorch references are (`--reference-dir`).
+pub const REFERENCE_DIR: &str = "GL_REFERENCE_DIR";
+/// `off`: commands leave the catalogue alone (a run directory is indexed later with
+/// `gl index-runs`), as on a machine where the catalogue is not.
+pub const CATALOG: &str = "GL_CATALOG";
+/// Prefix of training-recipe keys (`GL_TRAIN_EPOCHS=3`), above `pipeline/train.toml`.
+pub const TRAIN_PREFIX: &str = "GL_TRAIN_";
+/// Prefix of pipeline-profile keys (`GL_PIPELINE_SEEDS=[0]`, `__` for nesting).
+pub const PIPELINE_PREFIX: &str = "GL_PIPELINE_";
+
+/// Fault hook for tests: a NaN loss at this epoch (the trainer must stop keeping the last good
+/// checkpoint).
+pub const FAULT_NAN_AT_EPOCH: &str = "GL_FAULT_NAN_AT_EPOCH";
+/// Fault hook for tests: the training-step benchmark's reference computes with this τ, so
+/// the agreement check must fail before any timing.
+pub const FAULT_REFERENCE_TAU: &str = "GL_FAULT_REFERENCE_TAU";
+/// Fault hook for tests: fail a catalogue ingest after its rows are inserted (the transaction
+/// must leave the catalogue as it was).
+pub const FAULT_AFTER_INSERT: &str = "GL_TEST_FAIL_AFTER_INSERT";
+
+/// Build time: the libtorch directory and version `gl` was linked against (`gl env`).
+pub const LIBTORCH_BUILD_DIR: &str = "GL_LIBTORCH_BUILD_DIR";
+pub const LIBTORCH_BUILD_VERSION: &str = "GL_LIBTORCH_BUILD_VERSION";

@@ -1,0 +1,30 @@
+//! Every integration test in one binary, a module per area (one link of libtorch, DuckDB and
+//! polars instead of one per file). Tests that need more than this checkout are behind cargo
+//! features that `just test` turns on, so leaving them out is visible in the command line,
+//! never a silent pass: `test-slurm` (a real single-node Slurm, installed from Debian packages)
+//! and `test-golden` (the official vectors in `../shared/golden/`).
+
+mod common;
+
+mod archive;
+mod bench_train;
+mod bn_inception;
+mod catalog;
+mod cli;
+mod datasets;
+mod efficientnet_lite;
+mod evaluate;
+mod faults;
+mod fetch;
+#[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
+mod group_loss_golden;
+mod group_loss_properties;
+mod pipeline;
+mod prepare_loader;
+mod radam;
+mod released;
+#[cfg(feature = "test-slurm")] // installs Slurm from Debian packages: `just test` enables it
+mod slurm;
+mod train;
+mod transform;
+mod weights;
