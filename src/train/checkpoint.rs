@@ -123,18 +123,6 @@ mod tests {
         }
     }
 
-    fn state() -> RunState {
-        RunState {
-            epoch: 0,
-            checkpoint: String::new(),
-            selected: None,
-            selected_epoch: None,
-            best_val: None,
-            best_test: None,
-            sha256: Default::default(),
-        }
-    }
-
     #[test]
     fn checkpoints_are_complete_digested_and_the_selection_rule_applies() {
         let d = tempfile::tempdir().unwrap();
@@ -143,7 +131,7 @@ mod tests {
         let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
         let opt = RAdam::new(vec![w.shallow_clone()], RAdamParams::default()).unwrap();
         let cp = Checkpointer::new(&dir);
-        let mut st = state();
+        let mut st = RunState::default();
 
         // A leftover of a run killed mid-write is replaced, not trusted.
         std::fs::create_dir_all(d.path().join("checkpoint-e001.tmp")).unwrap();

@@ -86,8 +86,8 @@ pub struct Best {
     pub recall_at_1: f64,
 }
 
-/// The commit point after each epoch.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The commit point after each epoch (the default: before the first).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunState {
     /// Last completed epoch.
     pub epoch: usize,

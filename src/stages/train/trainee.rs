@@ -58,7 +58,7 @@ impl Trainee {
             Some(st) => restore_model(&mut vs, dir, st)?,
             None => {
                 init::initialise(&vs, cfg, &s.project)?;
-                (fresh_state(), Vec::new())
+                (RunState::default(), Vec::new())
             }
         };
         opt_params.lr = cfg.lr_at(state.epoch + 1);
@@ -225,18 +225,6 @@ fn restore_model(
         );
     }
     Ok((st, records))
-}
-
-fn fresh_state() -> RunState {
-    RunState {
-        epoch: 0,
-        checkpoint: String::new(),
-        selected: None,
-        selected_epoch: None,
-        best_val: None,
-        best_test: None,
-        sha256: Default::default(),
-    }
 }
 
 /// The loader of the run: the recipe's crop, resize and augmentation, the network's input
