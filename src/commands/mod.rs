@@ -1,4 +1,6 @@
-//! One module per `gl` subcommand: `Settings::resolve(args)` validates, `run(settings)` works.
+//! One module per `gl` subcommand. Commands with settings to check resolve them first
+//! (`resolve(args, project)` or `Settings::resolve(args)` validates, `run(settings)` works); the
+//! small ones (`env`, `models`, `sql`, `report`, …) take their arguments as they are.
 
 pub mod bench_eval;
 pub mod bench_loader;
