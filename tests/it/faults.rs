@@ -338,7 +338,7 @@ fn an_archive_bomb_is_stopped_and_a_failed_fetch_leaves_nothing_behind() {
         assert_eq!(leftovers(p), Vec::<String>::new());
     }
 
-    // A new archive whose lists do not parse: the fetched dataset stays as it was.
+    // A new source archive whose lists do not parse.
     let archive = p.join("data/synth/tiny_synth.tar");
     let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
     for name in ["Ebay_train.txt", "Ebay_test.txt"] {
@@ -355,9 +355,21 @@ fn an_archive_bomb_is_stopped_and_a_failed_fetch_leaves_nothing_behind() {
         .unwrap();
     }
     tar.into_inner().unwrap();
+    // The archive was pinned at its first fetch: the changed one is refused by its checksum…
     std::fs::remove_dir_all(p.join("data/downloads/tiny_synth")).unwrap();
-    let (code, out, err) = gl(p, &["fetch", "tiny_synth", "--force", "--quiet"]);
+    let fetch = ["fetch", "tiny_synth", "--force", "--quiet"];
+    let (code, out, err) = gl(p, &fetch);
     assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    // …and once the pin is dropped (a new release accepted), its lists fail to parse in
+    // staging: the fetched dataset stays as it was and nothing is left behind.
+    std::fs::remove_file(p.join("pipeline/datasets.lock")).unwrap();
+    let (code, out, err) = gl(p, &fetch);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("parsing") && err.contains("Ebay_train.txt"),
+        "{err}"
+    );
     assert!(tiny_pipeline::files(&p.join("data/datasets/tiny_synth")) == before);
     assert_eq!(leftovers(p), Vec::<String>::new());
 }
