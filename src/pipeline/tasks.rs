@@ -12,7 +12,7 @@ use crate::pipeline::sweep;
 use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
 use crate::stages::released;
-use crate::train::config::TrainConfig;
+use crate::train::config::{CheckedConfig, TrainConfig};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -128,7 +128,7 @@ struct RunSpec {
     run_id: String,
     recipe: String,
     set: Vec<String>,
-    config: TrainConfig,
+    config: CheckedConfig,
 }
 
 /// Run id: `<dataset>-<profile>-s<seed>-<h>` for Group Loss, `<dataset>-<profile>-softmax-
@@ -264,7 +264,7 @@ struct ReleasedSpec {
     /// The `gl weights` entry.
     weights: String,
     run_id: String,
-    config: TrainConfig,
+    config: CheckedConfig,
 }
 
 /// One run per `[released]` dataset, named `<dataset>-<profile>-released-<h>` (`<h>` as for

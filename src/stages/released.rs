@@ -6,7 +6,7 @@
 
 use crate::project::Project;
 use crate::stages::train::{self as trainer, Settings};
-use crate::train::config::TrainConfig;
+use crate::train::config::{CheckedConfig, TrainConfig};
 use crate::train::run_dir::RunDir;
 use anyhow::{ensure, Context, Result};
 use tch::Device;
@@ -17,7 +17,7 @@ pub const RECIPE: &str = "released";
 /// The resolved configuration of the run of weights entry `weights` on `dataset`: the
 /// dataset's values (input size, resize, Recall@K, backbone), then [`RECIPE`], then `init =
 /// "weights:<weights>"`. An error unless it trains for 0 epochs.
-pub fn config(project: &Project, dataset: &str, weights: &str) -> Result<TrainConfig> {
+pub fn config(project: &Project, dataset: &str, weights: &str) -> Result<CheckedConfig> {
     ensure!(
         !weights.is_empty() && !weights.contains(['"', '\\']),
         "weights entry {weights:?} is not a plain name"

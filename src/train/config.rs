@@ -179,6 +179,27 @@ pub struct TrainConfig {
     pub prefetch: usize,
 }
 
+/// A [`TrainConfig`] that passed [`TrainConfig::validate`] (made by [`TrainConfig::check`] and
+/// [`TrainConfig::resolve`]). Read it as a `TrainConfig`; to change it, take it apart with
+/// [`CheckedConfig::into_inner`] and check it again. Serialised exactly as the inner value, so
+/// run ids hashed from it are those of the plain configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct CheckedConfig(TrainConfig);
+
+impl std::ops::Deref for CheckedConfig {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
+}
+
+impl CheckedConfig {
+    pub fn into_inner(self) -> TrainConfig {
+        self.0
+    }
+}
+
 impl TrainConfig {
     /// The network head of this recipe over `num_classes` training classes.
     pub fn head(&self, num_classes: i64) -> crate::model::net::HeadParams {
@@ -198,7 +219,7 @@ impl TrainConfig {
         dataset: &str,
         profile: &str,
         overrides: &[String],
-    ) -> Result<Self> {
+    ) -> Result<CheckedConfig> {
         let path = project.root.join(TRAIN_FILE);
         ensure!(
             path.is_file(),
@@ -257,9 +278,15 @@ impl TrainConfig {
                     path.display()
                 )
             })?;
-        cfg.validate()
-            .with_context(|| format!("dataset {dataset:?}, profile {profile:?}"))?;
-        Ok(cfg)
+        cfg.check()
+            .with_context(|| format!("dataset {dataset:?}, profile {profile:?}"))
+    }
+
+    /// This configuration once [`TrainConfig::validate`] accepts it: the type a training run
+    /// takes, so nothing trains on a configuration nobody checked.
+    pub fn check(self) -> Result<CheckedConfig> {
+        self.validate()?;
+        Ok(CheckedConfig(self))
     }
 
     /// Range and combination checks, each naming the key.

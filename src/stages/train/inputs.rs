@@ -5,6 +5,7 @@
 use super::Settings;
 use crate::data::crop_cache::{self, CropRow};
 use crate::stages::prepare;
+use crate::train::config::TrainConfig;
 use crate::train::run_dir::{RunConfig, RunDir, RunState};
 use crate::train::split::{self, RunSplits};
 use anyhow::{bail, Context, Result};
@@ -42,7 +43,7 @@ impl Inputs {
             profile: s.profile.clone(),
             seed: s.seed,
             device: format!("{:?}", s.device).to_lowercase(),
-            train: cfg.clone(),
+            train: TrainConfig::clone(cfg),
             crops: crops.dir.clone(),
             crops_key: crops.manifest.key.clone(),
             dataset_fingerprint: crops.manifest.dataset_fingerprint.clone(),

@@ -16,7 +16,7 @@ pub mod trainee;
 use crate::loss::group_loss::{GroupLoss, GroupLossOptions};
 use crate::project::Project;
 use crate::train::checkpoint::Checkpointer;
-use crate::train::config::TrainConfig;
+use crate::train::config::{CheckedConfig, TrainConfig};
 use crate::train::run_dir::{EpochRecord, RunDir, RunState, RunSummary, Untrained};
 use anyhow::Result;
 use inputs::Inputs;
@@ -31,7 +31,8 @@ pub struct Settings {
     pub project: Project,
     pub dataset: String,
     pub profile: String,
-    pub config: TrainConfig,
+    /// Checked once when it was resolved.
+    pub config: CheckedConfig,
     pub seed: u64,
     pub device: Device,
     pub run_id: String,
@@ -77,7 +78,6 @@ pub fn run(s: &Settings, obs: &mut dyn Observer) -> Result<Outcome> {
 fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<Outcome> {
     let started = Instant::now();
     let cfg = &s.config;
-    cfg.validate()?;
     let inputs = Inputs::prepare(s)?;
     let state = inputs::open_run_dir(run_dir, &inputs.run_config, s.resume)?;
     if let Some(done) = finished(run_dir, state.as_ref(), cfg)? {
