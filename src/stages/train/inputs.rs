@@ -9,12 +9,15 @@ use crate::train::config::TrainConfig;
 use crate::train::run_dir::{RunConfig, RunDir, RunState};
 use crate::train::split::{self, RunSplits};
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The crops and splits of a run, and its identity.
 pub struct Inputs {
     pub rows: Arc<Vec<CropRow>>,
     pub splits: RunSplits,
+    /// Each training class's classifier label (its position among the training classes).
+    pub label_of: HashMap<i64, i64>,
     pub run_config: RunConfig,
 }
 
@@ -59,9 +62,16 @@ impl Inputs {
                 .unwrap_or_default(),
             created_unix: crate::clock::unix_now(),
         };
+        let label_of = splits
+            .train_classes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as i64))
+            .collect();
         Ok(Inputs {
             rows,
             splits,
+            label_of,
             run_config,
         })
     }

@@ -17,7 +17,6 @@ use crate::train::init;
 use crate::train::radam::{RAdam, RAdamParams};
 use crate::train::run_dir::{EpochRecord, RunDir, RunState, Untrained};
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::nn;
@@ -110,19 +109,13 @@ impl Trainee {
         tch::manual_seed(epoch::torch_seed(s.seed, e));
         let splits = &inputs.splits;
         let batches = epoch::epoch_batches(cfg, &splits.train, &splits.train_labels, s.seed, e)?;
-        let label_of: HashMap<i64, i64> = splits
-            .train_classes
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (c, i as i64))
-            .collect();
         let losses = epoch::train_epoch(
             EpochInputs {
                 cfg,
                 net: &self.net,
                 loss,
                 rows: &inputs.rows,
-                label_of: &label_of,
+                label_of: &inputs.label_of,
                 batches,
                 loader: loader(cfg, &self.net, s.seed),
                 device: s.device,
