@@ -19,8 +19,10 @@ mod fetch;
 #[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
 mod group_loss_golden;
 mod group_loss_properties;
+mod pair_losses_golden;
 mod pipeline;
 mod prepare_loader;
+mod proxy_losses_golden;
 mod radam;
 mod released;
 #[cfg(feature = "test-slurm")] // installs Slurm from Debian packages: `just test` enables it
