@@ -32,6 +32,13 @@ pub enum LossError {
     Dtype(Kind),
     #[error("labels must be int64, got {0:?}")]
     LabelDtype(Kind),
+    /// A tensor that must share the embeddings' dtype (proxies, class weights) does not.
+    #[error("{what} are {got:?} but the embeddings are {expected:?}")]
+    KindMismatch {
+        what: &'static str,
+        expected: Kind,
+        got: Kind,
+    },
     #[error("{what} is on {got:?} but the embeddings are on {expected:?}")]
     Device {
         what: &'static str,
@@ -151,6 +158,92 @@ impl PairMasks {
             positive: same.logical_and(&eye.logical_not()),
             negative: same.logical_not(),
         }
+    }
+}
+
+/// PML's `AvgNonZeroReducer` over the entries of `values` selected by `mask` (bool, same
+/// shape): the mean of those > 0, or a graph-connected 0 (zero gradient) when there are none.
+/// Computed as a masked sum over a device-side count, so no host round trip.
+pub fn avg_non_zero(values: &Tensor, mask: &Tensor) -> Result<Tensor, LossError> {
+    let keep = mask.f_logical_and(&values.f_gt(0.0)?)?;
+    let count = keep.f_sum(values.kind())?.f_clamp_min(1.0)?;
+    Ok(values
+        .f_masked_fill(&keep.f_logical_not()?, 0.0)?
+        .f_sum(values.kind())?
+        .f_div(&count)?)
+}
+
+/// Checks the class weights of a proxy or classifier loss (`what`: "proxies", "weights")
+/// against a batch that passed [`check_batch`]: m×d (m ≥ 1) with the embeddings' d, dtype and
+/// device, and every label in 0..m. The label check copies the labels to the host once (one
+/// device→host sync) so that the error can name the first offending position. Returns m.
+pub fn check_class_weights(
+    what: &'static str,
+    weights: &Tensor,
+    embeddings: &Tensor,
+    labels: &Tensor,
+) -> Result<i64, LossError> {
+    let d = embeddings.size()[1];
+    let size = weights.size();
+    if size.len() != 2 || size[0] < 1 || size[1] != d {
+        return Err(LossError::Shape {
+            what,
+            expected: format!("m×{d} with m ≥ 1"),
+            got: format!("{size:?}"),
+        });
+    }
+    if weights.kind() != embeddings.kind() {
+        return Err(LossError::KindMismatch {
+            what,
+            expected: embeddings.kind(),
+            got: weights.kind(),
+        });
+    }
+    if weights.device() != embeddings.device() {
+        return Err(LossError::Device {
+            what,
+            expected: embeddings.device(),
+            got: weights.device(),
+        });
+    }
+    let m = size[0];
+    let host: Vec<i64> = Vec::try_from(labels.f_to_device(Device::Cpu)?)?;
+    match host.iter().position(|&l| !(0..m).contains(&l)) {
+        Some(index) => Err(LossError::LabelOutOfRange {
+            index,
+            label: host[index],
+            num_classes: m,
+        }),
+        None => Ok(m),
+    }
+}
+
+/// The prologue of a classifier loss: checks the batch ([`check_batch`]) and the class weights
+/// ([`check_class_weights`], `what` naming them), then returns the n×m cosines of the
+/// embeddings to the classes, `normalize(embeddings) · normalize(weights)ᵀ`.
+pub fn cosine_to_classes(
+    embeddings: &Tensor,
+    labels: &Tensor,
+    weights: &Tensor,
+    what: &'static str,
+) -> Result<Tensor, LossError> {
+    check_batch(embeddings, labels)?;
+    check_class_weights(what, weights, embeddings, labels)?;
+    Ok(normalize(embeddings).f_matmul(&normalize(weights).f_tr()?)?)
+}
+
+/// What the losses' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use tch::Tensor;
+
+    /// Unit vectors in the plane at `angles_deg` (degrees from the x axis), one row each.
+    pub(crate) fn points(angles_deg: &[f64]) -> Tensor {
+        let xy: Vec<f64> = angles_deg
+            .iter()
+            .flat_map(|a| [a.to_radians().cos(), a.to_radians().sin()])
+            .collect();
+        Tensor::from_slice(&xy).view([-1, 2])
     }
 }
 

@@ -3,6 +3,7 @@
 //! with, one file each, on the shared batch checks and pair tables of [`batch`].
 
 pub mod anchors;
+pub mod arcface;
 pub mod batch;
 pub mod contrastive;
 pub mod golden;

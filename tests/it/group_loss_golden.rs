@@ -5,6 +5,7 @@
 //!
 //! Tolerances: ≤ 1e-9 relative in f64 (measured ≈ 1e-14), ≤ 1e-4 in f32.
 
+use crate::common::golden_cases::{device, read_cases, rel_error};
 use grouploss::loss::{Anchors, GroupLoss, GroupLossOptions, Priors};
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -19,14 +20,6 @@ fn golden_dir() -> PathBuf {
         })
 }
 
-fn device() -> Device {
-    // GPU is opt-in: GL_TEST_DEVICE=cuda runs the same checks there.
-    match std::env::var("GL_TEST_DEVICE").as_deref() {
-        Ok("cuda") => Device::Cuda(0),
-        _ => Device::Cpu,
-    }
-}
-
 struct Case {
     name: String,
     k: i64,
@@ -37,36 +30,23 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let dir = golden_dir();
-    let text = std::fs::read_to_string(dir.join("cases.json"))
-        .unwrap_or_else(|e| panic!("golden cases missing under {}: {e}", dir.display()));
-    let list: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let list = read_cases(&golden_dir());
     assert_eq!(list.len(), 6, "expected the six official cases");
-    list.iter()
-        .map(|c| {
-            let name = c["name"].as_str().unwrap().to_string();
-            let a = Tensor::read_npz(dir.join(format!("{name}.npz")))
-                .unwrap()
-                .into_iter()
-                .collect();
-            Case {
-                name,
-                k: c["anchors"].as_i64().unwrap(),
-                tau: c["tau"].as_f64().unwrap(),
-                steps: c["T"].as_i64().unwrap(),
-                m: c["m"].as_i64().unwrap(),
-                a,
-            }
+    list.into_iter()
+        .map(|c| Case {
+            k: c.params["anchors"].as_i64().unwrap(),
+            tau: c.params["tau"].as_f64().unwrap(),
+            steps: c.params["T"].as_i64().unwrap(),
+            m: c.params["m"].as_i64().unwrap(),
+            name: c.name,
+            a: c.arrays,
         })
         .collect()
 }
 
 /// max|ours − want| / max|want|, as the Python reference tests measure it.
 fn rel(ours: &Tensor, want: &Tensor) -> f64 {
-    let ours = ours.to_device(Device::Cpu).to_kind(Kind::Double);
-    assert_eq!(ours.size(), want.size());
-    let d = (&ours - want).abs().max().double_value(&[]);
-    d / want.abs().max().double_value(&[]).max(1e-300)
+    rel_error(ours, want, 1e-300)
 }
 
 struct Run {
