@@ -20,7 +20,7 @@ use crate::loss::{Anchors, GroupLoss, GroupLossOptions};
 use crate::model::net::{EmbeddingNet, HeadParams};
 use crate::model::{BackboneSpec, ForwardMode};
 use crate::stages::prepare::{prepare_image, PrepareParams};
-use crate::train::config::Objective;
+use crate::train::criterion::Criterion;
 use crate::train::epoch::Stepper;
 use crate::train::radam::{RAdam, RAdamParams};
 use anyhow::{bail, ensure, Context, Result};
@@ -245,6 +245,13 @@ pub fn run(s: Settings) -> Result<ExitCode> {
         );
         comparisons.push(outcome.comparison);
     }
+    // What each objective costs beside the backbone, on the benchmark_demo network.
+    match crate::project::Project::resolve(None, None)
+        .and_then(|p| crate::train::config::TrainConfig::resolve(&p, "demo", "demo", &[]))
+    {
+        Ok(base) => crate::commands::bench_objectives::print(s.device, s.rounds, s.steps, &base)?,
+        Err(e) => println!("note: objectives not timed (the demo recipe: {e:#})"),
+    }
     print_speedups(&comparisons);
     Ok(ExitCode::SUCCESS)
 }
@@ -358,11 +365,10 @@ fn bench_backbone(
             ..RAdamParams::default()
         },
     )?;
+    let criterion = Criterion::GroupLoss(loss, Anchors::first_k(cub::ANCHORS)?);
     let stepper = Stepper {
         net: &net,
-        loss: &loss,
-        objective: Objective::GroupLoss,
-        anchors: Anchors::first_k(cub::ANCHORS)?,
+        criterion: &criterion,
         mode: ForwardMode::TRAIN,
         device: s.device,
     };

@@ -5,6 +5,7 @@
 pub mod bench_eval;
 pub mod bench_loader;
 pub mod bench_loss;
+pub mod bench_objectives;
 pub mod bench_train;
 pub mod env;
 pub mod evaluate;

@@ -86,6 +86,12 @@ impl EmbeddingNet {
         }
     }
 
+    /// The classifier's weight (m×d): the proxies or class weights of the classifier-based
+    /// losses.
+    pub fn classifier_weight(&self) -> &Tensor {
+        &self.classifier.ws
+    }
+
     /// Features and classifier logits.
     pub fn forward(&self, xs: &Tensor, mode: ForwardMode) -> NetOutput {
         let features = self.features(xs, mode);

@@ -11,15 +11,8 @@ use figment::Figment;
 /// The training recipes, relative to the project root.
 pub const TRAIN_FILE: &str = "pipeline/train.toml";
 
-/// What the network is trained with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    /// Group Loss + `ce_weight` · cross-entropy (the paper).
-    GroupLoss,
-    /// Cross-entropy only: the classification pre-finetune stage (`train_finetune.py`).
-    CrossEntropy,
-}
+use crate::train::objective::LossKeys;
+pub use crate::train::objective::Objective;
 
 /// How batches are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -125,11 +118,35 @@ pub struct TrainConfig {
     pub ce_weight: f64,
     /// W's diagonal 0 (the paper's text) instead of 1 (the official code).
     pub zero_diagonal: bool,
+    /// The hyper-parameters of the objectives compared with the Group Loss
+    /// ([`crate::train::objective::LossKeys`]: what each means and which objective reads it);
+    /// unset = the loss's paper default. Each is left out of `config.json` while unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_alpha: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_beta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_base: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_epsilon: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrastive_squared: Option<bool>,
     /// RAdam learning rate, weight decay (L2, as `torch.optim`) and ε.
     pub lr: f64,
     /// Learning rate of the classifier (its own RAdam group, following the same schedule);
     /// 0 = `lr` (the official code: one group).
     pub classifier_lr: f64,
+    /// Classifier learning rate as a multiple of `lr` (Proxy-Anchor's proxies learn at 100 × the
+    /// network's rate in its paper); when set it replaces `classifier_lr`, so a sweep over `lr`
+    /// moves both. Left out of `config.json` while unset (stable run ids, as `optimizer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_lr_factor: Option<f64>,
     pub weight_decay: f64,
     pub adam_eps: f64,
     /// RAdam (official) or Adam. Left out of `config.json` (and so of run ids) when RAdam, so
@@ -201,6 +218,20 @@ impl CheckedConfig {
 }
 
 impl TrainConfig {
+    /// The objective hyper-parameter keys of this recipe.
+    pub fn loss_keys(&self) -> LossKeys {
+        LossKeys {
+            margin: self.margin,
+            scale: self.scale,
+            temperature: self.temperature,
+            ms_alpha: self.ms_alpha,
+            ms_beta: self.ms_beta,
+            ms_base: self.ms_base,
+            ms_epsilon: self.ms_epsilon,
+            contrastive_squared: self.contrastive_squared,
+        }
+    }
+
     /// The network head of this recipe over `num_classes` training classes.
     pub fn head(&self, num_classes: i64) -> crate::model::net::HeadParams {
         crate::model::net::HeadParams {
@@ -348,7 +379,7 @@ impl TrainConfig {
                 ensure!(self.samples_per_class >= 1, "samples_per_class must be ≥ 1");
                 ensure!(
                     (self.anchors as usize) < self.samples_per_class
-                        || self.objective == Objective::CrossEntropy,
+                        || self.objective != Objective::GroupLoss,
                     "anchors ({}) must be < samples_per_class ({}): a class needs unlabelled samples",
                     self.anchors,
                     self.samples_per_class
@@ -356,9 +387,17 @@ impl TrainConfig {
             }
         }
         ensure!(
-            self.objective == Objective::CrossEntropy || self.sampler != SamplerChoice::Random,
-            "the Group Loss needs the official or corrected sampler (classes × samples per batch)"
+            !self.objective.needs_pk_batches() || self.sampler != SamplerChoice::Random,
+            "objective {} needs the official or corrected sampler (classes × samples per batch)",
+            self.objective.name()
         );
+        crate::train::objective::EmbeddingLoss::new(self.objective, &self.loss_keys())?;
+        if let Some(f) = self.classifier_lr_factor {
+            ensure!(
+                f.is_finite() && f > 0.0,
+                "classifier_lr_factor must be finite and > 0, got {f}"
+            );
+        }
         ensure!(self.eval_batch >= 1, "eval_batch must be ≥ 1");
         ensure!(
             !self.recall_ks.is_empty() && self.recall_ks.iter().all(|&k| k >= 1),
@@ -392,7 +431,9 @@ impl TrainConfig {
 
     /// The classifier's learning rate during `epoch` (same schedule as [`Self::lr_at`]).
     pub fn classifier_lr_at(&self, epoch: usize) -> f64 {
-        let base = if self.classifier_lr > 0.0 {
+        let base = if let Some(f) = self.classifier_lr_factor {
+            f * self.lr
+        } else if self.classifier_lr > 0.0 {
             self.classifier_lr
         } else {
             self.lr
@@ -428,7 +469,33 @@ mod tests {
         let e =
             TrainConfig::resolve(root, "demo", "demo", &["optimizer=\"sgd\"".into()]).unwrap_err();
         assert!(format!("{e:#}").contains("key `optimizer`"), "{e:#}");
+        let e = TrainConfig::resolve(root, "demo", "demo", &["margin=0.2".into()]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("margin is set but objective group_loss does not read it"),
+            "{e:#}"
+        );
+        let bad = ["objective=\"contrastive\"".into(), "margin=-1.0".into()];
+        let e = TrainConfig::resolve(root, "demo", "demo", &bad).unwrap_err();
+        assert!(format!("{e:#}").contains("margin"), "{e:#}");
+        let pk = [
+            "objective=\"triplet_batch_hard\"".into(),
+            "sampler=\"random\"".into(),
+        ];
+        let e = TrainConfig::resolve(root, "demo", "demo", &pk).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("objective triplet_batch_hard needs"),
+            "{e:#}"
+        );
+        let proxies = [
+            "objective=\"proxy_anchor\"".into(),
+            "classifier_lr_factor=100".into(),
+        ];
+        let c = TrainConfig::resolve(root, "demo", "demo", &proxies).unwrap();
+        assert!((c.classifier_lr_at(1) - 100.0 * c.lr).abs() < 1e-15);
         let ok = TrainConfig::resolve(root, "demo", "demo", &[]).unwrap();
+        // Unset objective keys stay out of config.json: run ids of older recipes are unchanged.
+        let json = serde_json::to_value(&*ok).unwrap();
+        assert!(json.get("margin").is_none() && json.get("classifier_lr_factor").is_none());
         assert_eq!(
             (ok.optimizer, ok.augment),
             (OptimizerChoice::Adam, AugmentChoice::RandomCrop)

@@ -7,11 +7,10 @@
 use crate::data::crop_cache::CropRow;
 use crate::data::loader::{self, LoaderParams, Mode};
 use crate::data::sampler::{self, SamplerKind, SamplerParams};
-use crate::loss::anchors::Anchors;
-use crate::loss::group_loss::GroupLoss;
 use crate::model::net::EmbeddingNet;
 use crate::model::ForwardMode;
-use crate::train::config::{Objective, SamplerChoice, TrainConfig};
+use crate::train::config::{SamplerChoice, TrainConfig};
+use crate::train::criterion::Criterion;
 use crate::train::radam::RAdam;
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -20,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Tensor};
 
 /// Environment variable of the fault-injection hook the NaN test uses: the loss of the first
 /// step of this (1-based) epoch is replaced by NaN, as a diverging run would produce it.
@@ -93,7 +92,7 @@ pub struct EpochLosses {
 pub struct StepValues {
     /// The minimised loss; non-finite means the step was refused (weights untouched).
     pub loss: f64,
-    /// The Group Loss part (0 for the cross-entropy objective).
+    /// The Group Loss part and the cross-entropy part (0 for objectives without them).
     pub loss_group: f64,
     pub loss_ce: f64,
 }
@@ -103,9 +102,7 @@ pub struct StepValues {
 /// unless the loss is not finite, in which case the weights are left untouched.
 pub struct Stepper<'a> {
     pub net: &'a EmbeddingNet,
-    pub loss: &'a GroupLoss,
-    pub objective: Objective,
-    pub anchors: Anchors,
+    pub criterion: &'a Criterion,
     pub mode: ForwardMode,
     pub device: Device,
 }
@@ -124,26 +121,14 @@ impl Stepper<'_> {
         opt.zero_grad();
         let xs = images.to_device(self.device);
         let out = self.net.forward(&xs, self.mode);
-        let (loss, group, ce) = match self.objective {
-            Objective::GroupLoss => {
-                let mask = self.anchors.mask(labels, anchor_rng)?;
-                let targets =
-                    self.loss
-                        .targets(labels, &mask, out.logits.size()[1], self.device)?;
-                let o = self.loss.forward(&out.features, &out.logits, &targets)?;
-                (o.loss, Some(o.loss_group), o.loss_ce)
-            }
-            Objective::CrossEntropy => {
-                let y = Tensor::from_slice(labels).to_device(self.device);
-                let ce = out.logits.log_softmax(1, Kind::Float).g_nll_loss::<Tensor>(
-                    &y,
-                    None,
-                    Reduction::Mean,
-                    -100,
-                );
-                (ce.shallow_clone(), None, ce)
-            }
-        };
+        let terms = self.criterion.terms(
+            &out,
+            self.net.classifier_weight(),
+            labels,
+            self.device,
+            anchor_rng,
+        )?;
+        let (loss, group, ce) = (terms.loss, terms.group, terms.ce);
         let value = if poison {
             f64::NAN
         } else {
@@ -161,7 +146,7 @@ impl Stepper<'_> {
         Ok(StepValues {
             loss: value,
             loss_group: group.map_or(0.0, |g| g.double_value(&[])),
-            loss_ce: ce.double_value(&[]),
+            loss_ce: ce.map_or(0.0, |c| c.double_value(&[])),
         })
     }
 }
@@ -170,7 +155,7 @@ impl Stepper<'_> {
 pub struct EpochInputs<'a> {
     pub cfg: &'a TrainConfig,
     pub net: &'a EmbeddingNet,
-    pub loss: &'a GroupLoss,
+    pub criterion: &'a Criterion,
     pub rows: &'a Arc<Vec<CropRow>>,
     /// Dataset class id → classifier label (the training classes only).
     pub label_of: &'a HashMap<i64, i64>,
@@ -192,7 +177,6 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
         crate::train::config::BatchNormMode::Train => ForwardMode::TRAIN,
         crate::train::config::BatchNormMode::Frozen => ForwardMode::TRAIN_FROZEN_BN,
     };
-    let anchors = Anchors::first_k(cfg.anchors)?;
     let fault = std::env::var(FAULT_NAN_AT_EPOCH)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -216,9 +200,7 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
     let mut anchor_rng = epoch_rng(u64::MAX, inp.epoch); // unused by FirstK; kept seeded
     let stepper = Stepper {
         net: inp.net,
-        loss: inp.loss,
-        objective: cfg.objective,
-        anchors,
+        criterion: inp.criterion,
         mode,
         device: inp.device,
     };

@@ -13,10 +13,10 @@ pub mod inputs;
 pub mod lines;
 pub mod trainee;
 
-use crate::loss::group_loss::{GroupLoss, GroupLossOptions};
 use crate::project::Project;
 use crate::train::checkpoint::Checkpointer;
 use crate::train::config::{CheckedConfig, TrainConfig};
+use crate::train::criterion::Criterion;
 use crate::train::run_dir::{EpochRecord, RunDir, RunState, RunSummary, Untrained};
 use anyhow::Result;
 use inputs::Inputs;
@@ -84,13 +84,7 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
         return Ok(done);
     }
     let mut t = Trainee::build(s, &inputs, run_dir, state)?;
-    let loss = GroupLoss::new(GroupLossOptions {
-        tau: cfg.tau,
-        steps: cfg.replicator_steps,
-        ce_weight: cfg.ce_weight,
-        zero_diagonal: cfg.zero_diagonal,
-        ..Default::default()
-    })?;
+    let criterion = Criterion::new(cfg)?;
     if t.state.epoch == 0 && cfg.eval_untrained && !run_dir.untrained_path().exists() {
         let rec = t.untrained(s, &inputs)?;
         obs.untrained(&rec, &cfg.recall_ks);
@@ -98,7 +92,7 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
     }
     let checkpointer = Checkpointer::new(run_dir);
     for e in t.state.epoch + 1..=cfg.epochs {
-        let record = t.epoch(s, &inputs, run_dir, &loss, e)?;
+        let record = t.epoch(s, &inputs, run_dir, &criterion, e)?;
         tracing::info!(?record, "epoch done");
         obs.epoch(&record, &cfg.recall_ks);
         checkpointer.commit(&t.vs, &t.opt, cfg.selection, &mut t.state, &record)?;

@@ -9,9 +9,10 @@ use crate::data::crop_cache::CropRow;
 use crate::data::loader::LoaderParams;
 use crate::data::transform::Augment;
 use crate::eval::{embed, retrieval};
-use crate::loss::group_loss::GroupLoss;
+use crate::loss::proxy_anchor::ProxyAnchorLoss;
 use crate::model::net::EmbeddingNet;
-use crate::train::config::{AugmentChoice, OptimizerChoice, TrainConfig};
+use crate::train::config::{AugmentChoice, Objective, OptimizerChoice, TrainConfig};
+use crate::train::criterion::Criterion;
 use crate::train::epoch::{self, EpochInputs};
 use crate::train::init;
 use crate::train::radam::{RAdam, RAdamParams};
@@ -57,6 +58,11 @@ impl Trainee {
             Some(st) => restore_model(&mut vs, dir, st)?,
             None => {
                 init::initialise(&vs, cfg, &s.project)?;
+                if cfg.objective == Objective::ProxyAnchor && !cfg.init.starts_with("run:") {
+                    // The paper's proxy initialisation, seeded as the rest of the network.
+                    let mut proxies = net.classifier_weight().shallow_clone();
+                    ProxyAnchorLoss::init_proxies(&mut proxies);
+                }
                 (RunState::default(), Vec::new())
             }
         };
@@ -90,7 +96,7 @@ impl Trainee {
         s: &Settings,
         inputs: &Inputs,
         dir: &RunDir,
-        loss: &GroupLoss,
+        criterion: &Criterion,
         e: usize,
     ) -> Result<EpochRecord> {
         let cfg = &s.config;
@@ -113,7 +119,7 @@ impl Trainee {
             EpochInputs {
                 cfg,
                 net: &self.net,
-                loss,
+                criterion,
                 rows: &inputs.rows,
                 label_of: &inputs.label_of,
                 batches,
