@@ -113,6 +113,11 @@ pub struct Profile {
     /// [`crate::pipeline::sweep`]). Left out of the stored profile when empty.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sweep: crate::pipeline::sweep::SweepGrid,
+    /// A fair comparison of objectives: per objective its own grid over the `[train]` recipe,
+    /// every grid the same number of points (see [`crate::pipeline::sweep::validate_benchmark`]).
+    /// Left out of the stored profile when empty.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub benchmark: crate::pipeline::sweep::Benchmark,
     /// Released checkpoints to evaluate as they are, no training: dataset → `gl weights` entry
     /// (`cub = "groupl_trained_cub"`), each a run that never trains, embedded and evaluated
     /// beside the profile's other rows (see [`crate::stages::released`]). Entries of datasets
@@ -138,6 +143,15 @@ fn is_one(n: &usize) -> bool {
 }
 
 impl Profile {
+    /// The points each seed of `[train]` runs: the benchmark's, else the sweep's (one empty
+    /// point without either).
+    pub fn points(&self) -> Vec<crate::pipeline::sweep::Point> {
+        match self.benchmark.is_empty() {
+            true => crate::pipeline::sweep::points(&self.sweep),
+            false => crate::pipeline::sweep::benchmark_points(&self.benchmark),
+        }
+    }
+
     /// `<project>/pipeline/profiles/<name>.toml`.
     pub fn path(project_root: &Path, name: &str) -> PathBuf {
         project_root.join(PROFILES_DIR).join(format!("{name}.toml"))
@@ -266,10 +280,16 @@ impl Profile {
                     &train.set,
                     train.init_from_finetune,
                 )?;
+                crate::pipeline::sweep::validate_benchmark(
+                    &self.benchmark,
+                    &self.sweep,
+                    &train.set,
+                    train.init_from_finetune,
+                )?;
             }
             None => ensure!(
-                self.sweep.is_empty(),
-                "sweep: it sweeps the [train] recipe, which this profile does not have"
+                self.sweep.is_empty() && self.benchmark.is_empty(),
+                "sweep, benchmark: they tune the [train] recipe, which this profile does not have"
             ),
         }
         ensure!(

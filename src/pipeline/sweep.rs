@@ -3,6 +3,11 @@
 //! grid point is the profile's `[train]` recipe with the point's values set last, so it is its
 //! own run (its id hashes the resolved recipe), its own ensemble and its own row of the report's
 //! sweep table.
+//!
+//! A benchmark (`[benchmark.<objective>]` tables) is a sweep too, one grid per objective, with
+//! one rule a cartesian `[sweep]` cannot state: every objective gets the same number of points
+//! (the same tuning budget), each point also setting `objective` and the objective's fixed
+//! `set` values ([`benchmark_points`]).
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
@@ -18,10 +23,25 @@ pub const MAX_LABEL: usize = 96;
 pub type SweepGrid = BTreeMap<String, Vec<Value>>;
 
 /// One point of the grid: a value for every swept key, in key order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Point {
     pub values: Vec<(String, Value)>,
+    /// `key=value` settings applied before the values (a benchmark objective's fixed `set`).
+    pub set: Vec<String>,
 }
+
+/// `[benchmark.<objective>]`: the grid that objective is tuned over (recipe key → values) and
+/// the settings it always runs with (`set`, e.g. Proxy-Anchor's proxy lr factor).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BenchmarkEntry {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<String>,
+    #[serde(flatten)]
+    pub grid: SweepGrid,
+}
+
+/// Objective name → its entry.
+pub type Benchmark = BTreeMap<String, BenchmarkEntry>;
 
 impl Point {
     /// `anchors=1,tau=10.0`: the task keys' and ensemble names' part for this point (empty for
@@ -49,23 +69,26 @@ impl Point {
         format!("{}~{}", &safe[..MAX_LABEL - 9], &h[..8])
     }
 
-    /// `key=<TOML literal>` overrides that set the point on top of the recipe.
+    /// `key=<TOML literal>` overrides that set the point on top of the recipe (its fixed `set`
+    /// first).
     pub fn overrides(&self) -> Result<Vec<String>> {
-        self.values
-            .iter()
-            .map(|(k, v)| {
-                let t = toml::Value::try_from(v)
-                    .with_context(|| format!("sweep.{k}: {v} is not a TOML value"))?;
-                Ok(format!("{k}={t}"))
-            })
-            .collect()
+        let mut out = self.set.clone();
+        for (k, v) in &self.values {
+            let t = toml::Value::try_from(v)
+                .with_context(|| format!("sweep.{k}: {v} is not a TOML value"))?;
+            out.push(format!("{k}={t}"));
+        }
+        Ok(out)
     }
 }
 
-/// A value as the report and the labels show it: strings bare, numbers as JSON writes them.
+/// A value as the report and the labels show it: strings bare, numbers as JSON writes them,
+/// a missing one as "—".
 pub fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
+        // A key this point's objective does not tune (a benchmark's table).
+        Value::Null => "—".to_string(),
         v => v.to_string(),
     }
 }
@@ -120,9 +143,95 @@ pub fn validate(grid: &SweepGrid, train_set: &[String], init_from_finetune: bool
     Ok(())
 }
 
+/// Checks a benchmark: `group_loss` among its objectives (the reference of every paired
+/// difference), no cartesian `[sweep]` beside it, each objective's grid as [`validate`] wants
+/// it and without `objective`, its `set` not fixing a swept key, and — the fair budget — the
+/// same number of points for every objective.
+pub fn validate_benchmark(
+    bench: &Benchmark,
+    sweep: &SweepGrid,
+    train_set: &[String],
+    init_from_finetune: bool,
+) -> Result<()> {
+    if bench.is_empty() {
+        return Ok(());
+    }
+    ensure!(
+        sweep.is_empty(),
+        "benchmark: a profile has [sweep] or [benchmark.<objective>] tables, not both"
+    );
+    ensure!(
+        bench.contains_key("group_loss"),
+        "benchmark: no [benchmark.group_loss] (the reference of the paired differences)"
+    );
+    for (name, e) in bench {
+        let ctx = || format!("benchmark.{name}");
+        ensure!(!e.grid.is_empty(), "benchmark.{name}: no key to tune");
+        ensure!(
+            !e.grid.contains_key("objective"),
+            "benchmark.{name}: the table names the objective; do not sweep `objective`"
+        );
+        let mut fixed = train_set.to_vec();
+        fixed.extend(e.set.iter().cloned());
+        validate(&e.grid, &fixed, init_from_finetune).with_context(ctx)?;
+        for s in &e.set {
+            let (key, _) = crate::config::parse_override(s).with_context(ctx)?;
+            ensure!(
+                key != "objective",
+                "benchmark.{name}.set: the table names the objective already"
+            );
+        }
+    }
+    let sizes: Vec<(String, usize)> = bench
+        .iter()
+        .map(|(n, e)| (n.clone(), points(&e.grid).len()))
+        .collect();
+    if sizes.iter().any(|s| s.1 != sizes[0].1) {
+        let shown: Vec<String> = sizes.iter().map(|(n, k)| format!("{n} {k}")).collect();
+        anyhow::bail!(
+            "benchmark: every objective needs the same tuning budget (points): {}",
+            shown.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A benchmark's points: per objective (in name order), `objective=<name>` then its grid's
+/// point, with the objective's `set`.
+pub fn benchmark_points(bench: &Benchmark) -> Vec<Point> {
+    bench
+        .iter()
+        .flat_map(|(name, e)| {
+            points(&e.grid).into_iter().map(move |p| {
+                let mut values = vec![("objective".to_string(), Value::from(name.clone()))];
+                values.extend(p.values);
+                Point {
+                    values,
+                    set: e.set.clone(),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The recipe keys a profile's points set: its sweep's, or with a benchmark `objective` and
+/// every objective's grid keys, in name order.
+pub fn swept_keys(sweep: &SweepGrid, bench: &Benchmark) -> Vec<String> {
+    let mut keys: Vec<String> = sweep.keys().cloned().collect();
+    for e in bench.values() {
+        keys.extend(e.grid.keys().cloned());
+    }
+    if !bench.is_empty() {
+        keys.push("objective".into());
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// The grid's points, the last key varying fastest; one empty point without a sweep.
 pub fn points(grid: &SweepGrid) -> Vec<Point> {
-    let mut out = vec![Point { values: Vec::new() }];
+    let mut out = vec![Point::default()];
     for (k, values) in grid {
         out = out
             .into_iter()
@@ -164,7 +273,7 @@ mod tests {
             ]
         );
         assert_eq!(p[1].overrides().unwrap(), ["anchors=1", "tau=24.5"]);
-        assert_eq!(points(&SweepGrid::new()), [Point { values: vec![] }]);
+        assert_eq!(points(&SweepGrid::new()), [Point::default()]);
         assert_eq!(points(&SweepGrid::new())[0].label(), "");
     }
 
@@ -193,6 +302,76 @@ mod tests {
         assert!(err(json!({"tau": [[1]]}), &[]).contains("not a number"));
         assert!(err(json!({"tau": [1]}), &["tau=3"]).contains("train.set sets tau"));
         assert!(validate(&grid(json!({"tau": [1, 2]})), &["anchors=3".into()], true).is_ok());
+    }
+
+    fn bench(v: Value) -> Benchmark {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_benchmark_gives_every_objective_its_grid_and_the_same_budget() {
+        let b = bench(json!({
+            "group_loss": {"lr": [1e-4, 3e-4], "tau": [10.0, 30.0]},
+            "proxy_anchor": {"set": ["classifier_lr_factor=100"], "lr": [1e-4, 3e-4],
+                             "margin": [0.1, 0.2]},
+        }));
+        validate_benchmark(&b, &SweepGrid::new(), &[], false).unwrap();
+        let p = benchmark_points(&b);
+        assert_eq!(p.len(), 8);
+        assert_eq!(p[0].label(), "objective=group_loss,lr=0.0001,tau=10.0");
+        assert_eq!(
+            p[7].overrides().unwrap(),
+            [
+                "classifier_lr_factor=100",
+                "objective=\"proxy_anchor\"",
+                "lr=0.0003",
+                "margin=0.2"
+            ]
+        );
+        assert_eq!(
+            swept_keys(&SweepGrid::new(), &b),
+            ["lr", "margin", "objective", "tau"]
+        );
+        let err = |v: Value| {
+            let e = validate_benchmark(&bench(v), &SweepGrid::new(), &["epochs=2".into()], false);
+            format!("{:#}", e.unwrap_err())
+        };
+        let e = err(json!({"group_loss": {"lr": [1, 2]}, "contrastive": {"lr": [1, 2, 3]}}));
+        assert!(
+            e.contains("same tuning budget (points): contrastive 3, group_loss 2"),
+            "{e}"
+        );
+        let e = err(json!({"contrastive": {"lr": [1]}}));
+        assert!(e.contains("no [benchmark.group_loss]"), "{e}");
+        let e = err(json!({"group_loss": {"objective": ["a"]}}));
+        assert!(e.contains("do not sweep `objective`"), "{e}");
+        let e = format!(
+            "{:#}",
+            validate_benchmark(
+                &bench(json!({"group_loss": {"set": ["lr=1"], "lr": [1, 2]}})),
+                &SweepGrid::new(),
+                &[],
+                false
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("benchmark.group_loss: sweep.lr: train.set sets lr"),
+            "{e}"
+        );
+        let e = err(json!({"group_loss": {"epochs": [1, 2]}}));
+        assert!(e.contains("train.set sets epochs"), "{e}");
+        let mut sweep = SweepGrid::new();
+        sweep.insert("lr".into(), vec![json!(1)]);
+        let e = validate_benchmark(
+            &bench(json!({"group_loss": {"lr": [1]}})),
+            &sweep,
+            &[],
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 use crate::data::registry::Registry;
 use crate::pipeline::profile::Profile;
-use crate::pipeline::sweep;
 use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
 use crate::stages::released;
@@ -187,7 +186,7 @@ fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>>
                 let Some(train) = &p.train else {
                     continue;
                 };
-                for point in sweep::points(&p.sweep) {
+                for point in p.points() {
                     for &seed in &p.seeds {
                         let mut set = train.set.clone();
                         if train.init_from_finetune {

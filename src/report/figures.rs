@@ -126,6 +126,11 @@ fn mean_std_series(
     chart
         .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))
         .map_err(err)?;
+    std_bars(chart, pts, c)
+}
+
+/// ± std bars at the `(x, mean, std)` points where std > 0.
+fn std_bars(chart: &mut Chart, pts: &[(f64, f64, f64)], c: RGBColor) -> Result<()> {
     chart
         .draw_series(
             pts.iter()
@@ -460,5 +465,53 @@ pub fn projection(dataset: &str, panels: &[ProjectionPanel]) -> Result<String> {
                 .map_err(err)?;
         }
         Ok(())
+    })
+}
+
+/// A benchmark's test MAP@R per objective (mean with ± std bars over seeds), in leaderboard
+/// order, with the pretrained floor as a dashed line.
+pub fn leaderboard(
+    dataset: &str,
+    rows: &[(String, f64, f64)],
+    floor: Option<f64>,
+) -> Result<String> {
+    let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let lo = rows
+        .iter()
+        .map(|r| r.1 - r.2)
+        .chain(floor)
+        .fold(100.0f64, f64::min);
+    let hi = rows.iter().map(|r| r.1 + r.2).fold(0.0f64, f64::max);
+    let span = (hi - lo).max(2.0);
+    let y = (lo - 0.1 * span).floor().max(0.0)..(hi + 0.25 * span).ceil().min(100.0);
+    svg((120 + 110 * rows.len().max(1) as u32, 440), |root| {
+        let caption = format!("{dataset}: test MAP@R per objective (tuned on validation)");
+        let mut chart = categorical_chart(root, &caption, &labels, y, ("objective", "MAP@R (%)"))?;
+        let c = CLASS_COLOURS[0];
+        let pts: Vec<(f64, f64, f64)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as f64, r.1, r.2))
+            .collect();
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled())))
+            .map_err(err)?
+            .label("mean ± std over seeds")
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
+        std_bars(&mut chart, &pts, c)?;
+        if let Some(f) = floor {
+            let n = rows.len() as f64;
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(-0.3, f), (n - 0.7, f)],
+                    6,
+                    4,
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(err)?
+                .label("pretrained, untrained")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 13)
     })
 }

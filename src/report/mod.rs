@@ -8,6 +8,7 @@ pub mod figures;
 #[cfg(test)]
 mod fixtures;
 pub mod gallery;
+pub mod leaderboard;
 pub mod paired;
 pub mod published;
 pub mod sweep;
@@ -307,6 +308,16 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 d.name
             );
         }
+        if let Some(t) = leaderboard::table(d) {
+            table_files(&mut files, &format!("{}-leaderboard", d.name), &t);
+            md += &format!(
+                "### Leaderboard\n\n{}\n\n{}\n{}\n\nLaTeX: [`tables/{3}-leaderboard.tex`](tables/{3}-leaderboard.tex).\n\n",
+                t.caption,
+                t.to_markdown(),
+                leaderboard::summary(d).unwrap_or_default(),
+                d.name
+            );
+        }
         let mut figure = |name: String, bytes: Vec<u8>, alt: &str, md: &mut String| {
             *md += &format!("![{alt}](figures/{name})\n\n");
             files.push(File {
@@ -314,7 +325,12 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 bytes,
             });
         };
-        if let Some(s) = &d.sweep {
+        if let Some(svg) = leaderboard::figure(d).transpose()? {
+            let name = format!("{}-leaderboard.svg", d.name);
+            figure(name, svg.into_bytes(), "test MAP@R per objective", &mut md);
+        }
+        // A benchmark's grids differ by objective: R@1 against one key would mix them.
+        if let Some(s) = d.sweep.as_ref().filter(|s| s.tuned.is_empty()) {
             let summaries = sweep::summaries(s)?;
             for (k, key) in s.keys.iter().enumerate() {
                 let svg = figures::sweep(&d.name, s, &summaries, k)?;

@@ -186,7 +186,7 @@ mod tests {
             ("cub-p-tau=54.0".to_string(), eb.as_slice()),
             ("cub-p-tau=10.0".to_string(), ea.as_slice()),
         ];
-        select(&mut d, &["tau".into()], &ens);
+        select(&mut d, &["tau".into()], Default::default(), &ens);
         let s = d.sweep.clone().unwrap();
         assert_eq!(s.points.len(), 2);
         assert_eq!(s.points[0].values, [json!(10.0)]);
@@ -228,7 +228,7 @@ mod tests {
         d.epochs.retain(|e| e.run_id != "b1");
         // The untrained network is evaluated under the first point's first run: not a seed.
         d.metrics.push(metric(Method::Untrained, "a0", 0.0));
-        select(&mut d, &["tau".into()], &[]);
+        select(&mut d, &["tau".into()], Default::default(), &[]);
         let s = d.sweep.unwrap();
         assert_eq!((s.selected, s.on_validation), (0, false));
         assert!(selected_by(&s).contains("optimistic"));
@@ -239,7 +239,7 @@ mod tests {
     fn a_point_with_an_unevaluated_run_is_not_selected() {
         let mut d = dataset();
         d.metrics.retain(|m| m.subject != "b1");
-        select(&mut d, &["tau".into()], &[]);
+        select(&mut d, &["tau".into()], Default::default(), &[]);
         let s = d.sweep.unwrap();
         assert_eq!((s.selected, s.points[1].runs.len()), (0, 2));
     }
@@ -275,7 +275,12 @@ mod tests {
             ],
             ..Default::default()
         };
-        select(&mut d, &["lr".into(), "objective".into()], &[]);
+        select(
+            &mut d,
+            &["lr".into(), "objective".into()],
+            Default::default(),
+            &[],
+        );
         let s = d.sweep.clone().unwrap();
         let label = |i: Option<usize>| s.label(i.unwrap());
         assert_eq!(label(Some(s.selected)), "lr=1.0, objective=group_loss");
@@ -307,7 +312,7 @@ mod tests {
                 20.0
             });
         }
-        select(&mut d, &["tau".into()], &[]);
+        select(&mut d, &["tau".into()], Default::default(), &[]);
         let s = d.sweep.clone().unwrap();
         assert_eq!((s.selected, s.criterion), (0, Criterion::ValMapR));
         assert_eq!(selected_by(&s), "the best mean validation MAP@R");
@@ -317,7 +322,7 @@ mod tests {
         // One run without it: validation R@1 decides again (τ=54).
         let mut d = dataset();
         d.group_loss[0].val_map_r = Some(50.0);
-        select(&mut d, &["tau".into()], &[]);
+        select(&mut d, &["tau".into()], Default::default(), &[]);
         let s = d.sweep.unwrap();
         assert_eq!((s.selected, s.criterion), (1, Criterion::ValR1));
     }
@@ -326,7 +331,7 @@ mod tests {
     fn no_group_loss_run_means_no_sweep() {
         let mut d = dataset();
         d.group_loss.clear();
-        select(&mut d, &["tau".into()], &[]);
+        select(&mut d, &["tau".into()], Default::default(), &[]);
         assert!(d.sweep.is_none());
         assert_eq!(d.metrics.len(), 7);
     }

@@ -182,6 +182,7 @@ fn check_sweep(p: &Path, seeds: usize) -> Vec<Vec<String>> {
 
 #[test]
 fn sweeps_run_alike_locally_and_on_slurm_which_recovers_and_cancels() {
+    let _one = SLURM.lock().unwrap_or_else(|e| e.into_inner());
     let fast = "\n[slurm]\npoll_seconds = 0.3\n\n[sweep]\nlr = [1e-4, 1e-2]\n";
 
     // The sweep locally: a run per point and seed, an ensemble per point, the sweep table.
@@ -334,4 +335,131 @@ fn sweeps_run_alike_locally_and_on_slurm_which_recovers_and_cancels() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("cancelled job(s) {id}")), "{out}");
     assert!(wait_for_queue(true, 30), "{}", squeue());
+}
+
+/// One Slurm harness at a time: the tests that start one take this first.
+static SLURM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A loss benchmark on the tiny set: three objectives with the same budget (two learning rates
+/// each), two seeds, each objective's point selected on validation MAP@R.
+const BENCHMARK: &str = r#"
+description = "tests: a loss benchmark on synthetic data"
+datasets = ["tiny_synth"]
+seeds = [0, 1]
+device = "cpu"
+ensemble = false
+
+[train]
+recipe = "tiny"
+set = ["embedding_dim=16"]
+
+[evaluate]
+kmeans_restarts = 1
+validation = true
+
+[slurm]
+poll_seconds = 0.3
+
+[benchmark.group_loss]
+lr = [1e-3, 3e-3]
+
+[benchmark.contrastive]
+lr = [1e-3, 3e-3]
+
+[benchmark.proxy_anchor]
+set = ["classifier_lr_factor=100"]
+lr = [1e-3, 3e-3]
+"#;
+
+/// The leaderboard's (objective, selected, test MAP@R mean) rows, checked against the
+/// catalogue: each objective's point is the lr with the best mean validation MAP@R over its
+/// seeds, and its MAP@R the mean test MAP@R of that point's runs.
+fn check_leaderboard(p: &Path) {
+    let table =
+        std::fs::read_to_string(p.join("reports/bench/tables/tiny_synth-leaderboard.md")).unwrap();
+    let cells = |l: &str| -> Vec<String> {
+        l.trim_matches('|')
+            .split(" | ")
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let header = cells(table.lines().next().unwrap());
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<Vec<String>> = table.lines().skip(2).map(cells).collect();
+    let expected = sql_rows(
+        p,
+        "with val as (select r.objective o, json_extract_string(r.config, '$.lr') lr, \
+         avg(m.value) v from runs r join metrics m on m.subject = r.run_id \
+         where m.split = 'val' and m.metric = 'map@r' and m.model = 'selected' group by all), \
+         best as (select o, arg_max(lr, v) lr from val group by o) \
+         select best.o, 'lr=' || best.lr, format('{:.2f}', avg(m.value) * 100) \
+         from best join runs r on r.objective = best.o \
+         and json_extract_string(r.config, '$.lr') = best.lr \
+         join metrics m on m.subject = r.run_id and m.split = 'test' and m.metric = 'map@r' \
+         and m.model = 'selected' group by all order by 1",
+    );
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    let label = |o: &str| match o {
+        "group_loss" => "Group Loss",
+        "contrastive" => "contrastive",
+        _ => "Proxy-Anchor",
+    };
+    for want in &expected {
+        let row = rows
+            .iter()
+            .find(|r| r[col("objective")] == label(&want[0]))
+            .unwrap_or_else(|| panic!("no row for {}: {table}", want[0]));
+        assert_eq!(
+            row[col("selected (tuned on validation)")],
+            want[1],
+            "{table}"
+        );
+        assert!(row[col("MAP@R")].starts_with(&want[2]), "{want:?}: {table}");
+    }
+    let reference = rows.iter().find(|r| r[1] == "Group Loss").unwrap();
+    assert_eq!(reference.last().unwrap(), "(reference)", "{table}");
+    assert!(rows.iter().any(|r| r[0] == "floor"), "{table}");
+}
+
+/// The benchmark runs alike locally and through Slurm arrays (the same runs, the same report
+/// bytes), its leaderboard is the catalogue's numbers, and `gl report` regenerates it
+/// byte-identical.
+#[test]
+fn a_benchmark_runs_alike_locally_and_on_slurm_and_regenerates_byte_identical() {
+    let _one = SLURM.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = |p: &Path| {
+        std::fs::write(p.join("pipeline/profiles/bench.toml"), BENCHMARK).unwrap();
+    };
+    let local = project_with("");
+    bench(local.path());
+    let (code, out, err) = gl(local.path(), &["run", "--profile", "bench"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        ran(&out).iter().filter(|s| *s == "train").count(),
+        12,
+        "{out}"
+    );
+    check_leaderboard(local.path());
+    let report = |p: &Path| files(&p.join("reports/bench"));
+    let first = report(local.path());
+    let (code, out, err) = gl(local.path(), &["report", "--profile", "bench"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        first == report(local.path()),
+        "regenerating the report changed it"
+    );
+
+    let _slurm = Harness::start();
+    let remote = project_with("");
+    let r = remote.path();
+    bench(r);
+    let (code, out, err) = gl(r, &["run", "--profile", "bench", "--executor", "slurm"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        ran(&out).iter().filter(|s| *s == "train").count(),
+        12,
+        "{out}"
+    );
+    assert_eq!(sql(local.path(), RUNS), sql(r, RUNS));
+    assert!(first == report(r), "the reports differ");
 }

@@ -206,8 +206,11 @@ fn flag<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
 struct ProfileRow {
     datasets: Vec<String>,
     description: String,
-    /// The swept recipe keys, in key order.
+    /// The swept recipe keys, in key order (with a benchmark: every objective's and
+    /// `objective`).
     sweep: Vec<String>,
+    /// The benchmark's objectives and their grids (empty without one).
+    benchmark: crate::pipeline::sweep::Benchmark,
     /// The plan's task ids as last run (absent in catalogues written before they were kept).
     tasks: Option<Vec<String>>,
 }
@@ -235,10 +238,17 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
         .iter()
         .filter_map(|d| d.as_str().map(str::to_string))
         .collect();
-    let sweep = v["sweep"]
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let grid: crate::pipeline::sweep::SweepGrid = match v.get("sweep") {
+        Some(g) => serde_json::from_value(g.clone())
+            .with_context(|| format!("pipeline_profiles {profile:?}: sweep"))?,
+        None => Default::default(),
+    };
+    let benchmark: crate::pipeline::sweep::Benchmark = match v.get("benchmark") {
+        Some(b) => serde_json::from_value(b.clone())
+            .with_context(|| format!("pipeline_profiles {profile:?}: benchmark"))?,
+        None => Default::default(),
+    };
+    let sweep = crate::pipeline::sweep::swept_keys(&grid, &benchmark);
     let tasks = tasks
         .map(|t| serde_json::from_str(&t))
         .transpose()
@@ -247,12 +257,18 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
         datasets,
         description: v["description"].as_str().unwrap_or("").to_string(),
         sweep,
+        benchmark,
         tasks,
     })
 }
 
 /// A run's row, with its values of the `sweep` keys read from its resolved config.
-fn run_row(cat: &Catalog, run_id: &str, sweep: &[String]) -> Result<Option<(String, RunRow)>> {
+fn run_row(
+    cat: &Catalog,
+    run_id: &str,
+    sweep: &[String],
+    benchmark: bool,
+) -> Result<Option<(String, RunRow)>> {
     let mut stmt = cat.connection().prepare(
         "SELECT dataset, seed, epochs_done, selected_epoch, test_r1_last, test_r1_val_selected, \
          test_r1_best_on_test, CAST(config AS VARCHAR) FROM runs WHERE run_id = ?",
@@ -281,10 +297,16 @@ fn run_row(cat: &Catalog, run_id: &str, sweep: &[String]) -> Result<Option<(Stri
         let config: serde_json::Value = serde_json::from_str(&config)
             .with_context(|| format!("runs {run_id}: config is not JSON"))?;
         for k in sweep {
-            let v = config.get(k).with_context(|| {
-                format!("runs {run_id}: its config has no key {k:?}, which the profile sweeps")
-            })?;
-            row.point.push(v.clone());
+            // A benchmark's grids differ by objective: a key another objective tunes is absent
+            // from this run's config while unset (null, shown as "—").
+            let v = match (config.get(k), benchmark) {
+                (Some(v), _) => v.clone(),
+                (None, true) => serde_json::Value::Null,
+                (None, false) => {
+                    bail!("runs {run_id}: its config has no key {k:?}, which the profile sweeps")
+                }
+            };
+            row.point.push(v);
         }
     }
     let mut stmt = cat.connection().prepare(
@@ -394,7 +416,7 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
                 Method::GroupLoss => prof.sweep.as_slice(),
                 _ => &[],
             };
-            let Some((dataset, row)) = run_row(cat, id, sweep)? else {
+            let Some((dataset, row)) = run_row(cat, id, sweep, !prof.benchmark.is_empty())? else {
                 continue;
             };
             let Some(d) = by_name.get_mut(&dataset) else {
@@ -480,7 +502,12 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
         if prof.sweep.is_empty() {
             d.ensemble = mine.last().map(|e| e.0.clone());
         } else {
-            sweep::select(d, &prof.sweep, &mine);
+            let tuned = prof
+                .benchmark
+                .iter()
+                .map(|(o, e)| (o.clone(), e.grid.keys().cloned().collect()))
+                .collect();
+            sweep::select(d, &prof.sweep, tuned, &mine);
         }
         if let Some(first) = d.first_run().map(|r| r.run_id.clone()) {
             if let Some(e) = embeddings(cat, &first, "selected")? {

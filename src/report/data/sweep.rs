@@ -4,6 +4,7 @@
 
 use super::{DatasetData, Method, MetricRow, RunRow};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// One grid point: its runs (one per seed) and its ensemble.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,11 @@ pub struct SweepData {
     pub selected: usize,
     /// With `objective` swept: the selected `cross_entropy` point (the softmax row).
     pub selected_softmax: Option<usize>,
+    /// With `objective` swept: each objective's selected point, by objective name — every
+    /// objective chosen by the same criterion from its own points (the benchmark's rule).
+    pub by_objective: BTreeMap<String, usize>,
+    /// A benchmark's grid keys per objective (what was tuned for it); empty for a sweep.
+    pub tuned: BTreeMap<String, Vec<String>>,
     /// Selected on validation; `false` when some point has no validation numbers and the mean
     /// test R@1 decided (the official, optimistic protocol; the captions say so).
     pub on_validation: bool,
@@ -65,7 +71,12 @@ impl SweepData {
 /// the best mean validation R@1 and narrows `d`'s runs, metrics, ensemble and training curves to
 /// it; the whole sweep goes to `d.sweep` (left `None` when the dataset has no Group Loss run).
 /// `ensembles`: `(name, argv)` of the dataset's ensemble tasks.
-pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[String])]) {
+pub fn select(
+    d: &mut DatasetData,
+    keys: &[String],
+    tuned: BTreeMap<String, Vec<String>>,
+    ensembles: &[(String, &[String])],
+) {
     let mut points: Vec<SweepPoint> = Vec::new();
     for r in &d.group_loss {
         let val = d
@@ -129,16 +140,17 @@ pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[Stri
     };
     let on_validation = criterion != Criterion::TestR1;
     let objective = keys.iter().position(|k| k == "objective");
-    let is_softmax = |p: &SweepPoint| {
+    let objective_of = |p: &SweepPoint| -> Option<String> {
         objective
             .and_then(|k| p.values.get(k))
             .and_then(Value::as_str)
-            == Some("cross_entropy")
+            .map(str::to_string)
     };
-    let best = |softmax: bool| -> Option<usize> {
+    // The best point by the criterion among those `admit` lets compete.
+    let best = |admit: &dyn Fn(Option<String>) -> bool| -> Option<usize> {
         let mut best: Option<(usize, f64)> = None;
         for (i, p) in points.iter().enumerate() {
-            if !evaluated(p) || is_softmax(p) != softmax {
+            if !evaluated(p) || !admit(objective_of(p)) {
                 continue;
             }
             let v = match criterion {
@@ -153,8 +165,14 @@ pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[Stri
         }
         best.map(|b| b.0)
     };
-    let selected = best(false).unwrap_or(0);
-    let selected_softmax = best(true);
+    let selected = best(&|o| o.is_none_or(|o| o == "group_loss")).unwrap_or(0);
+    let selected_softmax = best(&|o| o.as_deref() == Some("cross_entropy"));
+    let mut by_objective = BTreeMap::new();
+    for name in points.iter().filter_map(objective_of) {
+        if let Some(i) = best(&|o| o.as_deref() == Some(name.as_str())) {
+            by_objective.insert(name, i);
+        }
+    }
     let (swept, kept): (Vec<MetricRow>, Vec<MetricRow>) = std::mem::take(&mut d.metrics)
         .into_iter()
         .partition(|m| matches!(m.method, Method::GroupLoss | Method::Ensemble));
@@ -199,6 +217,8 @@ pub fn select(d: &mut DatasetData, keys: &[String], ensembles: &[(String, &[Stri
         points,
         selected,
         selected_softmax,
+        by_objective,
+        tuned,
         on_validation,
         criterion,
         metrics: swept,
