@@ -540,11 +540,13 @@ mod tests {
             assert_eq!(untrained.len(), 1, "{stage}");
             let run = untrained[0].key.trim_end_matches("/untrained");
             let selected = format!("{prefix}:{run}/selected");
-            assert!(untrained[0].consumes.contains(&selected), "{stage}: {selected}");
+            assert!(
+                untrained[0].consumes.contains(&selected),
+                "{stage}: {selected}"
+            );
             assert!(tasks
                 .iter()
-                .any(|t| t.key == format!("{run}/selected")
-                    && t.produces.contains(&selected)));
+                .any(|t| t.key == format!("{run}/selected") && t.produces.contains(&selected)));
         }
     }
 }
