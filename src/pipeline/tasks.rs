@@ -397,17 +397,10 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
                     )
                 }
             };
-            let product = |model: &str| match stage {
+            let produces = match stage {
                 "embed" => format!("emb:{run}/{model}"),
                 _ => format!("eval:{run}/{model}"),
             };
-            let produces = product(model);
-            // One writer per run directory (its writer.lock): the untrained network of a run is
-            // embedded and evaluated after its selected model, never beside it.
-            let mut consumes = consumes;
-            if model == "untrained" && rel.is_none() {
-                consumes.push(product("selected"));
-            }
             let mut outputs = vec![file(out.clone())];
             if val {
                 outputs.push(file(out.replace("-test.", "-val.")));
@@ -517,36 +510,4 @@ fn report(p: &Profile, project: &Project) -> Result<Vec<Task>> {
             produces: vec![format!("report:{}", p.name)],
         },
     )])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A run directory has one writer: the untrained network of the first run is embedded and
-    /// evaluated after that run's selected model (a DAG edge, so neither executor runs the two
-    /// at once and one fails on the other's `writer.lock`).
-    #[test]
-    fn the_untrained_model_waits_for_the_selected_one_of_its_run() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let project = Project::resolve(Some(root.into()), None).unwrap();
-        let p = Profile::resolve(root, "demo", &[]).unwrap();
-        for (stage, prefix) in [("embed", "emb"), ("evaluate", "eval")] {
-            let tasks = build(stage, &p, &project).unwrap();
-            let untrained: Vec<&Task> = tasks
-                .iter()
-                .filter(|t| t.key.ends_with("/untrained"))
-                .collect();
-            assert_eq!(untrained.len(), 1, "{stage}");
-            let run = untrained[0].key.trim_end_matches("/untrained");
-            let selected = format!("{prefix}:{run}/selected");
-            assert!(
-                untrained[0].consumes.contains(&selected),
-                "{stage}: {selected}"
-            );
-            assert!(tasks
-                .iter()
-                .any(|t| t.key == format!("{run}/selected") && t.produces.contains(&selected)));
-        }
-    }
 }
