@@ -57,6 +57,29 @@ impl WriterLock {
 }
 
 impl WriterLock {
+    /// As [`WriterLock::acquire`], but while another process holds the lock, retries every
+    /// 200 ms for up to `wait` (saying once that it waits, naming the holder) before failing as
+    /// `acquire` does. For writers of disjoint files in one directory that a pipeline may start
+    /// at once — `gl embed` / `gl evaluate` of a run's selected and untrained models — where
+    /// refusing the second would fail a correct plan.
+    pub fn acquire_waiting(path: &Path, what: &str, wait: std::time::Duration) -> Result<Self> {
+        let start = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match Self::acquire(path, what) {
+                Ok(l) => return Ok(l),
+                Err(e) if start.elapsed() >= wait => return Err(e),
+                Err(e) => {
+                    if !said {
+                        tracing::warn!("{e:#}; waiting up to {} s", wait.as_secs());
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
     /// Whether some process holds the lock file `path` now (false when it does not exist).
     /// Within the holding process itself this is true as well.
     pub fn held(path: &Path) -> Result<bool> {
@@ -81,6 +104,22 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_waiting_writer_gets_the_lock_once_released_or_fails_after_its_wait() {
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("writer.lock");
+        let first = WriterLock::acquire(&path, "x").unwrap();
+        let e = WriterLock::acquire_waiting(&path, "x", Duration::from_millis(300)).unwrap_err();
+        assert!(e.to_string().contains("is locked by another gl"), "{e}");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            drop(first);
+        });
+        WriterLock::acquire_waiting(&path, "x", Duration::from_secs(30)).unwrap();
+        release.join().unwrap();
+    }
 
     #[test]
     fn a_second_holder_is_refused_with_the_first_named_and_admitted_after_it() {

@@ -125,11 +125,26 @@ fn create_released(
     Ok(())
 }
 
+/// How long `gl embed` / `gl evaluate` wait for a run directory's writer lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The run directory's writer lock while embedding or evaluating into it (none for a
-/// directory that does not exist: the stage fails on it, naming it).
+/// directory that does not exist: the stage fails on it, naming it). Waited for up to
+/// [`LOCK_WAIT`]: a pipeline may start the embed or evaluate tasks of one run's selected and
+/// untrained models at once (found by `benchmark_demo` with 2 jobs); they write different
+/// files, so the second waits for the first instead of failing.
 fn writer_lock(dir: &std::path::Path) -> Result<Option<crate::writer_lock::WriterLock>> {
     let rd = crate::train::run_dir::RunDir::new(dir.to_path_buf());
-    rd.root.is_dir().then(|| rd.lock()).transpose()
+    rd.root
+        .is_dir()
+        .then(|| {
+            crate::writer_lock::WriterLock::acquire_waiting(
+                &rd.root.join("writer.lock"),
+                &format!("the run directory {}", rd.root.display()),
+                LOCK_WAIT,
+            )
+        })
+        .transpose()
 }
 
 pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
