@@ -303,8 +303,9 @@ mod tests {
         };
         // (objective, lr, margin, val MAP@R, test MAP@R of seeds 0..3)
         let points: [(&str, f64, Value, f64, [f64; 3]); 6] = [
-            ("group_loss", 1.0, Value::Null, 60.0, [50.0, 52.0, 51.0]),
-            ("group_loss", 2.0, Value::Null, 55.0, [90.0, 90.0, 90.0]),
+            // A key another objective tunes, present in Group Loss's configs: not shown for it.
+            ("group_loss", 1.0, json!(9.9), 60.0, [50.0, 52.0, 51.0]),
+            ("group_loss", 2.0, json!(9.9), 55.0, [90.0, 90.0, 90.0]),
             ("contrastive", 1.0, json!(0.5), 61.0, [53.0, 54.0, 55.0]),
             ("contrastive", 2.0, json!(1.0), 40.0, [99.0, 99.0, 99.0]),
             (
@@ -365,6 +366,20 @@ mod tests {
                 ("3", "Group Loss", "lr=1.0", "51.00 ± 1.00"),
                 ("floor", "pretrained, untrained", "—", "20.00"),
             ]
+        );
+        let sweep = crate::report::sweep::sweep_table(&d, d.sweep.as_ref().unwrap()).unwrap();
+        let gl_rows: Vec<&Vec<String>> =
+            sweep.rows.iter().filter(|r| r[2] == "group_loss").collect();
+        assert!(gl_rows.iter().all(|r| r[1] == "—"), "{:?}", sweep.rows);
+        let marked = sweep
+            .rows
+            .iter()
+            .filter(|r| r.last().unwrap() == "yes")
+            .count();
+        assert_eq!(
+            marked, 3,
+            "each objective's selected point: {:?}",
+            sweep.rows
         );
         let delta = col("Δ");
         assert_eq!(t.rows[0][delta], "+3.00 [+0.52, +5.48]");

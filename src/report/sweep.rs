@@ -75,7 +75,26 @@ pub fn sweep_table(d: &DatasetData, s: &SweepData) -> Result<Table> {
                 .and_then(|x| x.cells.get(k))
                 .map_or("—".into(), Cell::show)
         };
-        let mut row: Vec<String> = p.values.iter().map(crate::pipeline::sweep::show).collect();
+        // A benchmark's point shows only the keys its objective is tuned over.
+        let objective = s
+            .keys
+            .iter()
+            .zip(&p.values)
+            .find(|(k, _)| *k == "objective")
+            .and_then(|(_, v)| v.as_str());
+        let shown = |k: &String| match (s.tuned.is_empty(), objective) {
+            (false, Some(o)) => k == "objective" || s.tuned.get(o).is_some_and(|t| t.contains(k)),
+            _ => true,
+        };
+        let mut row: Vec<String> = s
+            .keys
+            .iter()
+            .zip(&p.values)
+            .map(|(k, v)| match shown(k) {
+                true => crate::pipeline::sweep::show(v),
+                false => "—".into(),
+            })
+            .collect();
         row.push(p.runs.len().to_string());
         row.push(cell("val_r1"));
         if with_map_r {
@@ -87,6 +106,8 @@ pub fn sweep_table(d: &DatasetData, s: &SweepData) -> Result<Table> {
             match (i == s.selected, Some(i) == s.selected_softmax) {
                 (true, _) => "yes",
                 (_, true) => "yes (softmax)",
+                // A benchmark: every objective's own selected point.
+                _ if !s.tuned.is_empty() && s.by_objective.values().any(|&j| j == i) => "yes",
                 _ => "",
             }
             .into(),
