@@ -56,13 +56,23 @@ reproduce profile="paper" *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" run --profile {{profile}} {{ARGS}}
     "$CARGO_TARGET_DIR/debug/gl" status --profile {{profile}}
 
-# Every benchmark; each ends with `SPEEDUP <name> <x>` lines (reference time / ours).
+# Every benchmark; each ends with `SPEEDUP <name> <x>` lines (reference time / ours), and all of
+# them are repeated at the end, training's last (the step per backbone, the optimiser, the epoch).
 bench *ARGS: build
-    "$CARGO_TARGET_DIR/debug/gl" bench loss {{ARGS}}
-    "$CARGO_TARGET_DIR/debug/gl" bench loader
-    "$CARGO_TARGET_DIR/debug/gl" bench train --rounds 3 --steps 3
-    {{py}} -c "import faiss" 2>/dev/null || {{py}} -m pip install -q faiss-cpu==1.15.1
-    "$CARGO_TARGET_DIR/debug/gl" bench eval
+    #!/usr/bin/env bash
+    set -euo pipefail
+    gl="$CARGO_TARGET_DIR/debug/gl"
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    "{{py}}" -c "import faiss" 2>/dev/null || "{{py}}" -m pip install -q faiss-cpu==1.15.1
+    "$gl" bench loss {{ARGS}} | tee -a "$log"
+    "$gl" bench loader | tee -a "$log"
+    "$gl" bench eval | tee -a "$log"
+    "$gl" bench train --rounds 3 --steps 3 | tee -a "$log"
+    "$gl" bench optimizer | tee -a "$log"
+    "$gl" bench epoch | tee -a "$log"
+    echo "== every SPEEDUP (reference time / gl's; above 1: gl is faster)"
+    grep '^SPEEDUP ' "$log"
 
 # Time the PyTorch-eager reference loss alone (JSON on stdout).
 bench-reference: setup

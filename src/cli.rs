@@ -439,9 +439,17 @@ pub enum BenchCommand {
     /// (6 × 9 = 54 images, m = 100) per backbone, beside a PyTorch-eager step on the same
     /// weights and batch; also the loader's images/s at the same input size.
     Train(BenchTrainArgs),
+    /// A whole training epoch of the demo recipe as `gl train` runs it (loader threads
+    /// overlapping the steps), beside a PyTorch loop (DataLoader workers, Adam) on the same
+    /// crops, initial weights and batches; images/s and the loader-wait vs step breakdown.
+    Epoch(BenchEpochArgs),
     /// Exact Recall@K + MAP@R on a synthetic SOP-sized set (60,502 × 1024), time and peak
     /// memory, beside faiss-cpu `IndexFlatIP` + NumPy metrics on the same vectors.
     Eval(BenchEvalArgs),
+    /// One RAdam step (the paper's CUB γ and λ, L2) over BN-Inception's trainable parameters
+    /// and a 100-class classifier with fixed gradients, f32, beside `torch.optim.RAdam` with
+    /// `foreach=True` and `foreach=False` on the same tensors.
+    Optimizer(BenchOptimizerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -516,6 +524,28 @@ pub struct BenchTrainArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct BenchEpochArgs {
+    /// Epochs per round (1, 2, …, from the same initial weights each round).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Rounds, alternating the reference and ours; the median over rounds is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Loader threads of ours and DataLoader workers of the reference [default: the recipe's,
+    /// 2].
+    #[arg(long)]
+    pub loader_threads: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Largest accepted relative difference between the two sides' check-step loss and update
+    /// norm.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tolerance: f64,
+    #[command(flatten)]
+    pub reference: ReferenceArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct BenchLoaderArgs {
     /// Synthetic 500×375 images to prepare and load.
     #[arg(long, default_value_t = 540)]
@@ -540,6 +570,36 @@ pub struct BenchLossArgs {
     /// Rounds, alternating the reference and ours; the median over rounds is reported.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    #[command(flatten)]
+    pub reference: ReferenceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchOptimizerArgs {
+    /// Backbone whose trainable parameters (with the classifier) are stepped.
+    #[arg(long, default_value = "bn_inception")]
+    pub backbone: String,
+    /// Classes of the classifier (CUB's training classes).
+    #[arg(long, default_value_t = 100)]
+    pub classes: i64,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Timed steps per side and round.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps before them, per side and round.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Rounds, alternating the reference and ours; the median over rounds is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Steps from the same parameters and gradients before the sides' update norms are
+    /// compared (RAdam's rectified update starts at step 6).
+    #[arg(long, default_value_t = 6)]
+    pub check_steps: usize,
+    /// Largest accepted relative difference between our update norm and each reference's.
+    #[arg(long, default_value_t = 1e-5)]
+    pub tolerance: f64,
     #[command(flatten)]
     pub reference: ReferenceArgs,
 }

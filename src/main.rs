@@ -4,8 +4,8 @@
 use clap::Parser;
 use grouploss::cli::{BenchCommand, Cli, Command};
 use grouploss::commands::{
-    bench_eval, bench_loss, bench_train, env, evaluate, fetch, models, prepare, synth, train,
-    verify_loss, weights,
+    bench_eval, bench_loss, bench_optimizer, bench_train, env, evaluate, fetch, models, prepare,
+    synth, train, verify_loss, weights,
 };
 use grouploss::project::Project;
 use std::process::ExitCode;
@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Train(args)) => {
             bench_train::Settings::resolve(args).and_then(bench_train::run)
         }
+        Command::Bench(BenchCommand::Epoch(args)) => project()
+            .and_then(|p| grouploss::commands::bench_epoch::Settings::resolve(args, p))
+            .and_then(grouploss::commands::bench_epoch::run),
         Command::Fetch(args) => project()
             .and_then(|p| fetch::resolve(args, p))
             .and_then(fetch::run),
@@ -66,6 +69,9 @@ fn main() -> ExitCode {
         Command::Ensemble(args) => project().and_then(|p| evaluate::ensemble(args, p)),
         Command::Bench(BenchCommand::Eval(args)) => {
             bench_eval::Settings::resolve(args).and_then(bench_eval::run)
+        }
+        Command::Bench(BenchCommand::Optimizer(args)) => {
+            bench_optimizer::Settings::resolve(args).and_then(bench_optimizer::run)
         }
         #[cfg(feature = "catalog")]
         Command::Run(args) => {

@@ -1,6 +1,8 @@
 //! Benchmark plumbing shared by every `gl bench …`: timing with device synchronisation, the
 //! Python reference run in the same invocation, and the closing `SPEEDUP <name> <x>` lines.
 
+pub mod profile;
+
 use crate::cli::ReferenceArgs;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::PathBuf;
@@ -97,6 +99,27 @@ impl Reference {
         serde_json::from_str(text.trim())
             .with_context(|| format!("parsing the JSON printed by {}: {text}", path.display()))
     }
+}
+
+/// ‖θ − θ₀‖ over every tensor (in f64): the size of an update, which the benchmarks compare
+/// with their reference's before timing anything (the loss alone is blind to some errors).
+pub fn update_norm(params: &[tch::Tensor], start: &[tch::Tensor]) -> f64 {
+    tch::no_grad(|| {
+        params
+            .iter()
+            .zip(start)
+            .map(|(p, q)| {
+                let d = p.to_kind(tch::Kind::Double) - q.to_kind(tch::Kind::Double);
+                d.square().sum(tch::Kind::Double).double_value(&[])
+            })
+            .sum::<f64>()
+            .sqrt()
+    })
+}
+
+/// |a − b| / |b|: how far our number is from the reference's.
+pub fn rel_diff(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
 }
 
 /// One comparison: our time against the reference's, for the same work.

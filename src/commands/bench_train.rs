@@ -11,6 +11,7 @@
 //! fails with exit code 1. libtorch's generator is seeded identically on both sides before that
 //! step, so stochastic layers (drop-connect) draw the same masks on CPU.
 
+use crate::bench::profile::Profile;
 use crate::bench::{median, median_seconds, print_speedups, Comparison, Reference};
 use crate::cli::BenchTrainArgs;
 use crate::commands::bench_loader::{cache_rows, crop_rows, loader_images_per_s, photo_sources};
@@ -21,7 +22,7 @@ use crate::model::net::{EmbeddingNet, HeadParams};
 use crate::model::{BackboneSpec, ForwardMode};
 use crate::stages::prepare::{prepare_image, PrepareParams};
 use crate::train::criterion::Criterion;
-use crate::train::epoch::Stepper;
+use crate::train::epoch::{StepPhases, Stepper};
 use crate::train::radam::{RAdam, RAdamParams};
 use anyhow::{bail, ensure, Context, Result};
 use rand::SeedableRng;
@@ -30,7 +31,7 @@ use rayon::prelude::*;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 /// Backbones benchmarked when `--backbones` is not given (unregistered ones are skipped).
 pub const DEFAULT_BACKBONES: [&str; 2] = ["bn_inception", "efficientnet_lite0"];
@@ -166,6 +167,8 @@ pub struct Outcome {
     pub second_loss: Option<(f64, f64)>,
     pub loader_images_per_s: f64,
     pub torch_version: String,
+    /// Median seconds per phase of the timed steps (ours, reference).
+    pub phases: (Profile, Profile),
 }
 
 pub fn run(s: Settings) -> Result<ExitCode> {
@@ -214,11 +217,11 @@ pub fn run(s: Settings) -> Result<ExitCode> {
              relative differences: loss {:.1e}, update norm {:.1e}",
             spec.name,
             outcome.torch_version,
-            rel_diff(l, lr),
-            rel_diff(u, ur)
+            crate::bench::rel_diff(l, lr),
+            crate::bench::rel_diff(u, ur)
         );
         if let Some((a, b)) = outcome.second_loss {
-            line += &format!(", next step's loss {:.1e}", rel_diff(a, b));
+            line += &format!(", next step's loss {:.1e}", crate::bench::rel_diff(a, b));
         }
         println!("{line}");
         println!(
@@ -229,6 +232,10 @@ pub fn run(s: Settings) -> Result<ExitCode> {
             c.reference_s * 1e3,
             ips(c.reference_s)
         );
+        let (ours_p, theirs_p) = &outcome.phases;
+        for line in Profile::table(&format!("{} {size}×{size}", spec.name), ours_p, theirs_p) {
+            println!("{line}");
+        }
         let ratio = outcome.loader_images_per_s / ips(c.ours_s);
         let verdict = if ratio >= 1.0 {
             "the loader can feed the step"
@@ -254,11 +261,6 @@ pub fn run(s: Settings) -> Result<ExitCode> {
     }
     print_speedups(&comparisons);
     Ok(ExitCode::SUCCESS)
-}
-
-/// |a − b| / |b|.
-fn rel_diff(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
 }
 
 /// Synthetic photographs prepared as `gl prepare` does, in a crop cache under `dir`: enough for
@@ -373,29 +375,22 @@ fn bench_backbone(
         device: s.device,
     };
     let mut anchor_rng = ChaCha8Rng::seed_from_u64(0); // unused by FirstK
-    let mut step = || -> Result<f64> {
-        let v = stepper.step(&mut opt, &images, &labels, &mut anchor_rng, false)?;
+    let mut profiles = Vec::new(); // every timed step's phases
+    let mut step = |profiles: Option<&mut Vec<StepPhases>>| -> Result<f64> {
+        let mut phases = StepPhases::default();
+        let v = stepper.step_profiled(&mut opt, &images, &labels, &mut anchor_rng, &mut phases)?;
         ensure!(v.loss.is_finite(), "{}: the loss is {}", spec.name, v.loss);
+        if let Some(p) = profiles {
+            p.push(phases);
+        }
         Ok(v.loss)
     };
     // The check step from the initial weights: its loss and the norm of its update.
     let params = vs.trainable_variables();
     let before: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
     tch::manual_seed(STEP_SEED);
-    let mut losses = vec![step()?]; // every step's loss, in order
-    let update = tch::no_grad(|| {
-        params
-            .iter()
-            .zip(&before)
-            .map(|(p, q)| {
-                (p.to_kind(Kind::Double) - q.to_kind(Kind::Double))
-                    .square()
-                    .sum(Kind::Double)
-                    .double_value(&[])
-            })
-            .sum::<f64>()
-            .sqrt()
-    });
+    let mut losses = vec![step(None)?]; // every step's loss, in order
+    let update = crate::bench::update_norm(&params, &before);
     drop(before);
 
     let reference_tau = std::env::var(FAULT_REFERENCE_TAU)
@@ -422,6 +417,7 @@ fn bench_backbone(
     let mut torch_version = String::new();
     let (mut first_reference, mut update_reference) = (f64::NAN, f64::NAN);
     let mut second_reference = None;
+    let mut reference_profiles = Vec::new();
     for _ in 0..s.rounds {
         let t = std::time::Instant::now();
         let reply = s
@@ -447,7 +443,7 @@ fn bench_backbone(
             ("first-step loss", losses[0], first_reference),
             ("first-step update norm", update, update_reference),
         ] {
-            let rel = rel_diff(ours, theirs);
+            let rel = crate::bench::rel_diff(ours, theirs);
             if rel.is_nan() || rel > s.tolerance {
                 bail!(Mismatch {
                     backbone: spec.name.to_string(),
@@ -464,10 +460,14 @@ fn bench_backbone(
                 .as_f64()
                 .context("reference JSON has no step_s")?,
         );
+        let mut timed = 0;
         ours.push(median_seconds(s.device, s.warmup, s.steps, || {
-            losses.push(step()?);
+            let record = (timed >= s.warmup).then_some(&mut profiles);
+            timed += 1;
+            losses.push(step(record)?);
             Ok(())
         })?);
+        reference_profiles.push(Profile::from_json(&reply["phases_s"])?);
         if second_reference.is_none() {
             second_reference = reply["losses"][1].as_f64();
         }
@@ -481,6 +481,10 @@ fn bench_backbone(
         first_loss: (losses[0], first_reference),
         first_update: (update, update_reference),
         second_loss: second_reference.map(|r| (losses[1], r)),
+        phases: (
+            Profile::median(&profiles.iter().map(Profile::from).collect::<Vec<_>>()),
+            Profile::median(&reference_profiles),
+        ),
         loader_images_per_s: loader_ips,
         torch_version,
     }))

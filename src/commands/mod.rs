@@ -2,10 +2,12 @@
 //! (`resolve(args, project)` or `Settings::resolve(args)` validates, `run(settings)` works); the
 //! small ones (`env`, `models`, `sql`, `report`, …) take their arguments as they are.
 
+pub mod bench_epoch;
 pub mod bench_eval;
 pub mod bench_loader;
 pub mod bench_loss;
 pub mod bench_objectives;
+pub mod bench_optimizer;
 pub mod bench_train;
 pub mod env;
 pub mod evaluate;

@@ -175,6 +175,14 @@ impl ConvBn {
         };
         conv.apply_t(&self.bn, bn_train)
     }
+
+    /// [`ConvBn::forward`] then ReLU6, in place on the BatchNorm output (its backward needs
+    /// only its input, so autograd allows it): one activation-sized tensor less per layer.
+    fn forward_relu6(&self, xs: &Tensor, bn_train: bool) -> Tensor {
+        let mut ys = self.forward(xs, bn_train);
+        let _ = ys.relu6_();
+        ys
+    }
 }
 
 /// Stochastic depth as the reference's `drop_connect`: per sample, keep the residual branch with
@@ -261,10 +269,10 @@ impl MbConv {
     fn forward(&self, xs: &Tensor, mode: ForwardMode) -> Tensor {
         let bn = mode.bn_train;
         let hidden = match &self.expand {
-            Some(expand) => expand.forward(xs, bn).relu6(),
+            Some(expand) => expand.forward_relu6(xs, bn),
             None => xs.shallow_clone(),
         };
-        let hidden = self.depthwise.forward(&hidden, bn).relu6();
+        let hidden = self.depthwise.forward_relu6(&hidden, bn);
         let out = self.project.forward(&hidden, bn);
         match self.shortcut {
             Some(rate) if mode.train && rate > 0.0 => drop_connect(&out, rate) + xs,
@@ -349,12 +357,12 @@ impl EfficientNetLite0 {
         if let Err(e) = check_input(&xs.size()) {
             panic!("{e}");
         }
-        let xs = self.stem.forward(xs, mode.bn_train).relu6();
+        let xs = self.stem.forward_relu6(xs, mode.bn_train);
         let xs = self
             .blocks
             .iter()
             .fold(xs, |xs, block| block.forward(&xs, mode));
-        self.head.forward(&xs, mode.bn_train).relu6()
+        self.head.forward_relu6(&xs, mode.bn_train)
     }
 }
 

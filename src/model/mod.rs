@@ -5,6 +5,7 @@
 
 pub mod bn_inception;
 pub mod efficientnet_lite;
+pub mod execution;
 pub mod net;
 pub mod registry;
 pub mod resnet;

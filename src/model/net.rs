@@ -3,6 +3,7 @@
 //! (and the auxiliary cross-entropy). Variables: `backbone.*` (the backbone's reference names),
 //! `embedding.{weight,bias}`, `classifier.{weight,bias}`.
 
+use crate::model::execution::Execution;
 use crate::model::{spec, Backbone, BackboneSpec, ForwardMode};
 use anyhow::{ensure, Result};
 use tch::nn::{self, Module};
@@ -25,6 +26,7 @@ pub struct EmbeddingNet {
     backbone: Box<dyn Backbone>,
     embedding: Option<nn::Linear>,
     classifier: nn::Linear,
+    execution: Execution,
 }
 
 /// One forward pass: features f (N×D, what the Group Loss and retrieval use) and logits z (N×m).
@@ -62,6 +64,7 @@ impl EmbeddingNet {
             backbone: backbone_net,
             embedding,
             classifier,
+            execution: Execution::default(),
         })
     }
 
@@ -77,13 +80,26 @@ impl EmbeddingNet {
             .map_or(self.spec.feature_dim, |e| e.ws.size()[0])
     }
 
-    /// Features only (evaluation, embedding a dataset).
+    /// How the forward runs (memory format, autocast). Convert the variables with
+    /// [`crate::model::execution::convert_variables`] to the same memory format.
+    pub fn set_execution(&mut self, execution: Execution) {
+        self.execution = execution;
+    }
+
+    pub fn execution(&self) -> Execution {
+        self.execution
+    }
+
+    /// Features only (evaluation, embedding a dataset): always f32, whatever the autocast.
     pub fn features(&self, xs: &Tensor, mode: ForwardMode) -> Tensor {
-        let f = self.backbone.forward_features(xs, mode);
-        match &self.embedding {
-            Some(e) => e.forward(&f),
-            None => f,
-        }
+        let xs = self.execution.input(xs);
+        self.execution.run(xs.device(), || {
+            let f = self.backbone.forward_features(&xs, mode);
+            match &self.embedding {
+                Some(e) => e.forward(&f),
+                None => f,
+            }
+        })
     }
 
     /// The classifier's weight (m×d): the proxies or class weights of the classifier-based

@@ -69,10 +69,8 @@ impl<'a> Checkpointer<'a> {
         let tmp = root.join(format!("{name}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        vs.save(tmp.join("model.safetensors"))
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tch::Tensor::write_safetensors(&opt.state_tensors(), tmp.join("optimizer.safetensors"))
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        write_contiguous(&variables(vs), &tmp.join("model.safetensors"))?;
+        write_contiguous(&opt.state_tensors(), &tmp.join("optimizer.safetensors"))?;
         let final_dir = root.join(&name);
         let _ = std::fs::remove_dir_all(&final_dir);
         std::fs::rename(&tmp, &final_dir)
@@ -89,8 +87,7 @@ impl<'a> Checkpointer<'a> {
     fn save_selected(&self, vs: &nn::VarStore, state: &mut RunState, epoch: usize) -> Result<()> {
         let file = RunDir::selected_name(epoch);
         let tmp = self.dir.root.join(format!("{file}.tmp.safetensors"));
-        vs.save(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        write_contiguous(&variables(vs), &tmp)?;
         std::fs::rename(&tmp, self.dir.root.join(&file))
             .with_context(|| format!("renaming into {file}"))?;
         state.commit_file(self.dir, &file)?;
@@ -98,6 +95,29 @@ impl<'a> Checkpointer<'a> {
         state.selected_epoch = Some(epoch);
         Ok(())
     }
+}
+
+/// The variables of `vs` by name.
+fn variables(vs: &nn::VarStore) -> Vec<(String, tch::Tensor)> {
+    vs.variables().into_iter().collect()
+}
+
+/// Writes the variables of `vs` as safetensors, each in its contiguous layout (what
+/// `VarStore::save` refuses for re-strided, e.g. channels-last, variables).
+pub fn save_variables(vs: &nn::VarStore, path: &std::path::Path) -> Result<()> {
+    write_contiguous(&variables(vs), path)
+}
+
+/// Writes named tensors as safetensors, each in its contiguous (row-major NCHW) layout
+/// whatever its strides in memory (e.g. channels-last convolution weights), so a checkpoint
+/// reads back the same in any memory format.
+fn write_contiguous(named: &[(String, tch::Tensor)], path: &std::path::Path) -> Result<()> {
+    let dense: Vec<(&str, tch::Tensor)> = named
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.contiguous()))
+        .collect();
+    tch::Tensor::write_safetensors(&dense, path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

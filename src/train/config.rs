@@ -11,6 +11,7 @@ use figment::Figment;
 /// The training recipes, relative to the project root.
 pub const TRAIN_FILE: &str = "pipeline/train.toml";
 
+use crate::model::execution::{Autocast, Execution, MemoryFormat};
 use crate::train::objective::LossKeys;
 pub use crate::train::objective::Objective;
 
@@ -194,6 +195,14 @@ pub struct TrainConfig {
     pub eval_every: usize,
     pub loader_threads: usize,
     pub prefetch: usize,
+    /// `channels_last`: convolution weights and input batches in NHWC strides
+    /// ([`crate::model::execution`]); for GPUs. Left out of `config.json` while `contiguous`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub memory_format: MemoryFormat,
+    /// `bf16`: the backbone's forward under bfloat16 autocast, the loss in f32; for GPUs.
+    /// Left out of `config.json` while `off`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub autocast: Autocast,
 }
 
 /// A [`TrainConfig`] that passed [`TrainConfig::validate`] (made by [`TrainConfig::check`] and
@@ -229,6 +238,14 @@ impl TrainConfig {
             ms_base: self.ms_base,
             ms_epsilon: self.ms_epsilon,
             contrastive_squared: self.contrastive_squared,
+        }
+    }
+
+    /// How the network's forward runs (memory format, autocast).
+    pub fn execution(&self) -> Execution {
+        Execution {
+            memory_format: self.memory_format,
+            autocast: self.autocast,
         }
     }
 

@@ -85,6 +85,10 @@ pub struct EpochLosses {
     pub batches: usize,
     pub images: usize,
     pub seconds: f64,
+    /// Seconds the step waited for the loader (its start-up included): the hand-off's cost.
+    pub loader_wait: f64,
+    /// Seconds from the epoch's start to its first batch.
+    pub first_batch: f64,
 }
 
 /// The losses of one training step, read back from the device.
@@ -95,6 +99,73 @@ pub struct StepValues {
     /// The Group Loss part and the cross-entropy part (0 for objectives without them).
     pub loss_group: f64,
     pub loss_ce: f64,
+}
+
+/// Wall seconds of one step's phases, each closed by a device synchronisation: what
+/// `gl bench train` prints beside the same phases of the PyTorch-eager step.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepPhases {
+    /// Zeroing the gradients (part of the optimiser's work, as `opt.zero_grad()` in PyTorch).
+    pub zero_grad: f64,
+    /// The batch handed to the device (`to_device`; a no-op copy on the CPU).
+    pub handoff: f64,
+    /// Backbone, embedding and classifier forward.
+    pub forward: f64,
+    /// The objective and reading the loss back to the host.
+    pub loss: f64,
+    pub backward: f64,
+    /// The optimiser update.
+    pub optimizer: f64,
+}
+
+impl StepPhases {
+    /// Names and values in step order.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("zero_grad", self.zero_grad),
+            ("handoff", self.handoff),
+            ("forward", self.forward),
+            ("loss", self.loss),
+            ("backward", self.backward),
+            ("optimizer", self.optimizer),
+        ]
+    }
+
+    /// Sum of the phases.
+    pub fn total(&self) -> f64 {
+        self.named().iter().map(|(_, s)| s).sum()
+    }
+}
+
+/// Times phases when asked to, synchronising the device at each boundary; does nothing (and
+/// never synchronises) otherwise, so the trainer's steps keep their asynchrony on a GPU.
+struct PhaseClock<'p> {
+    out: Option<&'p mut StepPhases>,
+    device: Device,
+    last: Instant,
+}
+
+impl<'p> PhaseClock<'p> {
+    fn new(out: Option<&'p mut StepPhases>, device: Device) -> Self {
+        if out.is_some() {
+            crate::device::synchronize(device);
+        }
+        PhaseClock {
+            out,
+            device,
+            last: Instant::now(),
+        }
+    }
+
+    /// Closes the phase `field` selects.
+    fn lap(&mut self, field: fn(&mut StepPhases) -> &mut f64) {
+        if let Some(out) = self.out.as_deref_mut() {
+            crate::device::synchronize(self.device);
+            let now = Instant::now();
+            *field(out) = now.duration_since(self.last).as_secs_f64();
+            self.last = now;
+        }
+    }
 }
 
 /// One training step as the trainer runs it (and `gl bench train` times it): zero the
@@ -118,9 +189,38 @@ impl Stepper<'_> {
         anchor_rng: &mut ChaCha8Rng,
         poison: bool,
     ) -> Result<StepValues> {
+        self.run(opt, images, labels, anchor_rng, poison, None)
+    }
+
+    /// [`Stepper::step`], also recording each phase's wall time in `phases` (the device is
+    /// synchronised between phases, which a GPU step otherwise avoids).
+    pub fn step_profiled(
+        &self,
+        opt: &mut RAdam,
+        images: &Tensor,
+        labels: &[i64],
+        anchor_rng: &mut ChaCha8Rng,
+        phases: &mut StepPhases,
+    ) -> Result<StepValues> {
+        self.run(opt, images, labels, anchor_rng, false, Some(phases))
+    }
+
+    fn run(
+        &self,
+        opt: &mut RAdam,
+        images: &Tensor,
+        labels: &[i64],
+        anchor_rng: &mut ChaCha8Rng,
+        poison: bool,
+        phases: Option<&mut StepPhases>,
+    ) -> Result<StepValues> {
+        let mut clock = PhaseClock::new(phases, self.device);
         opt.zero_grad();
+        clock.lap(|p| &mut p.zero_grad);
         let xs = images.to_device(self.device);
+        clock.lap(|p| &mut p.handoff);
         let out = self.net.forward(&xs, self.mode);
+        clock.lap(|p| &mut p.forward);
         let terms = self.criterion.terms(
             &out,
             self.net.classifier_weight(),
@@ -134,6 +234,7 @@ impl Stepper<'_> {
         } else {
             loss.double_value(&[])
         };
+        clock.lap(|p| &mut p.loss);
         if !value.is_finite() {
             return Ok(StepValues {
                 loss: value,
@@ -142,7 +243,9 @@ impl Stepper<'_> {
             });
         }
         loss.backward();
+        clock.lap(|p| &mut p.backward);
         opt.step()?;
+        clock.lap(|p| &mut p.optimizer);
         Ok(StepValues {
             loss: value,
             loss_group: group.map_or(0.0, |g| g.double_value(&[])),
@@ -204,8 +307,16 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
         mode,
         device: inp.device,
     };
-    for (b, batch) in stream.enumerate() {
+    let mut stream = stream.enumerate();
+    loop {
+        let waited = Instant::now();
+        let next = stream.next();
+        sums.loader_wait += waited.elapsed().as_secs_f64();
+        let Some((b, batch)) = next else { break };
         let batch = batch.with_context(|| format!("epoch {}: loading batch {b}", inp.epoch))?;
+        if b == 0 {
+            sums.first_batch = start.elapsed().as_secs_f64();
+        }
         let labels = batch
             .labels
             .iter()

@@ -256,3 +256,39 @@ fn two_epochs_lower_the_loss_and_raise_validation_recall_above_the_untrained_net
             .unwrap();
     assert_eq!(summary["val_recall_untrained"][0].as_f64(), Some(before));
 }
+
+#[test]
+fn channels_last_and_bf16_autocast_train_like_the_default_layout() {
+    let _serial = serial();
+    let two = ["--set=epochs=2", "--set=lr_milestones=[]"];
+    let losses = |id: &str, keys: &[&str]| -> Vec<f64> {
+        let mut extra = two.to_vec();
+        extra.extend_from_slice(keys);
+        let (code, out, err) = gl_cli::run(project(), &train_args(id, &extra), &[]);
+        assert_eq!(code, 0, "{id}: {out}{err}");
+        epochs(id)
+            .iter()
+            .map(|e| e["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let base = losses("layout-nchw", &[]);
+    let nhwc = losses("layout-nhwc", &["--set=memory_format=\"channels_last\""]);
+    let bf16 = losses("layout-bf16", &["--set=autocast=\"bf16\""]);
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run_dir("layout-nhwc").join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["train"]["memory_format"], "channels_last");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run_dir("layout-nchw").join("config.json")).unwrap())
+            .unwrap();
+    let train = &config["train"];
+    assert!(train.get("lr").is_some(), "{config}");
+    assert!(train.get("memory_format").is_none() && train.get("autocast").is_none());
+    for (name, got, tol) in [("channels_last", &nhwc, 1e-4), ("bf16", &bf16, 5e-2)] {
+        for (a, b) in got.iter().zip(&base) {
+            let rel = (a - b).abs() / b.abs();
+            assert!(rel <= tol, "{name}: epoch losses {got:?} vs {base:?}");
+        }
+    }
+    assert_ne!(bf16, base, "bf16 autocast changed nothing");
+}

@@ -9,8 +9,9 @@ with BatchNorm in training mode, the reference Group Loss (``group_loss_ref.grou
 ``loss.item()``, ``backward``, ``torch.optim.RAdam`` step — and prints one JSON object: the torch
 version, the loss of every step, the check step's loss (``first_loss``, from the loaded weights)
 and the norm of its parameter update (``first_update_norm``, ‖θ₁ − θ₀‖ over every trainable
-tensor), which ``gl`` compares with its own, and the median seconds of the timed steps
-(``step_s``).
+tensor), which ``gl`` compares with its own, the median seconds of the timed steps
+(``step_s``) and of each of their phases (``phases_s``: zero_grad, handoff, forward, loss,
+backward, optimizer; the device synchronised at each boundary, as ``gl`` does).
 
 Backbones, each an independent PyTorch model with ``gl``'s variable names:
 
@@ -174,19 +175,48 @@ def load_net(backbone: str, weights: Path) -> Net:
     return net
 
 
-def train_step(net, opt, images, labels: list[int], anchors: int, tau: float, steps: int, dev) -> float:
-    """One step as a PyTorch training loop runs it; returns the loss."""
+PHASES = ("zero_grad", "handoff", "forward", "loss", "backward", "optimizer")
+
+
+class PhaseClock:
+    """Wall seconds per phase of one step, the device synchronised at each boundary (as
+    ``gl``'s ``StepPhases``); a no-op when ``out`` is None."""
+
+    def __init__(self, out, dev):
+        self.out, self.dev = out, dev
+        if out is not None:
+            _sync(dev)
+        self.last = time.perf_counter()
+
+    def lap(self, name):
+        if self.out is not None:
+            _sync(self.dev)
+            now = time.perf_counter()
+            self.out[name] = now - self.last
+            self.last = now
+
+
+def train_step(net, opt, images, labels: list[int], anchors: int, tau: float, steps: int, dev, phases=None) -> float:
+    """One step as a PyTorch training loop runs it; returns the loss. With a dict ``phases``,
+    the seconds of each of ``PHASES`` are written into it."""
+    clock = PhaseClock(phases, dev)
     opt.zero_grad()
+    clock.lap("zero_grad")
     xs = images.to(dev)
+    clock.lap("handoff")
     f, z = net(xs)
+    clock.lap("forward")
     y = torch.tensor(labels, device=dev)
     mask = first_k_anchor_mask(torch.tensor(labels), anchors).to(dev)
     lg, lce, loss, _ = group_loss(f, z, y, mask, tau, steps)
     value = loss.item()
+    clock.lap("loss")
     if not math.isfinite(value):
         raise SystemExit(f"the loss is {value}")
     loss.backward()
+    clock.lap("backward")
     opt.step()
+    clock.lap("optimizer")
     lg.item()
     lce.item()
     return value
@@ -212,20 +242,23 @@ def bench(a) -> dict:
     with torch.no_grad():
         update = math.sqrt(sum(float((p.double() - q.double()).square().sum()) for p, q in zip(params, before)))
     del before
-    times = []
+    times, profiles = [], []
     for i in range(a.warmup + a.steps):
+        phases = {}
         _sync(dev)
         t0 = time.perf_counter()
-        losses.append(train_step(net, opt, images, labels, a.anchors, a.tau, a.replicator_steps, dev))
+        losses.append(train_step(net, opt, images, labels, a.anchors, a.tau, a.replicator_steps, dev, phases))
         _sync(dev)
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
+            profiles.append(phases)
     return {
         **out,
         "first_loss": losses[0],
         "first_update_norm": update,
         "losses": losses,
         "step_s": statistics.median(times),
+        "phases_s": {k: statistics.median(p[k] for p in profiles) for k in PHASES},
     }
 
 

@@ -45,7 +45,7 @@ impl Trainee {
         tch::manual_seed(epoch::torch_seed(s.seed, 0));
         let mut vs = nn::VarStore::new(s.device);
         let classes = inputs.splits.num_classes();
-        let net = EmbeddingNet::new(&vs.root(), &cfg.backbone, cfg.head(classes))?;
+        let mut net = EmbeddingNet::new(&vs.root(), &cfg.backbone, cfg.head(classes))?;
         let mut opt_params = RAdamParams {
             lr: cfg.lr,
             eps: cfg.adam_eps,
@@ -66,6 +66,9 @@ impl Trainee {
                 (RunState::default(), Vec::new())
             }
         };
+        // Before the optimiser takes the variables, as `model.to(memory_format=…)` in PyTorch.
+        crate::model::execution::convert_variables(&vs, cfg.memory_format);
+        net.set_execution(cfg.execution());
         opt_params.lr = cfg.lr_at(state.epoch + 1);
         let (body, head) = param_groups(&vs);
         let mut opt = RAdam::new(body, opt_params)?;
@@ -228,7 +231,7 @@ fn restore_model(
 
 /// The loader of the run: the recipe's crop, resize and augmentation, the network's input
 /// normalisation, seeded by the run's seed.
-fn loader(cfg: &TrainConfig, net: &EmbeddingNet, seed: u64) -> LoaderParams {
+pub(crate) fn loader(cfg: &TrainConfig, net: &EmbeddingNet, seed: u64) -> LoaderParams {
     LoaderParams {
         crop: cfg.input_size,
         resize: cfg.resize,
