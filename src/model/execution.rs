@@ -108,6 +108,14 @@ const DEVICE_CUDA: i8 = 1;
 /// `c10::ScalarType::BFloat16`.
 const SCALAR_BF16: i8 = 15;
 
+/// libtorch's device type of `device` (autocast state is per type, not per device index).
+fn device_type(device: Device) -> i8 {
+    match device {
+        Device::Cuda(_) => DEVICE_CUDA,
+        _ => DEVICE_CPU,
+    }
+}
+
 /// Autocast enabled for one device type while it lives; on drop the previous state is restored
 /// and the cache of casted weights cleared (the weights change at the next optimiser step).
 /// Thread-local, as libtorch's autocast: create it on the thread that runs the forward.
@@ -120,10 +128,7 @@ pub struct AutocastGuard {
 impl AutocastGuard {
     /// Enables bf16 autocast for `device`'s type (CPU, or CUDA for any `cuda:N`).
     pub fn bf16(device: Device) -> Self {
-        let device_type = match device {
-            Device::Cuda(_) => DEVICE_CUDA,
-            _ => DEVICE_CPU,
-        };
+        let device_type = device_type(device);
         // SAFETY: thread-local flag accessors of libtorch (see `ffi`).
         unsafe {
             let guard = AutocastGuard {
@@ -139,12 +144,8 @@ impl AutocastGuard {
 
     /// Whether autocast is on for `device`'s type on this thread.
     pub fn is_enabled(device: Device) -> bool {
-        let device_type = match device {
-            Device::Cuda(_) => DEVICE_CUDA,
-            _ => DEVICE_CPU,
-        };
         // SAFETY: a thread-local flag read.
-        unsafe { ffi::is_autocast_enabled(device_type) }
+        unsafe { ffi::is_autocast_enabled(device_type(device)) }
     }
 }
 

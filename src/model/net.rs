@@ -86,10 +86,6 @@ impl EmbeddingNet {
         self.execution = execution;
     }
 
-    pub fn execution(&self) -> Execution {
-        self.execution
-    }
-
     /// Features only (evaluation, embedding a dataset): always f32, whatever the autocast.
     pub fn features(&self, xs: &Tensor, mode: ForwardMode) -> Tensor {
         let xs = self.execution.input(xs);
