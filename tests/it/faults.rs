@@ -148,10 +148,13 @@ fn holder(lock: &Path) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// The `writer.lock` of the first run directory some process holds now.
+/// The `writer.lock` of the first started run (its `config.json` written: before that the
+/// directory is not a run the catalogue lists) whose lock some process holds now.
 fn held_run_lock(p: &Path) -> Option<PathBuf> {
     let runs = std::fs::read_dir(p.join("data/runs")).ok()?;
-    runs.filter_map(|e| Some(e.ok()?.path().join("writer.lock")))
+    runs.filter_map(|e| Some(e.ok()?.path()))
+        .filter(|d| d.join("config.json").is_file())
+        .map(|d| d.join("writer.lock"))
         .find(|l| grouploss::writer_lock::WriterLock::held(l).unwrap_or(false))
 }
 
