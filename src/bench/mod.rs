@@ -2,6 +2,7 @@
 //! Python reference run in the same invocation, and the closing `SPEEDUP <name> <x>` lines.
 
 pub mod profile;
+pub mod session;
 
 use crate::cli::ReferenceArgs;
 use anyhow::{bail, ensure, Context, Result};

@@ -84,7 +84,8 @@ pub struct BenchTrainArgs {
     /// runs first (which already warms both up).
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
-    /// Rounds, alternating the reference and ours; the median over rounds is reported.
+    /// Rounds taking turns with one long-lived reference (who goes first alternates); the median
+    /// over rounds is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Loader threads of the loader measurement (pipeline/train.toml's default).
@@ -106,7 +107,8 @@ pub struct BenchEpochArgs {
     /// Epochs per round (1, 2, …, from the same initial weights each round).
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
-    /// Rounds, alternating the reference and ours; the median over rounds is reported.
+    /// Rounds taking turns with one long-lived reference (who goes first alternates); the median
+    /// over rounds is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Loader threads of ours and DataLoader workers of the reference [default: the recipe's,
@@ -168,7 +170,8 @@ pub struct BenchOptimizerArgs {
     /// Untimed steps before them, per side and round.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Rounds, alternating the reference and ours; the median over rounds is reported.
+    /// Rounds taking turns with one long-lived reference (who goes first alternates); the median
+    /// over rounds is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Steps from the same parameters and gradients before the sides' update norms are

@@ -22,19 +22,22 @@
 //! `--tolerance`; otherwise the command exits 1. The epochs' mean losses are compared loosely
 //! only: the two sides draw their random crops from different generators.
 //!
-//! Timing: after the check (its own reference process), each round runs the reference (a fresh
-//! process) then ours, each training `--epochs` epochs from the initial weights; an epoch's wall
+//! Timing: after the check (its own reference process), one long-lived reference (`epoch_ref.py
+//! serve`, [`ReferenceSession`]) and ours take turns, who goes first alternating from round to
+//! round, each training `--epochs` epochs from the initial weights per round; an epoch's wall
 //! time runs from starting the loader (workers included) to the end of its last step. Medians
 //! over rounds. Each side also splits its epochs into waiting for the loader and stepping: ours
 //! from [`epoch::train_epoch`]'s own clocks ([`epoch::EpochLosses::loader_wait`]), the
 //! reference's around each `next()` of its `DataLoader` iterator.
 
+mod check;
 mod plan;
 
+use crate::bench::session::{take_turns, ReferenceSession};
 use crate::bench::{median, print_speedups, Comparison, Reference};
 use crate::cli::BenchEpochArgs;
 use crate::commands::bench_train::Mismatch;
-use crate::data::loader::{self, LoaderParams, Mode};
+use crate::data::loader::LoaderParams;
 use crate::model::ForwardMode;
 use crate::project::Project;
 use crate::stages::train::inputs::Inputs;
@@ -42,14 +45,14 @@ use crate::stages::train::trainee::Trainee;
 use crate::stages::train::Settings as TrainSettings;
 use crate::train::config::{BatchNormMode, CheckedConfig, Objective, TrainConfig};
 use crate::train::criterion::Criterion;
-use crate::train::epoch::{self, EpochInputs, Stepper};
+use crate::train::epoch::{self, EpochInputs};
 use crate::train::run_dir::RunDir;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use check::{check_step, compare_check, PixelMismatch};
 use plan::{backbone_name, key, plan_json, reference_times};
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
-use tch::{Device, Tensor};
+use tch::Device;
 
 /// The dataset and profile whose recipe is benchmarked.
 pub const DATASET: &str = "demo";
@@ -145,13 +148,6 @@ impl EpochTimes {
 /// One number of an [`EpochTimes`].
 type Field = fn(&EpochTimes) -> f64;
 
-/// The check step on one side: its loss and the norm of its update.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Check {
-    loss: f64,
-    update_norm: f64,
-}
-
 pub fn run(s: Settings) -> Result<ExitCode> {
     let cfg: &TrainConfig = &s.config;
     let threads = tch::get_num_threads();
@@ -200,7 +196,7 @@ pub fn run(s: Settings) -> Result<ExitCode> {
          {} anchors, {} lr {:e} (classifier {:e}), batchnorm {}, augment {}, memory format {}, \
          autocast {}; {} training images, {} batches = {per_epoch} images in epoch 1; {} loader \
          threads, {threads} torch threads, {device_arg}; {} epoch(s) per round, {} rounds \
-         alternating (reference, gl)",
+         taking turns with one long-lived reference",
         cfg.backbone,
         cfg.input_size,
         cfg.input_size,
@@ -252,22 +248,20 @@ pub fn run(s: Settings) -> Result<ExitCode> {
     let plan_file = dir.path().join("plan.json");
     std::fs::write(&plan_file, serde_json::to_vec(&plan)?)
         .with_context(|| format!("writing {}", plan_file.display()))?;
-    let args = |check: bool| {
-        let mut a = vec![
-            "bench".to_string(),
+    let args = |cmd: &str| {
+        vec![
+            cmd.to_string(),
             format!("--plan={}", plan_file.display()),
             format!("--weights={}", weights.display()),
-        ];
-        if check {
-            a.push(format!("--check={}", check_file.display()));
-        }
-        a
+        ]
     };
 
     // The check, in a reference process of its own (untimed).
+    let mut check_args = args("bench");
+    check_args.push(format!("--check={}", check_file.display()));
     let reply = s
         .reference
-        .run_json("epoch_ref.py", &args(true))
+        .run_json("epoch_ref.py", &check_args)
         .context("running the PyTorch reference's check step")?;
     if let Some(why) = reply["skipped"].as_str() {
         println!("note: the reference cannot run ({why}); nothing timed");
@@ -282,18 +276,30 @@ pub fn run(s: Settings) -> Result<ExitCode> {
         return Err(e);
     }
 
+    // The timed rounds: one long-lived reference taking turns with ours, who goes first
+    // alternating (src/bench/session.rs).
+    let (mut session, ready) =
+        ReferenceSession::start(&s.reference, "epoch_ref.py", &args("serve"))
+            .context("starting the PyTorch reference epoch")?;
+    if let Some(why) = ready["skipped"].as_str() {
+        println!("note: the reference cannot run ({why}); nothing timed");
+        return Ok(ExitCode::SUCCESS);
+    }
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..s.rounds {
-        let t = Instant::now();
-        let reply = s
-            .reference
-            .run_json("epoch_ref.py", &args(false))
-            .context("running the PyTorch reference epoch")?;
-        tracing::info!(secs = t.elapsed().as_secs_f64(), "reference run");
+    let reference_round = || -> Result<()> {
+        let reply = session
+            .round()
+            .context("a round of the PyTorch reference epoch")?;
         theirs.push(reference_times(&reply["epochs"])?);
+        Ok(())
+    };
+    let our_side = || -> Result<()> {
         let mut t = build()?;
         ours.push(our_round(&s, &inputs, &mut t, &criterion, lp, &batches)?);
-    }
+        Ok(())
+    };
+    take_turns(s.rounds, reference_round, our_side)?;
+    drop(session);
     let med = |v: &[EpochTimes], f: Field| median(&mut v.iter().map(f).collect::<Vec<_>>());
     let (o, r) = (
         EpochTimes {
@@ -379,128 +385,6 @@ fn forward_mode(cfg: &TrainConfig) -> ForwardMode {
         BatchNormMode::Train => ForwardMode::TRAIN,
         BatchNormMode::Frozen => ForwardMode::TRAIN_FROZEN_BN,
     }
-}
-
-/// The classifier labels of `batch`'s images.
-fn classifier_labels(inputs: &Inputs, batch: &[usize]) -> Result<Vec<i64>> {
-    batch
-        .iter()
-        .map(|&i| {
-            let c = inputs.rows[i].class_id;
-            inputs
-                .label_of
-                .get(&c)
-                .copied()
-                .with_context(|| format!("class {c} is not a training class"))
-        })
-        .collect()
-}
-
-/// Our check step: the first batch through the eval transform, written with its labels and
-/// image ids to `file` for the reference, then one training step on it from the initial weights
-/// (libtorch seeded with [`CHECK_SEED`]). Consumes the trainee, whose weights it changes.
-fn check_step(
-    s: &Settings,
-    mut t: Trainee,
-    criterion: &Criterion,
-    inputs: &Inputs,
-    batch: &[usize],
-    lp: LoaderParams,
-    file: &Path,
-) -> Result<Check> {
-    let images = loader::stream(inputs.rows.clone(), vec![batch.to_vec()], Mode::Eval, lp)?
-        .next()
-        .context("the loader gave no check batch")??
-        .images;
-    let labels = classifier_labels(inputs, batch)?;
-    let ids: Vec<i64> = batch.iter().map(|&i| inputs.rows[i].image_id).collect();
-    Tensor::write_safetensors(
-        &[
-            ("images", &images),
-            ("labels", &Tensor::from_slice(&labels)),
-            ("image_ids", &Tensor::from_slice(&ids)),
-        ],
-        file,
-    )
-    .with_context(|| format!("writing {}", file.display()))?;
-    let params = t.vs.trainable_variables();
-    let before: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
-    let stepper = Stepper {
-        net: &t.net,
-        criterion,
-        mode: forward_mode(&s.config),
-        device: s.device,
-    };
-    let mut anchor_rng = epoch::epoch_rng(u64::MAX, 0); // unused by FirstK
-    tch::manual_seed(CHECK_SEED);
-    let v = stepper.step(&mut t.opt, &images, &labels, &mut anchor_rng, false)?;
-    ensure!(v.loss.is_finite(), "the check step's loss is {}", v.loss);
-    let update_norm = crate::bench::update_norm(&params, &before);
-    Ok(Check {
-        loss: v.loss,
-        update_norm,
-    })
-}
-
-/// The two loaders' check batches differ by more than [`PIXEL_TOLERANCE`].
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "check batch: the reference's eval transform differs from gl's loader by a mean of {mean:.3e} \
-     (max {max:.3e}) > {tolerance:.1e} in normalised units: the two loaders do not read the \
-     same images the same way, nothing was timed"
-)]
-pub struct PixelMismatch {
-    pub mean: f64,
-    pub max: f64,
-    pub tolerance: f64,
-}
-
-/// Prints the check's line; a [`Mismatch`] or [`PixelMismatch`] when the sides disagree.
-fn compare_check(s: &Settings, ours: &Check, reply: &serde_json::Value, torch: &str) -> Result<()> {
-    let num = |k: &str| {
-        reply[k]
-            .as_f64()
-            .with_context(|| format!("the reference's check has no number {k:?}"))
-    };
-    let (loss, update, mean, max) = (
-        num("loss")?,
-        num("update_norm")?,
-        num("pixel_mean_abs")?,
-        num("pixel_max_abs")?,
-    );
-    println!(
-        "check (first batch of epoch 1, eval transform: no random crop): loader pixels mean \
-         |Δ| {mean:.1e} max |Δ| {max:.1e}; one step from the initial weights on gl's images: loss \
-         {:.6} (gl) {loss:.6} (reference, torch {torch}), relative differences: loss {:.1e}, \
-         update norm {:.1e}",
-        ours.loss,
-        crate::bench::rel_diff(ours.loss, loss),
-        crate::bench::rel_diff(ours.update_norm, update)
-    );
-    if mean.is_nan() || mean > PIXEL_TOLERANCE {
-        bail!(PixelMismatch {
-            mean,
-            max,
-            tolerance: PIXEL_TOLERANCE
-        });
-    }
-    for (what, a, b) in [
-        ("check-step loss", ours.loss, loss),
-        ("check-step update norm", ours.update_norm, update),
-    ] {
-        let rel = crate::bench::rel_diff(a, b);
-        if rel.is_nan() || rel > s.tolerance {
-            bail!(Mismatch {
-                backbone: s.config.backbone.clone(),
-                what,
-                ours: a,
-                theirs: b,
-                rel,
-                tolerance: s.tolerance,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// One round of ours: every epoch of `batches` from `t`'s (initial) weights, as

@@ -11,6 +11,7 @@
 //! reuse the fixed gradients (no backward), so only the optimiser is measured. The speedup is
 //! against the faster of the two PyTorch implementations.
 
+use crate::bench::session::{take_turns, ReferenceSession};
 use crate::bench::{median, median_seconds, print_speedups, Comparison, Reference};
 use crate::cli::BenchOptimizerArgs;
 use crate::commands::bench_train::cub;
@@ -169,14 +170,11 @@ fn build(
     Ok((params, opt))
 }
 
-/// The reference's (update norm, median seconds) of one side of its JSON reply.
-fn reply_side(reply: &serde_json::Value, key: &str) -> Result<(f64, f64)> {
-    let get = |field: &str| {
-        reply[key][field]
-            .as_f64()
-            .with_context(|| format!("reference JSON has no {key}.{field}"))
-    };
-    Ok((get("update_norm")?, get("step_s")?))
+/// The median seconds of one side (`foreach` or `single`) of a round's reply.
+fn step_seconds(reply: &serde_json::Value, key: &str) -> Result<f64> {
+    reply[key]["step_s"]
+        .as_f64()
+        .with_context(|| format!("reference JSON has no {key}.step_s"))
 }
 
 pub fn run(s: Settings) -> Result<ExitCode> {
@@ -248,7 +246,7 @@ fn bench(s: &Settings) -> Result<ExitCode> {
     let ours_norm = sides[0].3;
 
     let args = vec![
-        "bench".to_string(),
+        "serve".to_string(),
         format!("--tensors={}", file.display()),
         format!("--steps={}", s.steps),
         format!("--warmup={}", s.warmup),
@@ -258,35 +256,31 @@ fn bench(s: &Settings) -> Result<ExitCode> {
         format!("--lr={}", cub::LR),
         format!("--weight-decay={}", cub::WEIGHT_DECAY),
     ];
-    // Rounds alternate reference and ours, so drift in the machine's speed hits both alike.
+    let (mut session, ready) = ReferenceSession::start(&s.reference, "optimizer_ref.py", &args)
+        .context("starting the torch.optim.RAdam reference")?;
+    let torch_version = ready["torch"].as_str().unwrap_or("?").to_string();
+    let norm = |key: &str| {
+        ready[key]["update_norm"]
+            .as_f64()
+            .with_context(|| format!("reference JSON has no {key}.update_norm"))
+    };
+    let reference_norms = (norm("foreach")?, norm("single")?);
+    for (what, theirs) in [
+        ("foreach=True", reference_norms.0),
+        ("foreach=False", reference_norms.1),
+    ] {
+        check(s.check_steps, what, ours_norm, theirs, s.tolerance)?;
+    }
+    // Rounds take turns with the long-lived reference, who goes first alternating, so drift in
+    // the machine's speed hits both alike.
     let (mut multi, mut per, mut foreach, mut single) = (vec![], vec![], vec![], vec![]);
-    let mut torch_version = String::new();
-    let mut reference_norms = (f64::NAN, f64::NAN);
-    for _ in 0..s.rounds {
-        let reply = s
-            .reference
-            .run_json("optimizer_ref.py", &args)
-            .context("running the torch.optim.RAdam reference")?;
-        torch_version = reply["torch"].as_str().unwrap_or("?").to_string();
-        let (fe_norm, fe_s) = reply_side(&reply, "foreach")?;
-        let (single_norm, single_s) = reply_side(&reply, "single")?;
-        check(
-            s.check_steps,
-            "foreach=True",
-            ours_norm,
-            fe_norm,
-            s.tolerance,
-        )?;
-        check(
-            s.check_steps,
-            "foreach=False",
-            ours_norm,
-            single_norm,
-            s.tolerance,
-        )?;
-        reference_norms = (fe_norm, single_norm);
-        foreach.push(fe_s);
-        single.push(single_s);
+    let reference_round = || -> Result<()> {
+        let reply = session.round().context("a round of the RAdam reference")?;
+        foreach.push(step_seconds(&reply, "foreach")?);
+        single.push(step_seconds(&reply, "single")?);
+        Ok(())
+    };
+    let our_round = || -> Result<()> {
         for (layout, _, opt, _) in &mut sides {
             let t = median_seconds(s.device, s.warmup, s.steps, || Ok(opt.step()?))?;
             match layout {
@@ -294,7 +288,10 @@ fn bench(s: &Settings) -> Result<ExitCode> {
                 Layout::PerTensor => per.push(t),
             }
         }
-    }
+        Ok(())
+    };
+    take_turns(s.rounds, reference_round, our_round)?;
+    drop(session);
     let (fe_norm, single_norm) = reference_norms;
     println!(
         "check after {} steps: update norm {ours_norm:.9e} (gl multi-tensor), {fe_norm:.9e} \

@@ -12,6 +12,7 @@
 //! step, so stochastic layers (drop-connect) draw the same masks on CPU.
 
 use crate::bench::profile::Profile;
+use crate::bench::session::{take_turns, ReferenceSession};
 use crate::bench::{median, median_seconds, print_speedups, Comparison, Reference};
 use crate::cli::BenchTrainArgs;
 use crate::commands::bench_loader::{cache_rows, crop_rows, loader_images_per_s, photo_sources};
@@ -398,7 +399,7 @@ fn bench_backbone(
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(cub::TAU);
     let args = vec![
-        "bench".to_string(),
+        "serve".to_string(),
         format!("--backbone={}", spec.name),
         format!("--weights={}", weights.display()),
         format!("--inputs={}", inputs.display()),
@@ -413,53 +414,55 @@ fn bench_backbone(
         format!("--weight-decay={}", cub::WEIGHT_DECAY),
         format!("--seed={STEP_SEED}"),
     ];
+    let (mut session, ready) = ReferenceSession::start(&s.reference, "train_step_ref.py", &args)
+        .context("starting the PyTorch-eager reference step")?;
+    if let Some(why) = ready["skipped"].as_str() {
+        println!(
+            "note: {}: the reference cannot run it ({why}); skipped",
+            spec.name
+        );
+        return Ok(None);
+    }
+    let torch_version = ready["torch"].as_str().unwrap_or("?").to_string();
+    let first_reference = ready["first_loss"]
+        .as_f64()
+        .context("reference JSON has no first_loss")?;
+    let update_reference = ready["first_update_norm"]
+        .as_f64()
+        .context("reference JSON has no first_update_norm")?;
+    for (what, ours, theirs) in [
+        ("first-step loss", losses[0], first_reference),
+        ("first-step update norm", update, update_reference),
+    ] {
+        let rel = crate::bench::rel_diff(ours, theirs);
+        if rel.is_nan() || rel > s.tolerance {
+            bail!(Mismatch {
+                backbone: spec.name.to_string(),
+                what,
+                ours,
+                theirs,
+                rel,
+                tolerance: s.tolerance,
+            });
+        }
+    }
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let mut torch_version = String::new();
-    let (mut first_reference, mut update_reference) = (f64::NAN, f64::NAN);
     let mut second_reference = None;
     let mut reference_profiles = Vec::new();
-    for _ in 0..s.rounds {
-        let t = std::time::Instant::now();
-        let reply = s
-            .reference
-            .run_json("train_step_ref.py", &args)
-            .context("running the PyTorch-eager reference step")?;
-        tracing::info!(secs = t.elapsed().as_secs_f64(), "reference run");
-        if let Some(why) = reply["skipped"].as_str() {
-            println!(
-                "note: {}: the reference cannot run it ({why}); skipped",
-                spec.name
-            );
-            return Ok(None);
-        }
-        torch_version = reply["torch"].as_str().unwrap_or("?").to_string();
-        first_reference = reply["first_loss"]
-            .as_f64()
-            .context("reference JSON has no first_loss")?;
-        update_reference = reply["first_update_norm"]
-            .as_f64()
-            .context("reference JSON has no first_update_norm")?;
-        for (what, ours, theirs) in [
-            ("first-step loss", losses[0], first_reference),
-            ("first-step update norm", update, update_reference),
-        ] {
-            let rel = crate::bench::rel_diff(ours, theirs);
-            if rel.is_nan() || rel > s.tolerance {
-                bail!(Mismatch {
-                    backbone: spec.name.to_string(),
-                    what,
-                    ours,
-                    theirs,
-                    rel,
-                    tolerance: s.tolerance,
-                });
-            }
-        }
+    let reference_round = || -> Result<()> {
+        let reply = session.round().context("a round of the reference step")?;
         theirs.push(
             reply["step_s"]
                 .as_f64()
                 .context("reference JSON has no step_s")?,
         );
+        reference_profiles.push(Profile::from_json(&reply["phases_s"])?);
+        if second_reference.is_none() {
+            second_reference = reply["losses"][0].as_f64();
+        }
+        Ok(())
+    };
+    let our_round = || -> Result<()> {
         let mut timed = 0;
         ours.push(median_seconds(s.device, s.warmup, s.steps, || {
             let record = (timed >= s.warmup).then_some(&mut profiles);
@@ -467,11 +470,11 @@ fn bench_backbone(
             losses.push(step(record)?);
             Ok(())
         })?);
-        reference_profiles.push(Profile::from_json(&reply["phases_s"])?);
-        if second_reference.is_none() {
-            second_reference = reply["losses"][1].as_f64();
-        }
-    }
+        Ok(())
+    };
+    take_turns(s.rounds, reference_round, our_round)?;
+    drop(session);
+    print_round_ratios(spec.name, &theirs, &ours);
     Ok(Some(Outcome {
         comparison: Comparison {
             name: format!("train_step_{}", spec.name),
@@ -488,6 +491,19 @@ fn bench_backbone(
         loader_images_per_s: loader_ips,
         torch_version,
     }))
+}
+
+/// Each round's reference / gl ratio, in order: how much of the final ratio is the machine.
+fn print_round_ratios(backbone: &str, theirs: &[f64], ours: &[f64]) {
+    let ratios: Vec<String> = theirs
+        .iter()
+        .zip(ours)
+        .map(|(t, o)| format!("{:.3}", t / o))
+        .collect();
+    println!(
+        "{backbone}: per round, reference / gl: {}",
+        ratios.join(" ")
+    );
 }
 
 #[cfg(test)]

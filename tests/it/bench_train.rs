@@ -20,7 +20,7 @@ fn bench_train(env: &[(&str, &str)]) -> (i32, String, String) {
             "--steps",
             "2",
             "--rounds",
-            "1",
+            "2",
             "--loader-batches",
             "1",
         ])
@@ -51,6 +51,16 @@ fn tiny_cnn_step_agrees_and_ends_with_a_speedup_line() {
     assert!(
         loader.contains(" img/s vs train step ") && loader.contains("(ratio "),
         "{loader}"
+    );
+    // Two rounds, taking turns with one long-lived reference: a ratio per round.
+    let rounds = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tiny_cnn: per round, reference / gl: "))
+        .unwrap_or_else(|| panic!("no per-round line:\n{out}"));
+    let ratios: Vec<f64> = rounds.split(' ').map(|r| r.parse().unwrap()).collect();
+    assert!(
+        ratios.len() == 2 && ratios.iter().all(|r| r.is_finite() && *r > 0.0),
+        "{rounds}"
     );
     let last = out.lines().last().unwrap_or_default();
     let parts: Vec<&str> = last.split(' ').collect();

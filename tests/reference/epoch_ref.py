@@ -32,7 +32,9 @@ transform, no augmentation) against this loader's own eval transform of the same
 mean absolute difference), and one training step on ``gl``'s check images from the initial
 weights (its loss and ‖θ₁ − θ₀‖).
 
-Prints one JSON object.
+Prints one JSON object. ``serve`` (what ``gl`` runs for the timed epochs) stays up and trains the
+plan's epochs from the initial variables once per ``round`` line on stdin, one JSON object each
+(``serve.py``), so that both sides are long-lived processes taking turns.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from group_loss_ref import _sync, first_k_anchor_mask, group_loss  # noqa: E402
 from loader_ref import MEAN_BGR, rrc_params  # noqa: E402
+from serve import serve  # noqa: E402
 from train_step_ref import Skip, load_net, read_safetensors  # noqa: E402
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
@@ -260,31 +263,63 @@ def epoch(plan: dict, ep: dict, net, opt, ds, dev) -> dict:
     }
 
 
+class Bench:
+    """The plan, the device and the training crops, read once."""
+
+    def __init__(self, a):
+        self.a = a
+        self.plan = plan = json.loads(Path(a.plan).read_text())
+        torch.set_num_threads(plan["threads"])
+        self.dev = torch.device(plan["device"])
+        self.header = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": plan["device"]}
+        self.labels = {int(k): v for k, v in plan["labels"].items()}
+        self.ds = Crops(plan["cache"], self.labels, plan["transform"], plan["loader_seed"], train=True)
+
+    def check(self) -> dict:
+        return {**self.header, "check": check(self.plan, self.a.weights, self.a.check, self.labels, self.dev)}
+
+    def round(self) -> dict:
+        """The plan's epochs, from a network built afresh from the initial variables."""
+        net, opt = build(self.plan, self.a.weights, self.dev)
+        return {**self.header, "epochs": [epoch(self.plan, ep, net, opt, self.ds, self.dev) for ep in self.plan["epochs"]]}
+
+
 def bench(a) -> dict:
-    plan = json.loads(Path(a.plan).read_text())
-    torch.set_num_threads(plan["threads"])
-    dev = torch.device(plan["device"])
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": plan["device"]}
-    labels = {int(k): v for k, v in plan["labels"].items()}
+    """With ``--check``, the check alone; otherwise one round."""
+    b = Bench(a)
     try:
-        if a.check is not None:
-            return {**out, "check": check(plan, a.weights, a.check, labels, dev)}
-        net, opt = build(plan, a.weights, dev)
+        return b.check() if a.check is not None else b.round()
     except Skip as e:
-        return {**out, "skipped": str(e)}
-    ds = Crops(plan["cache"], labels, plan["transform"], plan["loader_seed"], train=True)
-    out["epochs"] = [epoch(plan, ep, net, opt, ds, dev) for ep in plan["epochs"]]
-    return out
+        return {**b.header, "skipped": str(e)}
+
+
+def serve_bench(a) -> int:
+    """``serve``: the header as the ready reply, then one round per ``round`` line on stdin
+    (``serve.py``). The check stays a ``bench --check`` process of its own."""
+    b = Bench(a)
+    try:
+        build(b.plan, a.weights, b.dev)
+    except Skip as e:
+        print(json.dumps({**b.header, "skipped": str(e)}), flush=True)
+        return 0
+    return serve(b.header, b.round)
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="train the plan's epochs, print JSON")
-    b.add_argument("--plan", type=Path, required=True, help="what gl wrote: data, batches, recipe")
-    b.add_argument("--weights", type=Path, required=True, help="initial variables (safetensors)")
-    b.add_argument("--check", type=Path, help="gl's check batch (safetensors): run the sanity check instead")
+    for name, help in (
+        ("bench", "train the plan's epochs, print JSON"),
+        ("serve", "the plan's epochs per 'round' line on stdin, print JSON per round (serve.py)"),
+    ):
+        b = sub.add_parser(name, help=help)
+        b.add_argument("--plan", type=Path, required=True, help="what gl wrote: data, batches, recipe")
+        b.add_argument("--weights", type=Path, required=True, help="initial variables (safetensors)")
+        if name == "bench":
+            b.add_argument("--check", type=Path, help="gl's check batch (safetensors): run the sanity check instead")
     a = p.parse_args(argv)
+    if a.cmd == "serve":
+        return serve_bench(a)
     print(json.dumps(bench(a)))
     return 0
 

@@ -3,12 +3,27 @@ reader, the models' variable names (gl's), and one bench run end to end."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import serve
 import train_step_ref as ref
+
+
+@pytest.fixture(autouse=True)
+def float32_default():
+    """pair_losses_ref and proxy_losses_ref make float64 torch's default when imported (the
+    golden tests collect them first); gl writes f32 weights and batches, and a reference
+    subprocess starts at torch's own default, so these tests run at float32."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(old)
 
 
 def test_safetensors_round_trip(tmp_path):
@@ -85,3 +100,33 @@ def test_a_backbone_without_a_model_is_skipped(tmp_path, capsys):
     assert ref.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert "no_such_net" in out["skipped"]
+
+
+def test_serve_continues_the_same_run_round_after_round(tmp_path, capsys):
+    """Serve mode: the check step's reply, then one reply per 'round'; the steps continue one
+    training run, so two rounds of one step equal one bench of two steps."""
+    args = _tiny_problem(tmp_path)
+    assert ref.main(args) == 0
+    once = json.loads(capsys.readouterr().out)
+    serve_args = ["serve", *args[1:-1], "--steps=1"]
+    proc = subprocess.run(
+        [sys.executable, ref.__file__, *serve_args],
+        input="round\nnonsense\nround\nquit\nround\n",
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(replies) == 4, proc.stdout
+    ready, first, error, second = replies
+    assert ready["first_loss"] == once["first_loss"]
+    assert ready["first_update_norm"] == once["first_update_norm"]
+    assert "nonsense" in error["error"]
+    assert [ready["first_loss"], *first["losses"], *second["losses"]] == once["losses"]
+    assert len(first["times_s"]) == 1 and first["step_s"] == first["times_s"][0] > 0
+
+
+def test_serve_protocol_answers_each_round_and_stops_at_quit():
+    out, calls = io.StringIO(), []
+    serve.serve({"ready": True}, lambda: calls.append(1) or {"n": len(calls)}, io.StringIO("round\n\nround\nquit\nround\n"), out)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [{"ready": True}, {"n": 1}, {"n": 2}]

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from group_loss_ref import _sync, first_k_anchor_mask, group_loss  # noqa: E402
+from serve import serve  # noqa: E402
 
 BN_INCEPTION_PORT = HERE.parent / "fixtures" / "bn_inception" / "make_reference.py"
 
@@ -222,50 +223,98 @@ def train_step(net, opt, images, labels: list[int], anchors: int, tau: float, st
     return value
 
 
+class Bench:
+    """The reference side of ``gl bench train``: the network with gl's weights, the batch, the
+    optimiser, and the check step from the loaded weights (set up once)."""
+
+    def __init__(self, a):
+        torch.set_num_threads(a.threads)
+        self.a, self.dev = a, torch.device(a.device)
+        self.header = {"torch": torch.__version__, "backbone": a.backbone, "threads": a.threads, "device": a.device}
+        self.net = load_net(a.backbone, a.weights).to(self.dev).train()
+        batch = read_safetensors(a.inputs)
+        self.images = batch["images"].to(self.dev)
+        self.labels = batch["labels"].tolist()
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.RAdam(self.params, lr=a.lr, weight_decay=a.weight_decay)
+
+    def step(self, phases=None) -> float:
+        a = self.a
+        return train_step(
+            self.net, self.opt, self.images, self.labels, a.anchors, a.tau, a.replicator_steps, self.dev, phases
+        )
+
+    def check(self) -> dict:
+        """The check step (untimed): the loss from the loaded weights and the size of its update."""
+        torch.manual_seed(self.a.seed)
+        before = [p.detach().clone() for p in self.params]
+        loss = self.step()
+        with torch.no_grad():
+            update = math.sqrt(
+                sum(float((p.double() - q.double()).square().sum()) for p, q in zip(self.params, before))
+            )
+        return {**self.header, "first_loss": loss, "first_update_norm": update}
+
+    def round(self) -> dict:
+        """``warmup`` untimed and ``steps`` timed steps: every step's loss and seconds, the median
+        step and the median of each phase."""
+        losses, times, profiles = [], [], []
+        for i in range(self.a.warmup + self.a.steps):
+            phases = {}
+            _sync(self.dev)
+            t0 = time.perf_counter()
+            losses.append(self.step(phases))
+            _sync(self.dev)
+            if i >= self.a.warmup:
+                times.append(time.perf_counter() - t0)
+                profiles.append(phases)
+        return {
+            "losses": losses,
+            "times_s": times,
+            "step_s": statistics.median(times),
+            "phases_s": {k: statistics.median(p[k] for p in profiles) for k in PHASES},
+        }
+
+
 def bench(a) -> dict:
-    torch.set_num_threads(a.threads)
-    dev = torch.device(a.device)
-    out = {"torch": torch.__version__, "backbone": a.backbone, "threads": a.threads, "device": a.device}
+    """The check step and one round, in one reply (``losses`` starts with the check step's)."""
     try:
-        net = load_net(a.backbone, a.weights).to(dev).train()
+        b = Bench(a)
     except Skip as e:
-        return {**out, "skipped": str(e)}
-    batch = read_safetensors(a.inputs)
-    images = batch["images"].to(dev)
-    labels = batch["labels"].tolist()
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.RAdam(params, lr=a.lr, weight_decay=a.weight_decay)
-    # The check step (untimed): the loss from the loaded weights and the size of its update.
-    torch.manual_seed(a.seed)
-    before = [p.detach().clone() for p in params]
-    losses = [train_step(net, opt, images, labels, a.anchors, a.tau, a.replicator_steps, dev)]
-    with torch.no_grad():
-        update = math.sqrt(sum(float((p.double() - q.double()).square().sum()) for p, q in zip(params, before)))
-    del before
-    times, profiles = [], []
-    for i in range(a.warmup + a.steps):
-        phases = {}
-        _sync(dev)
-        t0 = time.perf_counter()
-        losses.append(train_step(net, opt, images, labels, a.anchors, a.tau, a.replicator_steps, dev, phases))
-        _sync(dev)
-        if i >= a.warmup:
-            times.append(time.perf_counter() - t0)
-            profiles.append(phases)
-    return {
-        **out,
-        "first_loss": losses[0],
-        "first_update_norm": update,
-        "losses": losses,
-        "step_s": statistics.median(times),
-        "phases_s": {k: statistics.median(p[k] for p in profiles) for k in PHASES},
-    }
+        return {"torch": torch.__version__, "backbone": a.backbone, "skipped": str(e)}
+    ready = b.check()
+    r = b.round()
+    return {**ready, **r, "losses": [ready["first_loss"], *r["losses"]]}
+
+
+def serve_bench(a) -> int:
+    """``serve``: the check step's reply, then one reply per requested round (``serve.py``)."""
+    try:
+        b = Bench(a)
+    except Skip as e:
+        print(json.dumps({"torch": torch.__version__, "backbone": a.backbone, "skipped": str(e)}), flush=True)
+        return 0
+    return serve(b.check(), b.round)
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="time training steps, print JSON")
+    for name, help in (
+        ("bench", "the check step and one timed round, print JSON"),
+        ("serve", "the check step, then a timed round per 'round' line on stdin (serve.py)"),
+    ):
+        add_arguments(sub.add_parser(name, help=help))
+    a = p.parse_args(argv)
+    if a.steps < 1 or a.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
+    if a.cmd == "serve":
+        return serve_bench(a)
+    print(json.dumps(bench(a)))
+    return 0
+
+
+def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--backbone", required=True)
     b.add_argument("--weights", type=Path, required=True, help="initial variables (safetensors)")
     b.add_argument("--inputs", type=Path, required=True, help="images and labels (safetensors)")
@@ -279,11 +328,6 @@ def main(argv: list[str]) -> int:
     b.add_argument("--lr", type=float, default=1.563663718906821e-4)
     b.add_argument("--weight-decay", type=float, default=6.059722614369727e-6)
     b.add_argument("--seed", type=int, default=1, help="torch.manual_seed before the first step")
-    a = p.parse_args(argv)
-    if a.steps < 1 or a.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
-    print(json.dumps(bench(a)))
-    return 0
 
 
 if __name__ == "__main__":
