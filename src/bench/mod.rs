@@ -68,37 +68,44 @@ impl Reference {
         })
     }
 
-    /// Runs `python <dir>/<script> <args…>` and parses its standard output as one JSON object.
-    pub fn run_json(&self, script: &str, args: &[String]) -> Result<serde_json::Value> {
+    /// `python <dir>/<script> <args…>` with the allocator policy `gl` runs under, ready to
+    /// start, and how to name it in errors.
+    fn command(&self, script: &str, args: &[String]) -> Result<(Command, String)> {
         let path = self.dir.join(script);
         ensure!(
             path.is_file(),
             "reference script {} not found",
             path.display()
         );
-        let out = Command::new(&self.python)
-            .arg(&path)
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&path)
             .args(args)
-            .envs(crate::runtime::allocator_env())
-            .output()
-            .with_context(|| {
-                format!(
-                    "starting {} (set --python or GL_PYTHON)",
-                    self.python.display()
-                )
-            })?;
+            .envs(crate::runtime::allocator_env());
+        Ok((cmd, format!("{} {}", self.python.display(), path.display())))
+    }
+
+    /// The error for an interpreter that could not be started.
+    fn start_error(&self) -> String {
+        format!(
+            "starting {} (set --python or GL_PYTHON)",
+            self.python.display()
+        )
+    }
+
+    /// Runs `python <dir>/<script> <args…>` and parses its standard output as one JSON object.
+    pub fn run_json(&self, script: &str, args: &[String]) -> Result<serde_json::Value> {
+        let (mut cmd, what) = self.command(script, args)?;
+        let out = cmd.output().with_context(|| self.start_error())?;
         if !out.status.success() {
             bail!(
-                "{} {} failed ({}): {}",
-                self.python.display(),
-                path.display(),
+                "{what} failed ({}): {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
         let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(text.trim())
-            .with_context(|| format!("parsing the JSON printed by {}: {text}", path.display()))
+            .with_context(|| format!("parsing the JSON printed by {what}: {text}"))
     }
 }
 

@@ -6,9 +6,9 @@
 //! and take turns, one round at a time, idle while the other is timed.
 
 use super::Reference;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Seek, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
 /// A running `python <script> serve …`: one JSON reply per line.
 pub struct ReferenceSession {
@@ -27,27 +27,14 @@ impl ReferenceSession {
         script: &str,
         args: &[String],
     ) -> Result<(Self, serde_json::Value)> {
-        let path = reference.dir.join(script);
-        ensure!(
-            path.is_file(),
-            "reference script {} not found",
-            path.display()
-        );
+        let (mut cmd, what) = reference.command(script, args)?;
         let stderr = tempfile::tempfile().context("a temporary file for the reference's stderr")?;
-        let mut child = Command::new(&reference.python)
-            .arg(&path)
-            .args(args)
-            .envs(crate::runtime::allocator_env())
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr.try_clone()?))
             .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (set --python or GL_PYTHON)",
-                    reference.python.display()
-                )
-            })?;
+            .with_context(|| reference.start_error())?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().context("the reference's stdout")?);
         let mut session = ReferenceSession {
@@ -55,7 +42,7 @@ impl ReferenceSession {
             stdin,
             stdout,
             stderr,
-            what: format!("{} {}", reference.python.display(), path.display()),
+            what,
         };
         let ready = session.reply()?;
         Ok((session, ready))
@@ -135,6 +122,7 @@ impl Drop for ReferenceSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::ensure;
 
     /// A `Reference` whose "python" is `sh`, running `script` written to a temporary directory.
     fn shell(script: &str) -> (tempfile::TempDir, Reference) {

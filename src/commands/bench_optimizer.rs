@@ -89,16 +89,6 @@ pub struct Mismatch {
     pub tolerance: f64,
 }
 
-/// |a − b| / max(|a|, |b|) (0 when both are 0).
-fn rel_diff(a: f64, b: f64) -> f64 {
-    let scale = a.abs().max(b.abs());
-    if scale == 0.0 {
-        0.0
-    } else {
-        (a - b).abs() / scale
-    }
-}
-
 /// `Ok` when `ours` and `theirs` agree to `tolerance` (relative), a [`Mismatch`] otherwise
 /// (NaN included).
 fn check(
@@ -108,7 +98,7 @@ fn check(
     theirs: f64,
     tolerance: f64,
 ) -> Result<(), Mismatch> {
-    let rel = rel_diff(ours, theirs);
+    let rel = crate::bench::rel_diff(ours, theirs);
     if rel.is_nan() || rel > tolerance || !ours.is_finite() {
         return Err(Mismatch {
             steps,
@@ -298,8 +288,8 @@ fn bench(s: &Settings) -> Result<ExitCode> {
          (torch foreach=True, relative difference {:.1e}), {single_norm:.9e} (torch \
          foreach=False, {:.1e}); gl per-tensor {:.9e}; reference torch {torch_version}",
         s.check_steps,
-        rel_diff(ours_norm, fe_norm),
-        rel_diff(ours_norm, single_norm),
+        crate::bench::rel_diff(ours_norm, fe_norm),
+        crate::bench::rel_diff(ours_norm, single_norm),
         sides[1].3,
     );
     let (multi, per, foreach, single) = (

@@ -295,13 +295,9 @@ def bench(a) -> dict:
 
 def serve_bench(a) -> int:
     """``serve``: the header as the ready reply, then one round per ``round`` line on stdin
-    (``serve.py``). The check stays a ``bench --check`` process of its own."""
+    (``serve.py``). The check, and the reply ``skipped`` for a network this machine cannot
+    build, stay with ``bench --check``, which ``gl`` runs first in a process of its own."""
     b = Bench(a)
-    try:
-        build(b.plan, a.weights, b.dev)
-    except Skip as e:
-        print(json.dumps({**b.header, "skipped": str(e)}), flush=True)
-        return 0
     return serve(b.header, b.round)
 
 
