@@ -51,6 +51,31 @@ demo *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" run --profile demo {{ARGS}}
     "$CARGO_TARGET_DIR/debug/gl" status --profile demo
 
+# Check that the committed reports/demo is what the code of this commit makes: the demo from a
+# clone of HEAD into an empty data directory (both temporary), compared byte for byte with the
+# committed report; prints what differs and fails then. ≈ 10 min on 2 cores.
+verify-demo: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    [ -z "$(git status --porcelain --untracked-files=no)" ] || echo "verify-demo: note: uncommitted changes are not part of the check (it runs HEAD)"
+    git clone -q --no-hardlinks . "$tmp/project"
+    gl="$CARGO_TARGET_DIR/debug/gl"
+    "$gl" --project-dir "$tmp/project" --data-dir "$tmp/data" run --profile demo
+    if diff -r reports/demo "$tmp/project/reports/demo" >"$tmp/diff"; then
+        echo "verify-demo: reports/demo is byte-identical to what HEAD makes from an empty data directory"
+    else
+        cat "$tmp/diff"
+        echo "verify-demo: reports/demo differs from what HEAD makes (above)" >&2
+        exit 1
+    fi
+
+# Refresh the golden numerics trajectory (tests/fixtures/numerics/trajectory.json) after a
+# numerics version bump, once every committed report has been regenerated (docs/development.md).
+numerics-fixture: build
+    "$CARGO_TARGET_DIR/debug/gl" numerics-check --write tests/fixtures/numerics/trajectory.json
+
 # The paper's tables (`just reproduce`), or any profile of pipeline/profiles/ (GPU expected for paper).
 reproduce profile="paper" *ARGS: build
     "$CARGO_TARGET_DIR/debug/gl" run --profile {{profile}} {{ARGS}}
@@ -71,7 +96,8 @@ bench *ARGS: build
     "$gl" bench train --rounds 3 --steps 3 | tee -a "$log"
     "$gl" bench optimizer | tee -a "$log"
     "$gl" bench epoch | tee -a "$log"
-    echo "== every SPEEDUP (reference time / gl's; above 1: gl is faster)"
+    echo "== every SPEEDUP (reference time / gl's; above 1: gl is faster), and the CPU they ran on"
+    grep '^CPU ' "$log" | sort -u
     grep '^SPEEDUP ' "$log"
 
 # Time the PyTorch-eager reference loss alone (JSON on stdout).

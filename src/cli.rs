@@ -15,6 +15,11 @@ pub struct Cli {
     /// libtorch intra-op threads (default: libtorch's own choice, usually the core count).
     #[arg(long, global = true, env = crate::env_vars::THREADS)]
     pub threads: Option<i32>,
+    /// CPU kernels: `native` (libtorch's choice for this CPU), `portable` (AVX2 + FMA, the same
+    /// bits on every such x86-64 CPU) or `baseline` (SSE4.1). A pin fixes the thread count too
+    /// (`--threads`, default 1) and re-executes gl with the pinned environment.
+    #[arg(long, global = true, env = crate::env_vars::KERNELS, default_value = "native")]
+    pub kernels: crate::numerics::Kernels,
     /// Project root (the directory with pipeline/) [default: nearest ancestor of the working
     /// directory that has pipeline/datasets.toml].
     #[arg(long, global = true, env = crate::env_vars::PROJECT_DIR)]
@@ -68,6 +73,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Cancel the Slurm jobs a profile's `gl run --executor slurm` submitted (by job id).
     Cancel(CancelArgs),
+    /// Recompute the golden numerics trajectory under the pinned kernels and compare it with
+    /// the committed fixture: fails when the numbers changed but the numerics version did not.
+    NumericsCheck(NumericsCheckArgs),
     /// Print docs/cli.md: every command's help as Markdown (`just docs`).
     #[command(hide = true)]
     CliReference,
@@ -411,6 +419,21 @@ pub enum Dtype {
 pub enum Format {
     Text,
     Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NumericsCheckArgs {
+    /// The committed fixture.
+    #[arg(default_value = "tests/fixtures/numerics/trajectory.json")]
+    pub fixture: PathBuf,
+    /// Write the fixture from this code instead of checking it (after the reports are
+    /// regenerated for a new numerics version).
+    #[arg(long)]
+    pub write: bool,
+    /// Test-only: the per-tensor RAdam (`foreach=False`) instead of the default multi-tensor
+    /// one — it rounds differently, so the check must fail with it.
+    #[arg(long, hide = true)]
+    pub per_tensor_radam: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -71,6 +71,14 @@ impl DeviceArg {
     }
 }
 
+/// `cpu` or `cuda:N`: how run directories, records and task arguments name a device.
+pub fn name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// Waits for queued kernels on `device` (no-op on the CPU): benchmarks read the clock after it.
 pub fn synchronize(device: Device) {
     if let Device::Cuda(i) = device {

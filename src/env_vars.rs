@@ -4,6 +4,8 @@
 
 /// libtorch intra-op threads (`--threads`).
 pub const THREADS: &str = "GL_THREADS";
+/// The CPU kernel pin (`--kernels`): native, portable or baseline (see `numerics::kernels`).
+pub const KERNELS: &str = "GL_KERNELS";
 /// The project root (`--project-dir`).
 pub const PROJECT_DIR: &str = "GL_PROJECT_DIR";
 /// The data directory (`--data-dir`).
@@ -29,6 +31,10 @@ pub const FAULT_REFERENCE_TAU: &str = "GL_FAULT_REFERENCE_TAU";
 /// Fault hook for tests: fail a catalogue ingest after its rows are inserted (the transaction
 /// must leave the catalogue as it was).
 pub const FAULT_AFTER_INSERT: &str = "GL_TEST_FAIL_AFTER_INSERT";
+
+/// Test hook: added to both numerics versions (`numerics::training()`, `evaluation()`), so a
+/// test can show what a version bump does to run ids and task states without editing code.
+pub const TEST_NUMERICS_BUMP: &str = "GL_TEST_NUMERICS_BUMP";
 
 /// Build time: the libtorch directory and version `gl` was linked against (`gl env`).
 pub const LIBTORCH_BUILD_DIR: &str = "GL_LIBTORCH_BUILD_DIR";

@@ -15,6 +15,7 @@ pub const LAYERS: &[&[&str]] = &[
         "writer_lock",
         "env_vars",
         "clock",
+        "numerics",
     ],
     &["data"],
     &["project"],

@@ -19,7 +19,18 @@ fn main() -> ExitCode {
     grouploss::runtime::tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    if let Some(n) = cli.threads {
+    // Before anything touches libtorch: a kernel pin re-executes gl with its environment. The
+    // numerics check always runs under the portable pin with one thread, as its fixture was.
+    let (kernels, threads) = match (&cli.command, cli.kernels.is_pinned()) {
+        (Command::NumericsCheck(_), _) => (grouploss::numerics::Kernels::Portable, Some(1)),
+        (_, true) => (cli.kernels, Some(cli.threads.unwrap_or(1))),
+        (_, false) => (cli.kernels, cli.threads),
+    };
+    if let Err(e) = grouploss::numerics::kernels::apply(kernels, threads.unwrap_or(1)) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Some(n) = threads {
         tch::set_num_threads(n);
     }
     let (project_dir, data_dir) = (cli.project_dir, cli.data_dir);
@@ -30,6 +41,7 @@ fn main() -> ExitCode {
             print!("{}", grouploss::cli_doc::markdown());
             Ok(ExitCode::SUCCESS)
         }
+        Command::NumericsCheck(args) => grouploss::commands::numerics_check::run(args),
         Command::VerifyLoss(args) => {
             verify_loss::Settings::resolve(args).and_then(verify_loss::run)
         }
@@ -79,7 +91,7 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "catalog")]
         Command::Status(args) => {
-            project().and_then(|p| grouploss::commands::pipeline::status(args, p))
+            project().and_then(|p| grouploss::commands::pipeline::status(args, p, cli.threads))
         }
         #[cfg(feature = "catalog")]
         Command::Report(args) => project().and_then(|p| grouploss::commands::report::run(args, p)),

@@ -145,8 +145,29 @@ impl Comparison {
     }
 }
 
-/// Prints the closing lines, exactly `SPEEDUP <name> <reference_time / our_time>`.
+/// `CPU <vendor> · <model> · ATen <level> · kernels <pin> · <n> thread(s)`: which machine and
+/// kernels a benchmark's ratios were measured on (they differ between CPUs: AVX-512 against
+/// AVX2, cache sizes).
+pub fn cpu_line() -> String {
+    let e = crate::numerics::environment::Environment::current(
+        std::path::Path::new("."),
+        crate::numerics::Kernels::in_effect(),
+        "cpu",
+    );
+    format!(
+        "CPU {} · {} · ATen {} · kernels {} · {} thread(s)",
+        e.cpu_vendor.as_deref().unwrap_or("unknown vendor"),
+        e.cpu_model.as_deref().unwrap_or("unknown model"),
+        e.aten_capability.as_deref().unwrap_or("?"),
+        e.kernels,
+        e.threads
+    )
+}
+
+/// Prints the closing lines: the [`cpu_line`], then exactly `SPEEDUP <name>
+/// <reference_time / our_time>` per comparison.
 pub fn print_speedups(comparisons: &[Comparison]) {
+    println!("{}", cpu_line());
     for c in comparisons {
         println!("SPEEDUP {} {:.3}", c.name, c.speedup());
     }

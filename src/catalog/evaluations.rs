@@ -4,6 +4,7 @@
 //! derived from the records a run or ensemble directory holds (`embeddings/*.json`,
 //! `eval/*.json`, `ensemble.json`), re-derived whole per directory in one transaction.
 
+use crate::catalog::environments;
 use crate::catalog::records::timestamp;
 use crate::catalog::Catalog;
 use crate::stages::embed::EmbeddingsRecord;
@@ -107,7 +108,7 @@ pub fn ingest_dir(cat: &mut Catalog, dir: &Path) -> Result<usize> {
                 params![file.display().to_string()],
             )?;
             tx.execute(
-                "INSERT INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON)",
                 params![
                     file.display().to_string(),
                     e.subject,
@@ -120,6 +121,8 @@ pub fn ingest_dir(cat: &mut Catalog, dir: &Path) -> Result<usize> {
                     e.sha256,
                     e.device,
                     ts(e.created_unix),
+                    e.numerics,
+                    environments::json(e.environment.as_ref())?,
                 ],
             )?;
         }
@@ -136,7 +139,7 @@ pub fn ingest_dir(cat: &mut Catalog, dir: &Path) -> Result<usize> {
             let m = &r.metrics;
             tx.execute(
                 "INSERT INTO evaluations VALUES \
-                 (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?)",
+                 (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?::JSON)",
                 params![
                     r.subject,
                     r.kind,
@@ -154,6 +157,7 @@ pub fn ingest_dir(cat: &mut Catalog, dir: &Path) -> Result<usize> {
                     r.device,
                     m.seconds,
                     ts(r.created_unix),
+                    environments::json(r.environment.as_ref())?,
                 ],
             )?;
             for (name, value) in m.named() {

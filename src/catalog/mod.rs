@@ -7,6 +7,7 @@
 //! The library is DuckDB 1.5.6 linked as the prebuilt `libduckdb.so` (see `SETUP-duckdb.md`);
 //! Parquet and JSON are built into it, so nothing is downloaded at run time.
 
+pub mod environments;
 mod error;
 pub mod evaluations;
 pub mod ingest;

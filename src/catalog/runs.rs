@@ -3,8 +3,10 @@
 //! derived from the run directory's files ([`crate::train::run_dir`]) and re-derived whole on
 //! each ingest inside one transaction, so a run trained elsewhere is indexed the same way.
 
+use crate::catalog::environments;
 use crate::catalog::records::timestamp;
 use crate::catalog::Catalog;
+use crate::numerics::environment::Environment;
 use crate::train::run_dir::{EpochRecord, RunConfig, RunDir, RunSummary};
 use anyhow::{Context, Result};
 use duckdb::params;
@@ -123,11 +125,17 @@ pub fn ingest_run(cat: &mut Catalog, dir: &Path) -> Result<()> {
     let r1 = |v: &Option<Vec<f64>>| v.as_ref().and_then(|v| v.first().copied());
     let created = UNIX_EPOCH + Duration::from_secs(cfg.created_unix);
     let path = cat.path().display().to_string();
+    let env: Option<Environment> = match rd.environment_path().exists() {
+        true => Some(RunDir::read_json(&rd.environment_path())?),
+        false => None,
+    };
+    let env_columns = environments::run_columns(cfg.numerics, env.as_ref())?;
     cat.transaction(|tx| {
         tx.execute("DELETE FROM epochs WHERE run_id = ?", params![cfg.run_id])?;
         tx.execute(
             "INSERT OR REPLACE INTO runs VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?, ?)",
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?, ?, \
+              NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
             params![
                 cfg.run_id,
                 cfg.dataset,
@@ -158,6 +166,22 @@ pub fn ingest_run(cat: &mut Catalog, dir: &Path) -> Result<()> {
                 timestamp(created),
                 timestamp(SystemTime::now()),
             ],
+        )?;
+        let mut values = env_columns.clone();
+        values.push(duckdb::types::Value::Text(cfg.run_id.clone()));
+        tx.execute(
+            &format!(
+                "UPDATE runs SET {} WHERE run_id = ?",
+                environments::RUN_COLUMNS
+                    .iter()
+                    .map(|c| match *c {
+                        "environment" => format!("{c} = ?::JSON"),
+                        _ => format!("{c} = ?"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            duckdb::params_from_iter(values),
         )?;
         for e in &epochs {
             insert_epoch(tx, &cfg.run_id, e)?;

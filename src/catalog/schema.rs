@@ -139,6 +139,11 @@ CREATE TABLE weights (
         name: "runs.status failed, interrupted",
         sql: super::runs::MIGRATION_8_SQL,
     },
+    Migration {
+        version: 9,
+        name: "environment columns of runs, embeddings, evaluations",
+        sql: super::environments::MIGRATION_SQL,
+    },
 ];
 
 /// The newest schema version this binary can read and write.

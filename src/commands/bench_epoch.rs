@@ -151,10 +151,7 @@ type Field = fn(&EpochTimes) -> f64;
 pub fn run(s: Settings) -> Result<ExitCode> {
     let cfg: &TrainConfig = &s.config;
     let threads = tch::get_num_threads();
-    let device_arg = match s.device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".to_string(),
-    };
+    let device_arg = crate::device::name(s.device);
     let dir = tempfile::tempdir()?;
     let ts = TrainSettings {
         project: s.project.clone(),
@@ -163,6 +160,11 @@ pub fn run(s: Settings) -> Result<ExitCode> {
         config: s.config.clone(),
         seed: SEED,
         device: s.device,
+        execution: crate::numerics::Execution::new(
+            &device_arg,
+            crate::numerics::Kernels::in_effect(),
+            threads,
+        ),
         run_id: "bench-epoch".to_string(),
         run_dir: dir.path().join("run"),
         resume: false,

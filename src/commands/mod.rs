@@ -15,6 +15,7 @@ pub mod fetch;
 #[cfg(feature = "catalog")]
 pub mod index_runs;
 pub mod models;
+pub mod numerics_check;
 #[cfg(feature = "catalog")]
 pub mod pipeline;
 pub mod prepare;

@@ -13,9 +13,18 @@ use crate::project::Project;
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 
-/// The plan of a profile.
-pub fn plan(project: &Project, args: &ProfileArgs) -> Result<Plan> {
-    let profile = Profile::resolve(&project.root, &args.profile, &args.overrides)?;
+/// The plan of a profile; `threads` and `jobs` from the command line win over the profile's
+/// (each task's thread count is part of its arguments, and of a CPU run's identity).
+pub fn plan(
+    project: &Project,
+    args: &ProfileArgs,
+    threads: Option<i32>,
+    jobs: Option<usize>,
+) -> Result<Plan> {
+    let mut profile = Profile::resolve(&project.root, &args.profile, &args.overrides)?;
+    profile.threads = threads.or(profile.threads);
+    profile.jobs = jobs.unwrap_or(profile.jobs);
+    anyhow::ensure!(profile.jobs >= 1, "--jobs must be ≥ 1");
     let stages = Stages::load(&project.root)?;
     Plan::build(project, stages, profile)
 }
@@ -25,24 +34,16 @@ fn line(t: &Task, what: &str) -> String {
 }
 
 pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<ExitCode> {
-    let plan = plan(&project, &args.profile)?;
-    let mut global = vec![
+    let plan = plan(&project, &args.profile, threads, args.jobs)?;
+    let global = vec![
         "--project-dir".to_string(),
         project.root.display().to_string(),
         "--data-dir".to_string(),
         project.data_dir.display().to_string(),
     ];
-    let jobs = args.jobs.unwrap_or(plan.profile.jobs);
-    anyhow::ensure!(jobs >= 1, "--jobs must be ≥ 1");
-    // Tasks at once share the CPUs: without --threads each gets its share (libtorch's results
-    // depend on its thread count, so this is explicit in every task's arguments).
-    let per_task = threads.or(plan.profile.threads).or_else(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (jobs > 1).then(|| (cpus / jobs).max(1) as i32)
-    });
-    if let Some(n) = per_task {
-        global.extend(["--threads".to_string(), n.to_string()]);
-    }
+    let jobs = plan.profile.jobs;
+    // Tasks at once share the CPUs: each computing task's --threads, --kernels and --device
+    // are in its own arguments (Profile::compute_args), so they are part of its fingerprint.
     let mut local = Local::current(global, runner::logs_dir(&project))?;
     local.jobs = jobs;
     let executor = args.executor.unwrap_or(plan.profile.executor.clone());
@@ -95,8 +96,8 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn status(args: StatusArgs, project: Project) -> Result<ExitCode> {
-    let plan = plan(&project, &args.profile)?;
+pub fn status(args: StatusArgs, project: Project, threads: Option<i32>) -> Result<ExitCode> {
+    let plan = plan(&project, &args.profile, threads, None)?;
     let latest = runner::load_latest(&project)?;
     let st = states(&project, &plan, &latest)?;
     let queued = slurm_states(&project, &plan.profile.name)?;
@@ -138,9 +139,43 @@ pub fn status(args: StatusArgs, project: Project) -> Result<ExitCode> {
                 count(Status::Missing),
                 count(Status::Failed)
             );
+            print_environments(&project, &plan)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The environments the profile's existing runs were started in (`environment.json` of each
+/// run directory), one line each, with a warning when they mix several.
+fn print_environments(project: &Project, plan: &Plan) -> Result<()> {
+    use crate::numerics::environment::{group, Environment};
+    let mut found = Vec::new();
+    for t in &plan.tasks {
+        let Some(dir) = &t.run_dir else { continue };
+        let path = project.data_dir.join(dir).join("environment.json");
+        if let Ok(bytes) = std::fs::read(&path) {
+            let env: Environment = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
+            found.push((t.key.clone(), env));
+        }
+    }
+    let groups = group(found);
+    if groups.len() > 1 {
+        println!(
+            "warning: the profile's runs were made in {} environments whose numbers can differ",
+            groups.len()
+        );
+    }
+    for g in &groups {
+        let commits: Vec<&str> = g.commits.iter().map(String::as_str).collect();
+        println!(
+            "environment of {} run(s): {}; code: {}",
+            g.runs.len(),
+            g.env.summary(),
+            commits.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Task id → `queued` / `running` for the profile's Slurm jobs still in the queue (empty when it

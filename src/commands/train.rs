@@ -24,7 +24,13 @@ pub fn resolve(args: TrainArgs, project: Project) -> Result<Option<Settings>> {
         !run_id.is_empty() && !run_id.contains(['/', '\\']) && run_id != "." && run_id != "..",
         "--run-id {run_id:?} must be a plain directory name"
     );
+    let execution = crate::numerics::Execution::new(
+        &crate::device::name(device),
+        crate::numerics::Kernels::in_effect(),
+        tch::get_num_threads(),
+    );
     Ok(Some(Settings {
+        execution,
         run_dir: project.runs_dir().join(&run_id),
         project,
         dataset: args.dataset,

@@ -28,6 +28,20 @@ pub struct StageDecl {
     /// Profile keys (dotted paths) the stage's tasks depend on.
     pub config: Vec<String>,
     pub version: u32,
+    /// Which numerics version its results depend on (`training`, `evaluation`): part of its
+    /// tasks' fingerprints, so bumping it makes them stale ([`crate::numerics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerics: Option<String>,
+}
+
+impl StageDecl {
+    /// The numerics version its tasks' results depend on (0 for none).
+    pub fn numerics_version(&self) -> u32 {
+        self.numerics
+            .as_deref()
+            .and_then(crate::numerics::version_of)
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -71,6 +85,13 @@ impl Stages {
                 ensure!(
                     seen.contains(&n.as_str()),
                     "stage {:?} needs {n:?}, which is not declared before it",
+                    st.name
+                );
+            }
+            if let Some(n) = &st.numerics {
+                ensure!(
+                    crate::numerics::version_of(n).is_some(),
+                    "stage {:?}: numerics = {n:?} is not known (training, evaluation)",
                     st.name
                 );
             }

@@ -5,6 +5,7 @@
 //! of recipe values.
 
 pub mod dag;
+pub mod digest_cache;
 pub mod executor;
 pub mod lock;
 pub mod profile;

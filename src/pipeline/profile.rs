@@ -93,6 +93,12 @@ pub struct Profile {
     /// it, so a profile whose report is committed pins it: the same bytes on any machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<i32>,
+    /// CPU kernels of every task that computes (`native`, `portable`, `baseline`; see
+    /// [`crate::numerics::kernels`]): a profile whose report is committed uses `portable`, so
+    /// its numbers are the same on every x86-64 CPU with AVX2. Part of every run's identity.
+    /// Left out of the stored profile when native.
+    #[serde(default, skip_serializing_if = "is_native")]
+    pub kernels: crate::numerics::Kernels,
     /// The Slurm executor's resources per stage and which stages stay on the coordinator.
     #[serde(default)]
     pub slurm: crate::pipeline::slurm_config::SlurmConfig,
@@ -141,8 +147,51 @@ fn one() -> usize {
 fn is_one(n: &usize) -> bool {
     *n == 1
 }
+fn is_native(k: &crate::numerics::Kernels) -> bool {
+    !k.is_pinned()
+}
 
 impl Profile {
+    /// libtorch threads of each task: `threads`, else this machine's CPUs shared by `jobs`
+    /// tasks at once. Explicit in every task's arguments and part of a CPU run's identity.
+    pub fn task_threads(&self) -> i32 {
+        self.threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cpus / self.jobs).max(1) as i32
+        })
+    }
+
+    /// The device every task computes on, `auto` resolved against what libtorch sees here
+    /// (`cpu`, `cuda:0`): run ids name what the runs really compute on.
+    pub fn resolved_device(&self) -> Result<String> {
+        let arg: crate::device::DeviceArg = self
+            .device
+            .parse()
+            .map_err(|e| anyhow::anyhow!("device: {e}"))?;
+        Ok(crate::device::name(arg.resolve()?))
+    }
+
+    /// Device kind, kernel pin and threads of the profile's tasks.
+    pub fn execution(&self) -> Result<crate::numerics::Execution> {
+        Ok(crate::numerics::Execution::new(
+            &self.resolved_device()?,
+            self.kernels,
+            self.task_threads(),
+        ))
+    }
+
+    /// The arguments that give a computing task the profile's device, kernels and threads.
+    pub fn compute_args(&self) -> Result<Vec<String>> {
+        Ok(vec![
+            "--device".into(),
+            self.resolved_device()?,
+            "--kernels".into(),
+            self.kernels.to_string(),
+            "--threads".into(),
+            self.task_threads().to_string(),
+        ])
+    }
+
     /// The points each seed of `[train]` runs: the benchmark's, else the sweep's (one empty
     /// point without either).
     pub fn points(&self) -> Vec<crate::pipeline::sweep::Point> {
@@ -244,6 +293,7 @@ impl Profile {
             "threads must be ≥ 1, got {:?}",
             self.threads
         );
+        self.kernels.check_supported().context("kernels")?;
         ensure!(
             self.slurm.poll_seconds > 0.0,
             "slurm.poll_seconds must be > 0"

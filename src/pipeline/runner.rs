@@ -9,6 +9,7 @@ use crate::catalog::pipeline::{latest, record_profile, record_task, LatestRecord
 use crate::catalog::runs::ingest_run_path;
 use crate::catalog::Catalog;
 use crate::pipeline::dag::Plan;
+use crate::pipeline::digest_cache::DigestCache;
 use crate::pipeline::executor::{log_path, Ended, Executor, Outcome};
 use crate::pipeline::lock::DataLock;
 use crate::pipeline::state::{
@@ -100,13 +101,14 @@ pub fn run(
             latest(&cat)?
         }
     };
+    let mut cache = DigestCache::load(&project.data_dir);
     let mut states: Vec<TaskState> = Vec::with_capacity(plan.tasks.len());
     let mut actions: Vec<Action> = Vec::with_capacity(plan.tasks.len());
     let mut batch: Vec<usize> = Vec::new();
     for (i, t) in plan.tasks.iter().enumerate() {
         let records = latest.get(&(t.stage.clone(), t.key.clone()));
         let records = records.map_or(&[][..], Vec::as_slice);
-        let st = task_state(project, plan, i, &states, records)?;
+        let st = task_state(project, plan, i, &states, records, &mut cache)?;
         let selected = opts.stage.as_ref().is_none_or(|s| *s == t.stage);
         let blocked = t
             .deps
@@ -136,18 +138,27 @@ pub fn run(
         actions.push(action);
     }
     if opts.dry_run || batch.is_empty() {
+        save_cache(&mut cache);
         return Ok(actions);
     }
-    exec.execute(plan, &batch, &mut |i, ended| {
+    let executed = exec.execute(plan, &batch, &mut |i, ended| {
         let t = &plan.tasks[i];
-        let (action, st) = finish(project, plan, i, &states, ended)?;
+        let (action, st) = finish(project, plan, i, &states, ended, &mut cache)?;
         let ok = st.status == Status::Fresh;
         report(t, &action);
         states[i] = st;
         actions[i] = action;
         Ok(ok)
-    })?;
+    });
+    save_cache(&mut cache);
+    executed?;
     Ok(actions)
+}
+
+fn save_cache(cache: &mut DigestCache) {
+    if let Err(e) = cache.save() {
+        tracing::warn!("output digests not cached: {e:#}");
+    }
 }
 
 /// Moves a training task's finished run directory to `runs/.superseded/<id>-<unix time>` so
@@ -192,6 +203,7 @@ fn finish(
     i: usize,
     states: &[TaskState],
     ended: Ended,
+    cache: &mut DigestCache,
 ) -> Result<(Action, TaskState)> {
     let t = &plan.tasks[i];
     let digests: Vec<Option<String>> = t.deps.iter().map(|&d| states[d].digest.clone()).collect();
@@ -224,7 +236,7 @@ fn finish(
                     t.id()
                 );
             }
-            digest_outputs(&files)
+            digest_outputs(&files, cache)
         }),
     };
     let (outputs, digest, error) = match result {

@@ -3,6 +3,7 @@
 
 use crate::catalog::pipeline::LatestRecord;
 use crate::pipeline::dag::Plan;
+use crate::pipeline::digest_cache::DigestCache;
 use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
 use anyhow::{Context, Result};
@@ -36,10 +37,12 @@ impl Status {
 }
 
 /// The fingerprint of `task` given the output digests of the tasks it needs (`None` for one
-/// that never succeeded): sha256 of its stage version, `gl`'s version, command, config slice
-/// and those digests.
+/// that never succeeded): sha256 of its stage version, the numerics version its stage depends
+/// on, `gl`'s version, command, config slice and those digests.
 pub fn fingerprint(plan: &Plan, task: &Task, dep_digests: &[Option<String>]) -> String {
-    let version = plan.stages.get(&task.stage).map_or(0, |s| s.version);
+    let decl = plan.stages.get(&task.stage);
+    let version = decl.map_or(0, |s| s.version);
+    let numerics = decl.map_or(0, |s| s.numerics_version());
     let deps: Vec<(String, &Option<String>)> = task
         .deps
         .iter()
@@ -49,6 +52,7 @@ pub fn fingerprint(plan: &Plan, task: &Task, dep_digests: &[Option<String>]) -> 
     let doc = serde_json::json!({
         "task": task.id(),
         "stage_version": version,
+        "numerics": numerics,
         "gl": env!("CARGO_PKG_VERSION"),
         "argv": task.argv,
         "config": task.config,
@@ -109,13 +113,16 @@ fn crop_cache_files(project: &Project, dataset: &str, resize: u32) -> Result<Opt
     Ok(Some(vec![manifest, dir.join(m.file)]))
 }
 
-/// sha256 of each output file and one digest over all of them.
-pub fn digest_outputs(files: &[(String, PathBuf)]) -> Result<(serde_json::Value, String)> {
+/// sha256 of each output file (through `cache`: a file unchanged since it was last hashed is
+/// not read) and one digest over all of them.
+pub fn digest_outputs(
+    files: &[(String, PathBuf)],
+    cache: &mut DigestCache,
+) -> Result<(serde_json::Value, String)> {
     let mut map = serde_json::Map::new();
     let mut all = Sha256::new();
     for (label, path) in files {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let h = hex::encode(Sha256::digest(&bytes));
+        let h = cache.sha256(path)?;
         all.update(label.as_bytes());
         all.update(h.as_bytes());
         map.insert(label.clone(), h.into());
@@ -143,6 +150,7 @@ pub fn task_state(
     i: usize,
     before: &[TaskState],
     records: &[LatestRecord],
+    cache: &mut DigestCache,
 ) -> Result<TaskState> {
     let t = &plan.tasks[i];
     let digests: Vec<Option<String>> = t.deps.iter().map(|&d| before[d].digest.clone()).collect();
@@ -155,7 +163,9 @@ pub fn task_state(
     let status = match last {
         None => Status::Missing,
         Some(r) if r.fingerprint == fp && !r.succeeded => Status::Failed,
-        Some(r) if r.fingerprint == fp && upstream_fresh && outputs_match(project, t, r)? => {
+        Some(r)
+            if r.fingerprint == fp && upstream_fresh && outputs_match(project, t, r, cache)? =>
+        {
             Status::Fresh
         }
         Some(_) => Status::Stale,
@@ -172,18 +182,39 @@ pub fn task_state(
 }
 
 /// The outputs are there and hash to what was recorded.
-fn outputs_match(project: &Project, t: &Task, r: &LatestRecord) -> Result<bool> {
+fn outputs_match(
+    project: &Project,
+    t: &Task,
+    r: &LatestRecord,
+    cache: &mut DigestCache,
+) -> Result<bool> {
     Ok(match output_files(project, t)? {
-        Some(files) => Some(digest_outputs(&files)?.1) == r.digest,
+        Some(files) => Some(digest_outputs(&files, cache)?.1) == r.digest,
         None => false,
     })
 }
 
-/// The state of every task of a plan, in plan order.
+/// The state of every task of a plan, in plan order (output digests through the data
+/// directory's [`DigestCache`], saved afterwards).
 pub fn states(
     project: &Project,
     plan: &Plan,
     latest: &HashMap<(String, String), Vec<LatestRecord>>,
+) -> Result<Vec<TaskState>> {
+    let mut cache = DigestCache::load(&project.data_dir);
+    let out = states_with(project, plan, latest, &mut cache)?;
+    if let Err(e) = cache.save() {
+        tracing::warn!("output digests not cached: {e:#}");
+    }
+    Ok(out)
+}
+
+/// [`states`] with a given cache (which it does not save).
+pub fn states_with(
+    project: &Project,
+    plan: &Plan,
+    latest: &HashMap<(String, String), Vec<LatestRecord>>,
+    cache: &mut DigestCache,
 ) -> Result<Vec<TaskState>> {
     let mut out: Vec<TaskState> = Vec::with_capacity(plan.tasks.len());
     for (i, t) in plan.tasks.iter().enumerate() {
@@ -194,6 +225,7 @@ pub fn states(
             i,
             &out,
             records.map_or(&[][..], Vec::as_slice),
+            cache,
         )?;
         out.push(st);
     }

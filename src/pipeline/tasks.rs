@@ -7,6 +7,7 @@
 //! untrained --dataset D --weights W`), then evaluated like any run's initial weights.
 
 use crate::data::registry::Registry;
+use crate::numerics::{Execution, RunIdentity};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
@@ -131,19 +132,29 @@ struct RunSpec {
 }
 
 /// Run id: `<dataset>-<profile>-s<seed>-<h>` for Group Loss, `<dataset>-<profile>-softmax-
-/// s<seed>-<h>` for the softmax baseline, where `<h>` is 8 hex digits of the sha256 of the
-/// resolved recipe. Another recipe is another run directory, so changing a key and changing it
-/// back finds the earlier run, and a run directory never holds two recipes.
-fn run_id(
-    p: &Profile,
+/// s<seed>-<h>` for the softmax baseline, where `<h>` is 8 hex digits of the sha256 of the run's
+/// identity: the resolved recipe, the training numerics version
+/// ([`crate::numerics::TRAINING`]) and the execution (device kind, kernel pin, threads). Another
+/// recipe — or code that computes other numbers, or another execution — is another run
+/// directory, so changing a key and changing it back finds the earlier run, a run directory
+/// never holds two recipes, and a run made by older code is never taken for a current one.
+pub fn run_id(
+    profile: &str,
     dataset: &str,
     seed: u64,
     finetune: bool,
     cfg: &TrainConfig,
+    numerics: u32,
+    execution: &Execution,
 ) -> Result<String> {
-    let h = hex::encode(Sha256::digest(serde_json::to_vec(cfg)?));
+    let h = RunIdentity {
+        recipe: cfg,
+        numerics,
+        execution,
+    }
+    .short_digest()?;
     let kind = if finetune { "-softmax" } else { "" };
-    Ok(format!("{dataset}-{}{kind}-s{seed}-{}", p.name, &h[..8]))
+    Ok(format!("{dataset}-{profile}{kind}-s{seed}-{h}"))
 }
 
 fn spec(
@@ -156,11 +167,20 @@ fn spec(
     set: Vec<String>,
 ) -> Result<RunSpec> {
     let config = TrainConfig::resolve(project, dataset, recipe, &set)?;
+    let execution = p.execution()?;
     Ok(RunSpec {
         dataset: dataset.to_string(),
         point: String::new(),
         seed,
-        run_id: run_id(p, dataset, seed, finetune, &config)?,
+        run_id: run_id(
+            &p.name,
+            dataset,
+            seed,
+            finetune,
+            &config,
+            crate::numerics::training(),
+            &execution,
+        )?,
         recipe: recipe.to_string(),
         set,
         config,
@@ -230,11 +250,10 @@ fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
                 &seed,
                 "--run-id",
                 &r.run_id,
-                "--device",
-                &p.device,
                 "--resume",
                 "--quiet",
             ]);
+            argv.extend(p.compute_args()?);
             for s in &r.set {
                 argv.push(format!("--set={s}"));
             }
@@ -361,7 +380,8 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
     items
         .into_iter()
         .map(|(run, model, rel)| {
-            let mut argv = strings(&[stage, &run, "--model", model, "--device", &p.device]);
+            let mut argv = strings(&[stage, &run, "--model", model]);
+            argv.extend(p.compute_args()?);
             // The selected models also on the validation classes (the sweep's signal).
             let val = p.evaluate.validation && model == "selected";
             if val {
@@ -451,6 +471,7 @@ fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
         .map(|r| (r.dataset.as_str(), r.point.as_str()))
         .collect();
     groups.dedup();
+    let compute = p.compute_args()?;
     Ok(groups
         .into_iter()
         .map(|(d, point)| {
@@ -460,7 +481,8 @@ fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
                 .filter(|r| r.dataset == d && r.point == point)
                 .map(|r| r.run_id.clone())
                 .collect();
-            let mut argv = strings(&["ensemble", "--name", &name, "--device", &p.device]);
+            let mut argv = strings(&["ensemble", "--name", &name]);
+            argv.extend(compute.iter().cloned());
             argv.extend(runs.iter().cloned());
             argv.extend(eval_flags(p));
             let consumes = runs.iter().map(|r| format!("eval:{r}/selected")).collect();

@@ -4,6 +4,7 @@
 //! in the output depends on the time or the machine, so the same catalogue gives the same bytes.
 
 pub mod data;
+pub mod environment;
 pub mod figures;
 #[cfg(test)]
 mod fixtures;
@@ -400,6 +401,7 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
             Err(why) => md += &format!("No retrieval gallery: {why}.\n\n"),
         }
     }
+    md += &environment::footer(cat, &data)?;
     files.push(File {
         rel: "README.md".into(),
         bytes: md.into_bytes(),

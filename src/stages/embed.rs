@@ -15,6 +15,7 @@ use crate::eval::embeddings_file::{self, EmbeddingSet};
 use crate::eval::knn::l2_normalise;
 use crate::model::net::EmbeddingNet;
 use crate::model::weights::load_into;
+use crate::numerics::environment::Environment;
 use crate::project::Project;
 use crate::stages::prepare::Manifest;
 use crate::train::run_dir::{RunConfig, RunDir};
@@ -110,6 +111,26 @@ pub struct EmbeddingsRecord {
     pub device: String,
     pub seconds: f64,
     pub created_unix: u64,
+    /// [`crate::numerics::EVALUATION`] of the code that embedded (1 for older records): a file
+    /// of another version is embedded again, never reused.
+    #[serde(default = "numerics_before_versioning")]
+    pub numerics: u32,
+    /// Where it was computed.
+    #[serde(default)]
+    pub environment: Option<Environment>,
+}
+
+fn numerics_before_versioning() -> u32 {
+    1
+}
+
+/// The environment of a result computed on `device` by this process for `project`.
+pub fn environment(project: &Project, device: Device) -> Environment {
+    Environment::current(
+        &project.root,
+        crate::numerics::Kernels::in_effect(),
+        &crate::device::name(device),
+    )
 }
 
 impl EmbeddingsRecord {
@@ -180,7 +201,13 @@ pub fn run(s: &Settings) -> Result<Vec<EmbeddingsRecord>> {
     let mut out = Vec::new();
     for &sp in &s.splits {
         match EmbeddingsRecord::load_verified(&rd.root, model, sp.as_str()) {
-            Ok(Some((rec, _))) if !s.force && rec.model_sha256 == identity => out.push(rec),
+            Ok(Some((rec, _)))
+                if !s.force
+                    && rec.model_sha256 == identity
+                    && rec.numerics == crate::numerics::evaluation() =>
+            {
+                out.push(rec)
+            }
             Ok(_) => todo.push(sp),
             Err(e) => {
                 tracing::warn!("embedding again: {e:#}");
@@ -236,9 +263,11 @@ pub fn run(s: &Settings) -> Result<Vec<EmbeddingsRecord>> {
             sha256: String::new(),
             rows: 0,
             dim: 0,
-            device: format!("{:?}", s.device).to_lowercase(),
+            device: crate::device::name(s.device),
             seconds: t.elapsed().as_secs_f64(),
             created_unix: crate::clock::unix_now(),
+            numerics: crate::numerics::evaluation(),
+            environment: Some(environment(&s.project, s.device)),
         };
         out.push(write_embeddings(&rd.root, &set, rec)?);
     }

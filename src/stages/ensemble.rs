@@ -118,6 +118,7 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
         .clone()
         .unwrap_or_else(|| first.train.recall_ks.clone());
     let mut outputs = Vec::new();
+    let env = embed::environment(&s.project, s.device);
     for &sp in &s.splits {
         let mut parts: Vec<Tensor> = Vec::new();
         let mut reference: Option<EmbeddingSet> = None;
@@ -174,12 +175,16 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
                 sha256: String::new(),
                 rows: 0,
                 dim: 0,
-                device: format!("{:?}", s.device).to_lowercase(),
+                device: crate::device::name(s.device),
                 seconds: 0.0,
                 created_unix: unix_now(),
+                numerics: crate::numerics::evaluation(),
+                environment: Some(env.clone()),
             },
         )?;
-        outputs.push(evaluate_dir(&dir, "ensemble", written, &params, s.device)?);
+        outputs.push(evaluate_dir(
+            &dir, "ensemble", written, &params, s.device, &env,
+        )?);
     }
     let record = EnsembleRecord {
         name: s.name.clone(),

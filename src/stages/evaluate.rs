@@ -5,6 +5,7 @@
 use crate::clock::unix_now;
 use crate::eval::embeddings_file;
 use crate::eval::metrics::{self, EvalParams, Metrics};
+use crate::numerics::environment::Environment;
 use crate::stages::embed::{self, EmbeddingsRecord};
 use crate::train::run_dir::{RunConfig, RunDir};
 use anyhow::{Context, Result};
@@ -29,6 +30,9 @@ pub struct EvalRecord {
     pub metrics: Metrics,
     pub device: String,
     pub created_unix: u64,
+    /// Where it was computed.
+    #[serde(default)]
+    pub environment: Option<Environment>,
 }
 
 /// `<dir>/eval/<model>-<split>.json`.
@@ -52,6 +56,7 @@ pub fn evaluate_dir(
     emb: EmbeddingsRecord,
     params: &EvalParams,
     device: Device,
+    env: &Environment,
 ) -> Result<EvalRecord> {
     let (model, split) = (emb.model.clone(), emb.split.clone());
     let file = dir.join("embeddings").join(&emb.file);
@@ -68,8 +73,9 @@ pub fn evaluate_dir(
         embeddings_sha256: emb.sha256,
         params: params.clone(),
         metrics,
-        device: format!("{device:?}").to_lowercase(),
+        device: crate::device::name(device),
         created_unix: unix_now(),
+        environment: Some(env.clone()),
     };
     RunDir::new(dir.to_path_buf()).write_json(&record_path(dir, &model, &split), &rec)?;
     let values: String = rec
@@ -102,6 +108,7 @@ pub fn run(s: &Settings) -> Result<Vec<EvalRecord>> {
         .clone()
         .unwrap_or_else(|| cfg.train.recall_ks.clone());
     let mut embedded = embed::run(&s.embed)?;
+    let env = embed::environment(&s.embed.project, s.embed.device);
     // One record per split that has images, in the order asked.
     s.embed
         .splits
@@ -110,6 +117,6 @@ pub fn run(s: &Settings) -> Result<Vec<EvalRecord>> {
             let i = embedded.iter().position(|e| e.split == sp.as_str())?;
             Some(embedded.swap_remove(i))
         })
-        .map(|emb| evaluate_dir(&rd.root, "run", emb, &params, s.embed.device))
+        .map(|emb| evaluate_dir(&rd.root, "run", emb, &params, s.embed.device, &env))
         .collect()
 }

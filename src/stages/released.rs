@@ -58,6 +58,7 @@ pub fn create(
         config,
         seed: 0,
         device,
+        execution: crate::numerics::Execution::untrained(),
         run_id: run_id.to_string(),
         run_dir: project.runs_dir().join(run_id),
         resume: true,

@@ -15,3 +15,4 @@ pub mod run_dir;
 pub mod schedule;
 pub mod selection;
 pub mod split;
+pub mod trajectory;

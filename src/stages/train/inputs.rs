@@ -4,6 +4,7 @@
 
 use super::Settings;
 use crate::data::crop_cache::{self, CropRow};
+use crate::numerics::environment::Environment;
 use crate::stages::prepare;
 use crate::train::config::TrainConfig;
 use crate::train::run_dir::{RunConfig, RunDir, RunState};
@@ -45,7 +46,7 @@ impl Inputs {
             dataset: s.dataset.clone(),
             profile: s.profile.clone(),
             seed: s.seed,
-            device: format!("{:?}", s.device).to_lowercase(),
+            device: crate::device::name(s.device),
             train: TrainConfig::clone(cfg),
             crops: crops.dir.clone(),
             crops_key: crops.manifest.key.clone(),
@@ -61,6 +62,8 @@ impl Inputs {
                 .libtorch_version
                 .unwrap_or_default(),
             created_unix: crate::clock::unix_now(),
+            numerics: crate::numerics::training(),
+            execution: Some(s.execution.clone()),
         };
         let label_of = splits
             .train_classes
@@ -78,12 +81,20 @@ impl Inputs {
 }
 
 /// Creates the run directory, or checks that a resumed one is the same run; returns its last
-/// committed state (`None` for a new run).
-pub fn open_run_dir(dir: &RunDir, cfg: &RunConfig, resume: bool) -> Result<Option<RunState>> {
+/// committed state (`None` for a new run). `env` is where this process computes: written as
+/// the run's `environment.json` when it starts; a resume in another one is warned about and
+/// recorded beside it (`environment.resumed-<unix>.json`).
+pub fn open_run_dir(
+    dir: &RunDir,
+    cfg: &RunConfig,
+    env: &Environment,
+    resume: bool,
+) -> Result<Option<RunState>> {
     let path = dir.config_path();
     if !path.exists() {
         std::fs::create_dir_all(&dir.root)
             .with_context(|| format!("creating {}", dir.root.display()))?;
+        dir.write_json(&dir.environment_path(), env)?;
         dir.write_json(&path, cfg)?;
         return Ok(None);
     }
@@ -109,17 +120,47 @@ pub fn open_run_dir(dir: &RunDir, cfg: &RunConfig, resume: bool) -> Result<Optio
             cfg.device
         );
     }
+    warn_if_other_environment(dir, env)?;
     dir.state()
 }
 
-/// What makes two run configurations the same run.
+/// A resume in another environment than the run's: a warning naming what differs, and the
+/// new environment kept beside the first.
+fn warn_if_other_environment(dir: &RunDir, env: &Environment) -> Result<()> {
+    let path = dir.environment_path();
+    if !path.exists() {
+        return dir.write_json(&path, env);
+    }
+    let first: Environment = RunDir::read_json(&path)?;
+    let diff = first.differences(env);
+    if !diff.is_empty() {
+        tracing::warn!(
+            "resuming run {} in another environment than it started in ({}): its later epochs \
+             are not what an uninterrupted run gives",
+            dir.root.display(),
+            diff.join(", ")
+        );
+        eprintln!(
+            "warning: resuming {} in another environment ({})",
+            dir.root.display(),
+            diff.join(", ")
+        );
+        let resumed = dir.root.join(format!(
+            "environment.resumed-{}.json",
+            crate::clock::unix_now()
+        ));
+        dir.write_json(&resumed, env)?;
+    }
+    Ok(())
+}
+
+/// What makes two run configurations the same run: the recipe and data, the numerics
+/// version of the code and the execution (device kind, kernel pin, threads).
 fn identity(c: &RunConfig) -> impl PartialEq + '_ {
     (
-        &c.dataset,
-        c.seed,
-        &c.train,
-        &c.crops_key,
-        &c.dataset_fingerprint,
+        (&c.dataset, c.seed, &c.train),
+        (&c.crops_key, &c.dataset_fingerprint),
+        (c.numerics, &c.execution),
     )
 }
 
@@ -134,6 +175,20 @@ fn differences(old: &RunConfig, new: &RunConfig) -> Result<String> {
         .filter(|(k, v)| b.get(k.as_str()) != Some(v))
         .map(|(k, _)| k.clone())
         .collect();
+    let mut keys = keys;
+    if old.numerics != new.numerics {
+        keys.push(format!(
+            "numerics version {} → {} (the code now computes other numbers: a new run id)",
+            old.numerics, new.numerics
+        ));
+    }
+    if old.execution != new.execution {
+        keys.push(format!(
+            "execution {} → {}",
+            serde_json::to_string(&old.execution)?,
+            serde_json::to_string(&new.execution)?
+        ));
+    }
     Ok(match keys.is_empty() {
         true => "dataset, seed or crop cache".to_string(),
         false => keys.join(", "),

@@ -35,6 +35,8 @@ pub struct Settings {
     pub config: CheckedConfig,
     pub seed: u64,
     pub device: Device,
+    /// Device kind, kernel pin and threads: part of the run's identity.
+    pub execution: crate::numerics::Execution,
     pub run_id: String,
     pub run_dir: PathBuf,
     pub resume: bool,
@@ -79,7 +81,12 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
     let started = Instant::now();
     let cfg = &s.config;
     let inputs = Inputs::prepare(s)?;
-    let state = inputs::open_run_dir(run_dir, &inputs.run_config, s.resume)?;
+    let env = crate::numerics::environment::Environment::current(
+        &s.project.root,
+        s.execution.kernels,
+        &crate::device::name(s.device),
+    );
+    let state = inputs::open_run_dir(run_dir, &inputs.run_config, &env, s.resume)?;
     if let Some(done) = finished(run_dir, state.as_ref(), cfg)? {
         return Ok(done);
     }

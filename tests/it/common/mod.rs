@@ -7,6 +7,7 @@ pub mod demo_project;
 pub mod gl_cli;
 pub mod golden_cases;
 pub mod http_server;
+pub mod reference_npz;
 pub mod tiny_pipeline;
 
 /// Deterministic, non-repeating-looking test payload.
