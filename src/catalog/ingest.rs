@@ -220,7 +220,7 @@ pub fn record_stage<T>(
     result: Result<T>,
     ingest: impl FnOnce(&mut Catalog, &T, SystemTime) -> Result<i64>,
 ) -> Result<T> {
-    let mut cat = Catalog::open(catalog)?;
+    let mut cat = Catalog::open_waiting_for(catalog, false, super::INDEX_PATIENCE)?;
     match result {
         Ok(outcome) => ingest(&mut cat, &outcome, started_at).map(|_| outcome),
         Err(e) => {

@@ -7,6 +7,11 @@
 //! The library is DuckDB 1.5.6 linked as the prebuilt `libduckdb.so` (see `SETUP-duckdb.md`);
 //! Parquet and JSON are built into it, so nothing is downloaded at run time.
 
+/// How long a stage that indexes its outcome (`gl fetch`, `gl weights`, `gl prepare`) waits
+/// for a catalogue another process holds: two pipeline tasks that end together (the weights
+/// converted while the crops are prepared) each get their turn instead of one failing.
+pub const INDEX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub mod environments;
 mod error;
 pub mod evaluations;

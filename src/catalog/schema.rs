@@ -280,5 +280,12 @@ mod tests {
             (row.3.as_str(), row.4.as_str()),
             ("{\"a\": 1}", "interrupted")
         );
+        // Migration 9's environment columns are there, NULL for the old row.
+        let env: Option<String> = conn
+            .query_row("SELECT kernels FROM runs WHERE run_id = 'r1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(env, None);
     }
 }

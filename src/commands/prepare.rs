@@ -46,7 +46,11 @@ pub fn run((s, jobs): (Settings, Option<usize>)) -> Result<ExitCode> {
     let m = &outcome.manifest;
     #[cfg(feature = "catalog")]
     if outcome.built {
-        let mut cat = crate::catalog::Catalog::open(s.project.catalog_path())?;
+        let mut cat = crate::catalog::Catalog::open_waiting_for(
+            s.project.catalog_path(),
+            false,
+            crate::catalog::INDEX_PATIENCE,
+        )?;
         crate::catalog::ingest::ingest_prepare(&mut cat, &outcome, started_at)?;
     }
     let _ = started_at;

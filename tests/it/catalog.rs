@@ -460,3 +460,25 @@ fn appending_120k_images_is_fast() {
     }
     assert_eq!(count(&cat, "SELECT count(*) FROM images"), 120_000);
 }
+
+/// Two pipeline tasks that end together both index their outcome: `gl prepare` (and `gl
+/// fetch`, `gl weights`) wait for a catalogue another process holds instead of failing (seen:
+/// the weights task indexing while the crops' task opened the catalogue, with `jobs = 2`).
+#[test]
+fn prepare_waits_for_a_catalogue_another_process_holds() {
+    use crate::common::tiny_pipeline::{gl, project};
+    let dir = project();
+    let p = dir.path();
+    let (code, out, err) = gl(p, &["fetch", "tiny_synth", "--quiet"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let held = grouploss::catalog::Catalog::open(p.join("data/catalog.duckdb")).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(held);
+    });
+    let started = Instant::now();
+    let (code, out, err) = gl(p, &["prepare", "tiny_synth", "--resize", "32", "--quiet"]);
+    release.join().unwrap();
+    assert_eq!(code, 0, "prepare gave up on the held catalogue: {out}{err}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited");
+}
