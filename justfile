@@ -65,7 +65,7 @@ verify-demo: build
     "$gl" --project-dir "$tmp/project" --data-dir "$tmp/data" run --profile demo
     if diff -r reports/demo "$tmp/project/reports/demo" >"$tmp/diff"; then
         echo "verify-demo: reports/demo is byte-identical to what HEAD makes from an empty data directory"
-    elif diff -r -I '; code: ' reports/demo "$tmp/project/reports/demo" >/dev/null; then
+    elif diff -r -I 'from the code at ' reports/demo "$tmp/project/reports/demo" >/dev/null; then
         cat "$tmp/diff"
         echo "verify-demo: every number is identical; only the footer's code commit differs (the report was made before a later code commit): regenerate it to update its provenance" >&2
     else

@@ -142,15 +142,16 @@ impl Environment {
         k
     }
 
-    /// The code commit (12 digits, `(dirty)` when the code differed from it), for a footer.
+    /// The code's commit, for a footer: `commit <12 digits>`, `(dirty)` appended when the code
+    /// differed from it, or `no git checkout`.
     pub fn commit_label(&self) -> String {
         let short = |c: &String| c[..c.len().min(12)].to_string();
         match (
             self.code_commit.as_ref().or(self.git_commit.as_ref()),
             self.git_dirty,
         ) {
-            (Some(c), Some(true)) => format!("{} (dirty)", short(c)),
-            (Some(c), _) => short(c),
+            (Some(c), Some(true)) => format!("commit {} (dirty)", short(c)),
+            (Some(c), _) => format!("commit {}", short(c)),
             (None, _) => "no git checkout".to_string(),
         }
     }

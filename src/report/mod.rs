@@ -401,7 +401,7 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
             Err(why) => md += &format!("No retrieval gallery: {why}.\n\n"),
         }
     }
-    md += &environment::footer(cat, &data)?;
+    md += &environment::footer(cat, &data, project_root)?;
     files.push(File {
         rel: "README.md".into(),
         bytes: md.into_bytes(),

@@ -108,14 +108,14 @@ fn pinned_kernels_survive_a_hostile_environment_and_another_pin_differs() {
         assert!(x == y, "{a} differs under the hostile environment");
     }
     assert_eq!(native.len(), under_hostile.len());
-    // The footer names the environment: the pin, not the CPU model, and the code's commit.
+    // The footer names the code's commit and the runs' environment: the pin, not the CPU model.
     let readme = native.iter().find(|(n, _)| n == "README.md").unwrap();
     let readme = String::from_utf8_lossy(&readme.1);
     assert!(
         readme.contains("## Environment")
             && readme.contains("kernels portable (ATen AVX2)")
             && readme.contains("any x86-64 CPU with AVX2 + FMA")
-            && readme.contains("code: no git checkout"),
+            && readme.contains("from the code at no git checkout"),
         "{readme}"
     );
     assert!(!readme.contains("Mixed environments"), "{readme}");
