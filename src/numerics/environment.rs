@@ -38,6 +38,10 @@ pub struct Environment {
     pub gl_version: String,
     pub libtorch_version: Option<String>,
     pub mkl_version: Option<String>,
+    /// MKL's conditional-numerical-reproducibility branch in force, read back from MKL
+    /// (`mkl_cbwr_get`): what the pin achieved, not what was asked.
+    #[serde(default)]
+    pub mkl_cbwr: Option<String>,
     pub onednn_version: Option<String>,
     pub cpu_vendor: Option<String>,
     pub cpu_model: Option<String>,
@@ -80,6 +84,7 @@ impl Environment {
             gl_version: env!("CARGO_PKG_VERSION").to_string(),
             libtorch_version: crate::runtime::inspect().libtorch_version,
             mkl_version: libs::mkl_version(),
+            mkl_cbwr: libs::mkl_cbwr(),
             onednn_version: libs::cpp_string("_ZN2at18get_mkldnn_versionB5cxx11Ev"),
             cpu_vendor: field("vendor_id"),
             cpu_model: field("model name"),
@@ -105,10 +110,11 @@ impl Environment {
             Kernels::Baseline => "any x86-64 CPU with SSE4.1".into(),
         };
         format!(
-            "{} · kernels {} (ATen {}) · {} thread(s) · {} · libtorch {} · numerics {}/{}",
+            "{} · kernels {} (ATen {}, MKL {}) · {} thread(s) · {} · libtorch {} · numerics {}/{}",
             cpu,
             self.kernels,
             self.aten_capability.as_deref().unwrap_or("?"),
+            self.mkl_cbwr.as_deref().unwrap_or("?"),
             self.threads,
             self.device,
             self.libtorch_version.as_deref().unwrap_or("?"),
@@ -130,6 +136,7 @@ impl Environment {
                 self.libtorch_version.clone().unwrap_or_default(),
             ),
             ("mkl", self.mkl_version.clone().unwrap_or_default()),
+            ("mkl_cbwr", self.mkl_cbwr.clone().unwrap_or_default()),
             ("onednn", self.onednn_version.clone().unwrap_or_default()),
             ("kernels", self.kernels.to_string()),
             ("threads", self.threads.to_string()),
@@ -261,6 +268,26 @@ mod libs {
         }
     }
 
+    /// MKL's CNR setting (`mkl_cbwr_get(MKL_CBWR_ALL)`), by name.
+    pub fn mkl_cbwr() -> Option<String> {
+        let f = symbol("mkl_serv_cbwr_get")?;
+        // SAFETY: `int mkl_cbwr_get(int option)`; -1 is MKL_CBWR_ALL.
+        let v = unsafe {
+            let f: extern "C" fn(c_int) -> c_int = std::mem::transmute(f);
+            f(-1)
+        };
+        let branch = match v & 0xffff {
+            1 => "OFF".to_string(),
+            2 => "AUTO".to_string(),
+            3 => "COMPATIBLE".to_string(),
+            b => format!("branch {b}"),
+        };
+        Some(match v & 0x10000 {
+            0 => branch,
+            _ => format!("{branch},STRICT"),
+        })
+    }
+
     /// libstdc++'s `std::string` (the C++11 ABI): pointer, length, 16-byte local buffer.
     #[repr(C)]
     struct StdString {
@@ -317,6 +344,7 @@ mod tests {
             "{level:?}"
         );
         assert!(e.threads >= 1);
+        assert!(e.mkl_cbwr.is_some(), "MKL's CNR branch is read back");
     }
 
     #[test]

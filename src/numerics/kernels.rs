@@ -7,9 +7,10 @@
 //! loaded. So the same code gives other bits on a CPU with other instructions (AVX-512 against
 //! AVX2), and a run's results hold on one CPU type only — unless the three are pinned.
 //!
-//! [`Kernels::Portable`] pins all three to AVX2 + FMA (MKL: `COMPATIBLE`, the one branch MKL
-//! honours on Intel and AMD CPUs alike; AVX2 would silently become AUTO on AMD) and fixes the
-//! thread count. [`Kernels::Baseline`] pins them to the x86-64 baseline (ATen `default`, oneDNN
+//! [`Kernels::Portable`] pins all three to AVX2 + FMA (MKL: `COMPATIBLE,STRICT` — the one
+//! branch MKL honours on Intel and AMD CPUs alike, AVX2 silently becoming AUTO on AMD (read back
+//! with `mkl_cbwr_get`: 0x2), and strict so that unaligned arrays give the same bits too) and
+//! fixes the thread count. [`Kernels::Baseline`] pins them to the x86-64 baseline (ATen `default`, oneDNN
 //! SSE4.1): slower, for a CPU without AVX2 and as the control of the pinning test. The pin is
 //! applied by [`apply`] before libtorch is loaded: `gl` re-executes itself with the pinned
 //! environment when its own differs, so whatever the outer environment says
@@ -30,10 +31,10 @@ pub enum Kernels {
     /// this CPU type (and environment) only.
     #[default]
     Native,
-    /// ATen `avx2`, oneDNN `AVX2`, MKL `COMPATIBLE`, fixed threads: the same bits on every
+    /// ATen `avx2`, oneDNN `AVX2`, MKL `COMPATIBLE,STRICT`, fixed threads: the same bits on every
     /// x86-64 CPU with AVX2 and FMA.
     Portable,
-    /// ATen `default`, oneDNN `SSE41`, MKL `COMPATIBLE`, fixed threads: the x86-64 baseline.
+    /// ATen `default`, oneDNN `SSE41`, MKL `COMPATIBLE,STRICT`, fixed threads: the x86-64 baseline.
     Baseline,
 }
 
@@ -86,7 +87,7 @@ impl Kernels {
             aten.to_string(),
             onednn.to_string(),
             onednn.to_string(),
-            "COMPATIBLE".to_string(),
+            "COMPATIBLE,STRICT".to_string(),
             "FALSE".to_string(),
             t.clone(),
             t,
@@ -230,7 +231,7 @@ mod tests {
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("ATEN_CPU_CAPABILITY"), Some("avx2"));
         assert_eq!(get("ONEDNN_MAX_CPU_ISA"), Some("AVX2"));
-        assert_eq!(get("MKL_CBWR"), Some("COMPATIBLE"));
+        assert_eq!(get("MKL_CBWR"), Some("COMPATIBLE,STRICT"));
         assert_eq!(get("MKL_DYNAMIC"), Some("FALSE"));
         assert_eq!(get("OMP_NUM_THREADS"), Some("3"));
         assert_eq!(env.len(), PINNED_VARS.len());

@@ -113,7 +113,7 @@ fn pinned_kernels_survive_a_hostile_environment_and_another_pin_differs() {
     let readme = String::from_utf8_lossy(&readme.1);
     assert!(
         readme.contains("## Environment")
-            && readme.contains("kernels portable (ATen AVX2)")
+            && readme.contains("kernels portable (ATen AVX2, MKL COMPATIBLE,STRICT)")
             && readme.contains("any x86-64 CPU with AVX2 + FMA")
             && readme.contains("from the code at no git checkout"),
         "{readme}"
