@@ -190,3 +190,50 @@ fn a_numerics_bump_makes_training_stale_and_trains_under_new_ids_beside_the_old(
     assert_eq!(train.len(), 2);
     assert!(train.iter().all(|(_, s)| *s == "fresh"), "{st:?}");
 }
+
+#[test]
+fn a_resume_in_another_environment_warns_and_another_execution_is_refused() {
+    let dir = project_with("");
+    let p = dir.path();
+    let train = [
+        "train",
+        "--dataset",
+        "tiny_synth",
+        "--profile",
+        "tiny",
+        "--run-id",
+        "r",
+        "--quiet",
+    ];
+    let (code, out, err) = gl(p, &["fetch", "tiny_synth", "--quiet"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = gl(p, &train);
+    assert_eq!(code, 0, "{out}{err}");
+    // As if the run had started on another CPU model (native kernels: the model matters).
+    let env_path = p.join("data/runs/r/environment.json");
+    let mut env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&env_path).unwrap()).unwrap();
+    env["cpu_model"] = "Another CPU".into();
+    std::fs::write(&env_path, serde_json::to_vec(&env).unwrap()).unwrap();
+    let resume: Vec<&str> = train.iter().copied().chain(["--resume"]).collect();
+    let (code, out, err) = gl(p, &resume);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("another environment") && err.contains("cpu Another CPU →"),
+        "{err}"
+    );
+    let kept = std::fs::read_dir(p.join("data/runs/r"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("environment.resumed-")
+        });
+    assert!(kept, "the new environment is kept beside the first");
+    // Another thread count is another execution: part of the run's identity, refused.
+    let mut two = vec!["--threads", "2"];
+    two.extend(&resume);
+    let (code, out, err) = gl_cli::run(p, &two, &[]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("execution"), "{err}");
+}
