@@ -15,8 +15,8 @@ pub struct Cli {
     /// libtorch intra-op threads (default: libtorch's own choice, usually the core count).
     #[arg(long, global = true, env = crate::env_vars::THREADS)]
     pub threads: Option<i32>,
-    /// CPU kernels: `native` (libtorch's choice for this CPU), `portable` (AVX2 + FMA, the same
-    /// bits on every such x86-64 CPU) or `baseline` (SSE4.1). A pin fixes the thread count too
+    /// CPU kernels: `native` (libtorch's choice for this CPU), `portable` (AVX2 + FMA: one code
+    /// path on every such x86-64 CPU) or `baseline` (SSE4.1). A pin fixes the thread count too
     /// (`--threads`, default 1) and re-executes gl with the pinned environment.
     #[arg(long, global = true, env = crate::env_vars::KERNELS, default_value = "native")]
     pub kernels: crate::numerics::Kernels,

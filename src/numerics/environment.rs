@@ -101,13 +101,13 @@ impl Environment {
     }
 
     /// One line for a report footer or `gl status`: CPU, kernels, threads, device, libtorch.
-    /// Under a kernel pin the CPU is named by the level, not the model: the same line (and
-    /// numbers) on every CPU that has it.
+    /// Under a kernel pin the CPU is named by the level, not the model (which the catalogue
+    /// keeps): the line is the same on every CPU that has the level.
     pub fn summary(&self) -> String {
         let cpu = match self.kernels {
             Kernels::Native => self.cpu_model.clone().unwrap_or("unknown CPU".into()),
-            Kernels::Portable => "any x86-64 CPU with AVX2 + FMA".into(),
-            Kernels::Baseline => "any x86-64 CPU with SSE4.1".into(),
+            Kernels::Portable => "x86-64 with AVX2 + FMA (model: runs.cpu_model)".into(),
+            Kernels::Baseline => "x86-64 with SSE4.1 (model: runs.cpu_model)".into(),
         };
         format!(
             "{} · kernels {} (ATen {}, MKL {}) · {} thread(s) · {} · libtorch {} · numerics {}/{}",

@@ -31,8 +31,8 @@ pub enum Kernels {
     /// this CPU type (and environment) only.
     #[default]
     Native,
-    /// ATen `avx2`, oneDNN `AVX2`, MKL `COMPATIBLE,STRICT`, fixed threads: the same bits on every
-    /// x86-64 CPU with AVX2 and FMA.
+    /// ATen `avx2`, oneDNN `AVX2`, MKL `COMPATIBLE,STRICT`, fixed threads: one code path on
+    /// every x86-64 CPU with AVX2 and FMA, whatever its vendor, model or caches.
     Portable,
     /// ATen `default`, oneDNN `SSE41`, MKL `COMPATIBLE,STRICT`, fixed threads: the x86-64 baseline.
     Baseline,

@@ -114,7 +114,7 @@ fn pinned_kernels_survive_a_hostile_environment_and_another_pin_differs() {
     assert!(
         readme.contains("## Environment")
             && readme.contains("kernels portable (ATen AVX2, MKL COMPATIBLE,STRICT)")
-            && readme.contains("any x86-64 CPU with AVX2 + FMA")
+            && readme.contains("x86-64 with AVX2 + FMA (model: runs.cpu_model)")
             && readme.contains("from the code at no git checkout"),
         "{readme}"
     );
