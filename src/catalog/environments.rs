@@ -29,24 +29,7 @@ ALTER TABLE embeddings ADD COLUMN environment JSON;
 ALTER TABLE evaluations ADD COLUMN environment JSON;
 "#;
 
-/// The environment columns of `runs`, in the migration's order.
-pub const RUN_COLUMNS: &[&str] = &[
-    "numerics",
-    "kernels",
-    "threads",
-    "git_commit",
-    "git_dirty",
-    "libtorch_version",
-    "mkl_version",
-    "onednn_version",
-    "cpu_vendor",
-    "cpu_model",
-    "cpu_flags",
-    "aten_capability",
-    "environment",
-];
-
-/// The values of the `runs` environment columns, in the order of [`RUN_COLUMNS`].
+/// The values of the `runs` environment columns, in the migration's order (the last one JSON).
 pub fn run_columns(numerics: u32, env: Option<&Environment>) -> Result<Vec<Value>> {
     let text = |v: Option<&String>| v.map_or(Value::Null, |s| Value::Text(s.clone()));
     let Some(e) = env else {

@@ -135,53 +135,42 @@ pub fn ingest_run(cat: &mut Catalog, dir: &Path) -> Result<()> {
         tx.execute(
             "INSERT OR REPLACE INTO runs VALUES \
              (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?, ?, \
-              NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
-            params![
-                cfg.run_id,
-                cfg.dataset,
-                cfg.profile,
-                cfg.seed,
-                cfg.train.backbone,
-                enum_str(&cfg.train.objective),
-                enum_str(&cfg.train.selection),
-                cfg.device,
-                dir.display().to_string(),
-                progress.as_str(),
-                cfg.train.epochs as i64,
-                epochs.len() as i64,
-                summary
-                    .as_ref()
-                    .and_then(|s| s.selected_epoch.map(|e| e as i64)),
-                summary.as_ref().and_then(|s| r1(&s.test_recall_last)),
-                summary
-                    .as_ref()
-                    .and_then(|s| r1(&s.test_recall_val_selected)),
-                summary
-                    .as_ref()
-                    .and_then(|s| r1(&s.test_recall_best_on_test)),
-                summary.as_ref().and_then(|s| r1(&s.test_recall_untrained)),
-                summary.as_ref().and_then(|s| r1(&s.val_recall_untrained)),
-                serde_json::to_string(&cfg.train)?,
-                summary.as_ref().map(serde_json::to_string).transpose()?,
-                timestamp(created),
-                timestamp(SystemTime::now()),
-            ],
-        )?;
-        let mut values = env_columns.clone();
-        values.push(duckdb::types::Value::Text(cfg.run_id.clone()));
-        tx.execute(
-            &format!(
-                "UPDATE runs SET {} WHERE run_id = ?",
-                environments::RUN_COLUMNS
-                    .iter()
-                    .map(|c| match *c {
-                        "environment" => format!("{c} = ?::JSON"),
-                        _ => format!("{c} = ?"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
+              ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON)",
+            duckdb::params_from_iter(
+                params![
+                    cfg.run_id,
+                    cfg.dataset,
+                    cfg.profile,
+                    cfg.seed,
+                    cfg.train.backbone,
+                    enum_str(&cfg.train.objective),
+                    enum_str(&cfg.train.selection),
+                    cfg.device,
+                    dir.display().to_string(),
+                    progress.as_str(),
+                    cfg.train.epochs as i64,
+                    epochs.len() as i64,
+                    summary
+                        .as_ref()
+                        .and_then(|s| s.selected_epoch.map(|e| e as i64)),
+                    summary.as_ref().and_then(|s| r1(&s.test_recall_last)),
+                    summary
+                        .as_ref()
+                        .and_then(|s| r1(&s.test_recall_val_selected)),
+                    summary
+                        .as_ref()
+                        .and_then(|s| r1(&s.test_recall_best_on_test)),
+                    summary.as_ref().and_then(|s| r1(&s.test_recall_untrained)),
+                    summary.as_ref().and_then(|s| r1(&s.val_recall_untrained)),
+                    serde_json::to_string(&cfg.train)?,
+                    summary.as_ref().map(serde_json::to_string).transpose()?,
+                    timestamp(created),
+                    timestamp(SystemTime::now()),
+                ]
+                .iter()
+                .copied()
+                .chain(env_columns.iter().map(|v| v as &dyn duckdb::ToSql)),
             ),
-            duckdb::params_from_iter(values),
         )?;
         for e in &epochs {
             insert_epoch(tx, &cfg.run_id, e)?;

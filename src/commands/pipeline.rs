@@ -149,13 +149,13 @@ pub fn status(args: StatusArgs, project: Project, threads: Option<i32>) -> Resul
 /// run directory), one line each, with a warning when they mix several.
 fn print_environments(project: &Project, plan: &Plan) -> Result<()> {
     use crate::numerics::environment::{group, Environment};
+    use crate::train::run_dir::RunDir;
     let mut found = Vec::new();
     for t in &plan.tasks {
         let Some(dir) = &t.run_dir else { continue };
-        let path = project.data_dir.join(dir).join("environment.json");
-        if let Ok(bytes) = std::fs::read(&path) {
-            let env: Environment = serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
+        let run = RunDir::new(project.data_dir.join(dir));
+        if run.environment_path().exists() {
+            let env: Environment = RunDir::read_json(&run.environment_path())?;
             found.push((t.key.clone(), env));
         }
     }
