@@ -6,6 +6,7 @@
 pub mod bn_inception;
 pub mod efficientnet_lite;
 pub mod execution;
+pub mod linear;
 pub mod net;
 pub mod registry;
 pub mod resnet;

@@ -2,8 +2,10 @@
 //! classifier over the training classes whose logits z give the Group Loss priors softmax(z/τ)
 //! (and the auxiliary cross-entropy). Variables: `backbone.*` (the backbone's reference names),
 //! `embedding.{weight,bias}`, `classifier.{weight,bias}`.
+//! Both head layers are drawn as `torch.nn.Linear` draws them ([`crate::model::linear`]).
 
 use crate::model::execution::Execution;
+use crate::model::linear::torch_linear;
 use crate::model::{spec, Backbone, BackboneSpec, ForwardMode};
 use anyhow::{ensure, Result};
 use tch::nn::{self, Module};
@@ -51,14 +53,9 @@ impl EmbeddingNet {
         let backbone_net = (spec.build)(&(root / "backbone"));
         let embedding = head
             .embedding_dim
-            .map(|d| nn::linear(root / "embedding", spec.feature_dim, d, Default::default()));
+            .map(|d| torch_linear(root / "embedding", spec.feature_dim, d));
         let dim = head.embedding_dim.unwrap_or(spec.feature_dim);
-        let classifier = nn::linear(
-            root / "classifier",
-            dim,
-            head.num_classes,
-            Default::default(),
-        );
+        let classifier = torch_linear(root / "classifier", dim, head.num_classes);
         Ok(EmbeddingNet {
             spec,
             backbone: backbone_net,
@@ -109,5 +106,41 @@ impl EmbeddingNet {
         let features = self.features(xs, mode);
         let logits = self.classifier.forward(&features);
         NetOutput { features, logits }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn::VarStore, Device};
+
+    fn max_abs(t: &Tensor) -> f64 {
+        t.abs().max().double_value(&[])
+    }
+
+    /// The head uses [`torch_linear`]: weights and biases within nn.Linear's 1/√fan_in (tch's
+    /// default weight would reach √6/√fan_in), and the weight drawn before the bias.
+    #[test]
+    fn head_layers_are_initialised_like_torch_nn_linear() {
+        let vs = VarStore::new(Device::Cpu);
+        let head = HeadParams {
+            embedding_dim: Some(64),
+            num_classes: 10,
+        };
+        let net = EmbeddingNet::new(&vs.root(), "tiny_cnn", head).unwrap();
+        let vars = vs.variables();
+        for (layer, fan_in) in [("embedding", net.spec().feature_dim), ("classifier", 64)] {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            for v in ["weight", "bias"] {
+                let m = max_abs(&vars[&format!("{layer}.{v}")]);
+                assert!(m <= b, "{layer}.{v}: max |x| = {m} > 1/√{fan_in} = {b}");
+            }
+            let m = max_abs(&vars[&format!("{layer}.weight")]);
+            assert!(
+                m > 0.9 * b,
+                "{layer}.weight: max |x| = {m} ≪ 1/√{fan_in} = {b}"
+            );
+        }
+        assert_eq!(net.classifier_weight().size(), [10, 64]);
     }
 }

@@ -20,7 +20,9 @@ pub use kernels::Kernels;
 /// History: 1 — everything before run identity followed the code (run ids of 1 carry no
 /// version in their digest). 2 — the multi-tensor RAdam as default, in-place activations, the
 /// pooling order of 2026-12; from here on the run id covers this version and the execution.
-pub const TRAINING: u32 = 2;
+/// 3 — the embedding layer and the classifier initialised as PyTorch's `nn.Linear` (weight
+/// then bias, U(±1/√fan_in); tch's default drew the bias first and the weight 2.45× wider).
+pub const TRAINING: u32 = 3;
 
 /// Version of the evaluation numerics: embedding (eval transform, normalisation), exact
 /// search, Recall@K, MAP@R, R-Precision, k-means and NMI, ensembles.

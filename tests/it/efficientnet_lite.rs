@@ -17,8 +17,8 @@
 //!   masks are drawn from libtorch's CPU generator in the same order, so the outputs agree too.
 //!   Always on CPU (other devices have other generators).
 //!
-//! Device for the first two: CPU unless `GL_TEST_DEVICE=cuda`. Tests run one at a time (`SERIAL`)
-//! because the seeded test needs the global generator to itself.
+//! Device for the first two: CPU unless `GL_TEST_DEVICE=cuda`. Tests run one at a time, holding
+//! [`crate::common::global_rng`], because the seeded test needs the global generator to itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -39,13 +39,10 @@ const SCRIPT: &str = concat!(
 /// Eval-mode and train-mode tolerance (f32, max relative error).
 const TOL: f64 = 1e-4;
 
-static SERIAL: Mutex<()> = Mutex::new(());
 static FIXTURE: OnceLock<Result<Mutex<BTreeMap<String, Tensor>>, String>> = OnceLock::new();
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::common::global_rng()
 }
 
 fn device() -> Device {

@@ -23,6 +23,14 @@ pub fn payload(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The global CPU generator, for a test that seeds it (`tch::manual_seed`) and compares what it
+/// then draws with PyTorch's draws: the tests of this binary run on parallel threads, and a
+/// draw or a reseed on another thread in between would shift the stream.
+pub fn global_rng() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
