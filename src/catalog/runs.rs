@@ -1,7 +1,9 @@
 //! Training runs in the catalogue: `runs` (one row per run directory: what it is, how far it
-//! got, its three headline numbers) and `epochs` (one row per completed epoch). Both are
-//! derived from the run directory's files ([`crate::train::run_dir`]) and re-derived whole on
-//! each ingest inside one transaction, so a run trained elsewhere is indexed the same way.
+//! got, its three headline numbers) and `epochs` (one row per completed epoch, with its
+//! validation and test R@1 and MAP@R). Both are derived from the run directory's files
+//! ([`crate::train::run_dir`]) and re-derived whole on each ingest inside one transaction, so a
+//! run trained elsewhere is indexed the same way. A run that stopped early is `completed` with
+//! `epochs_done` < `epochs_planned`; why it stopped is `summary`'s `stopped`.
 
 use crate::catalog::environments;
 use crate::catalog::records::timestamp;
@@ -92,6 +94,14 @@ CREATE TABLE runs_v8 (
 INSERT INTO runs_v8 SELECT * FROM runs;
 DROP TABLE runs;
 ALTER TABLE runs_v8 RENAME TO runs;
+"#;
+
+/// Schema version 10: each epoch's MAP@R on validation and test (`EpochRecord::val_map_at_r`),
+/// the metric a benchmark selects by. Rows of older catalogues, and epochs trained before it was
+/// measured, keep NULL there.
+pub const MIGRATION_10_SQL: &str = r#"
+ALTER TABLE epochs ADD COLUMN val_map_at_r DOUBLE;
+ALTER TABLE epochs ADD COLUMN test_map_at_r DOUBLE;
 "#;
 
 fn enum_str<T: serde::Serialize>(v: &T) -> String {
@@ -187,7 +197,8 @@ fn insert_epoch(tx: &duckdb::Transaction, run_id: &str, e: &EpochRecord) -> Resu
             .map(|v| serde_json::to_string(v).unwrap_or_default())
     };
     tx.execute(
-        "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?)",
+        "INSERT INTO epochs VALUES \
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?::JSON, ?, ?, ?)",
         params![
             run_id,
             e.epoch as i64,
@@ -205,6 +216,8 @@ fn insert_epoch(tx: &duckdb::Transaction, run_id: &str, e: &EpochRecord) -> Resu
             json(&e.val_recall),
             json(&e.test_recall),
             e.reloaded_from.map(|r| r as i64),
+            e.val_map_at_r,
+            e.test_map_at_r,
         ],
     )?;
     Ok(())

@@ -144,6 +144,11 @@ CREATE TABLE weights (
         name: "environment columns of runs, embeddings, evaluations",
         sql: super::environments::MIGRATION_SQL,
     },
+    Migration {
+        version: 10,
+        name: "epochs.val_map_at_r, test_map_at_r",
+        sql: super::runs::MIGRATION_10_SQL,
+    },
 ];
 
 /// The newest schema version this binary can read and write.
@@ -257,7 +262,9 @@ mod tests {
         conn.execute_batch(
             "INSERT INTO runs VALUES ('r1', 'demo', 'demo', 3, 'tiny_cnn', 'group_loss', \
              'val', 'cpu', 'runs/r1', 'running', 2, 1, 1, NULL, 0.5, NULL, NULL, NULL, \
-             '{\"a\": 1}', NULL, now(), now())",
+             '{\"a\": 1}', NULL, now(), now()); \
+             INSERT INTO epochs VALUES ('r1', 1, 0.1, 2.0, 1.5, 0.5, 10, 40, 1.0, 0.5, 4.0, \
+             0.7, 0.6, '[0.7]', '[0.6]', NULL)",
         )
         .unwrap();
         let interrupted = "UPDATE runs SET status = 'interrupted'";
@@ -287,5 +294,14 @@ mod tests {
             })
             .unwrap();
         assert_eq!(env, None);
+        // Migration 10's MAP@R columns are there, NULL for the old epoch.
+        let epoch: (f64, Option<f64>, Option<f64>) = conn
+            .query_row(
+                "SELECT val_r1, val_map_at_r, test_map_at_r FROM epochs WHERE run_id = 'r1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(epoch, (0.7, None, None));
     }
 }

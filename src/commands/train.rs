@@ -108,6 +108,18 @@ pub fn run(settings: Option<Settings>) -> Result<ExitCode> {
         sum.seconds,
         out.run_dir.root.display()
     );
+    if let Some(stop) = &sum.stopped {
+        let best = stop
+            .best_epoch
+            .map_or("none".into(), |e| format!("epoch {e}"));
+        println!(
+            "stopped early after epoch {} of {}: no better validation {} for {} epochs (best: {best})",
+            stop.epoch,
+            stop.max_epochs,
+            stop.metric.name(),
+            stop.patience,
+        );
+    }
     println!(
         "test R@1: untrained {} | last epoch {} | validation-selected {} | best on test {} (selection on the test set, as the published numbers)",
         pct(&sum.test_recall_untrained),

@@ -34,15 +34,36 @@ pub struct FinetuneStage {
     #[serde(default)]
     pub set: Vec<String>,
     pub seeds: Vec<u64>,
+    /// The seed of the one fine-tuned run every `start = "finetuned"` run starts from, whatever
+    /// its own seed (the authors' way: one fine-tuned network, shared and counted once); unset,
+    /// a run starts from the fine-tuned run of its own seed. Left out of the stored profile when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_seed: Option<u64>,
+}
+
+impl FinetuneStage {
+    /// The seed of the fine-tuned run that a run of `seed` starts from.
+    pub fn start_seed_for(&self, seed: u64) -> Result<u64> {
+        let s = self.start_seed.unwrap_or(seed);
+        ensure!(
+            self.seeds.contains(&s),
+            "seed {seed} would start from the fine-tuned run of seed {s}, which finetune.seeds \
+             {:?} does not list",
+            self.seeds
+        );
+        Ok(s)
+    }
 }
 
 /// What `gl evaluate` computes for every run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateStage {
-    /// Also evaluate the initial weights of each dataset's first Group Loss run: the pretrained
-    /// network before training, or with `train.init_from_finetune` the fine-tuned network the
-    /// Group Loss runs start from.
+    /// Also evaluate the initial weights of each dataset's first run that does not start from
+    /// another run: the pretrained network before training — or, when every run starts from a
+    /// fine-tuned run (`train.init_from_finetune`, `start = "finetuned"`), that fine-tuned
+    /// network.
     pub untrained_baseline: bool,
     pub nmi: bool,
     pub kmeans_restarts: usize,
@@ -124,6 +145,11 @@ pub struct Profile {
     /// Left out of the stored profile when empty.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub benchmark: crate::pipeline::sweep::Benchmark,
+    /// A benchmark's tracks: every objective's grid run from each start (`imagenet`,
+    /// `finetuned`; the recipe key `start`), tuned, selected and ranked within its track. Left
+    /// out of the stored profile when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<crate::train::config::Start>,
     /// Released checkpoints to evaluate as they are, no training: dataset → `gl weights` entry
     /// (`cub = "groupl_trained_cub"`), each a run that never trains, embedded and evaluated
     /// beside the profile's other rows (see [`crate::stages::released`]). Entries of datasets
@@ -197,8 +223,21 @@ impl Profile {
     pub fn points(&self) -> Vec<crate::pipeline::sweep::Point> {
         match self.benchmark.is_empty() {
             true => crate::pipeline::sweep::points(&self.sweep),
-            false => crate::pipeline::sweep::benchmark_points(&self.benchmark),
+            false => crate::pipeline::sweep::benchmark_points(&self.benchmark, &self.tracks),
         }
+    }
+
+    /// Whether some run starts from a fine-tuned run: `train.init_from_finetune`, a
+    /// `finetuned` track, or `start` swept.
+    pub fn starts_finetuned(&self) -> bool {
+        use crate::train::config::Start;
+        self.train.as_ref().is_some_and(|t| t.init_from_finetune)
+            || self.tracks.contains(&Start::Finetuned)
+            || self.sweep.contains_key(crate::pipeline::sweep::START)
+            || self
+                .benchmark
+                .values()
+                .any(|e| e.grid.contains_key(crate::pipeline::sweep::START))
     }
 
     /// `<project>/pipeline/profiles/<name>.toml`.
@@ -312,19 +351,21 @@ impl Profile {
         }
         match &self.train {
             Some(train) => {
-                if train.init_from_finetune {
-                    let f = self
-                        .finetune
-                        .as_ref()
-                        .context("train.init_from_finetune needs a [finetune] table")?;
-                    for s in &self.seeds {
-                        ensure!(
-                            f.seeds.contains(s),
-                            "train.init_from_finetune: seed {s} has no fine-tuned run (finetune.seeds {:?})",
-                            f.seeds
-                        );
+                if self.starts_finetuned() {
+                    let f = self.finetune.as_ref().context(
+                        "train.init_from_finetune, a finetuned track or a swept start needs a \
+                         [finetune] table (the fine-tuned runs to start from)",
+                    )?;
+                    for &s in &self.seeds {
+                        f.start_seed_for(s).context("finetune")?;
                     }
                 }
+                crate::pipeline::sweep::validate_tracks(
+                    &self.tracks,
+                    &self.benchmark,
+                    &train.set,
+                    train.init_from_finetune,
+                )?;
                 crate::pipeline::sweep::validate(
                     &self.sweep,
                     &train.set,
@@ -338,8 +379,9 @@ impl Profile {
                 )?;
             }
             None => ensure!(
-                self.sweep.is_empty() && self.benchmark.is_empty(),
-                "sweep, benchmark: they tune the [train] recipe, which this profile does not have"
+                self.sweep.is_empty() && self.benchmark.is_empty() && self.tracks.is_empty(),
+                "sweep, benchmark, tracks: they tune the [train] recipe, which this profile does \
+                 not have"
             ),
         }
         ensure!(

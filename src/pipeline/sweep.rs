@@ -14,6 +14,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+/// The recipe key of a run's start ([`crate::train::config::Start`]): swept like any key, or a
+/// benchmark's track.
+pub const START: &str = "start";
+
 /// The longest point label: task keys, log file names and ensemble directories stay far below
 /// the 255-byte limit of a file name.
 pub const MAX_LABEL: usize = 96;
@@ -44,6 +48,14 @@ pub struct BenchmarkEntry {
 pub type Benchmark = BTreeMap<String, BenchmarkEntry>;
 
 impl Point {
+    /// The point's `start` value, swept or its track's (`"finetuned"`), if it has one.
+    pub fn start(&self) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| k == START)
+            .and_then(|(_, v)| v.as_str())
+    }
+
     /// `anchors=1,tau=10.0`: the task keys' and ensemble names' part for this point (empty for
     /// the single point of a profile without a sweep). Path-safe, as it names log files and
     /// ensemble directories: any character but `A-Za-z0-9._=,+-` becomes `_`, and a label over
@@ -121,8 +133,8 @@ pub fn validate(grid: &SweepGrid, train_set: &[String], init_from_finetune: bool
             );
         }
         ensure!(
-            !(init_from_finetune && k == "init"),
-            "sweep.init: train.init_from_finetune sets each run's init already"
+            !(init_from_finetune && (k == "init" || k == START)),
+            "sweep.{k}: train.init_from_finetune sets each run's init already"
         );
         for s in train_set {
             let (key, _) = crate::config::parse_override(s)?;
@@ -196,33 +208,86 @@ pub fn validate_benchmark(
     Ok(())
 }
 
+/// Checks a profile's `tracks`: only beside a benchmark, each start once, and the start then
+/// the track's alone (not swept, not set, not `train.init_from_finetune`).
+pub fn validate_tracks(
+    tracks: &[crate::train::config::Start],
+    bench: &Benchmark,
+    train_set: &[String],
+    init_from_finetune: bool,
+) -> Result<()> {
+    if tracks.is_empty() {
+        return Ok(());
+    }
+    ensure!(
+        !bench.is_empty(),
+        "tracks: a benchmark's tracks; this profile has no [benchmark.<objective>] table"
+    );
+    for (i, t) in tracks.iter().enumerate() {
+        ensure!(!tracks[..i].contains(t), "tracks: {t:?} is listed twice");
+    }
+    ensure!(
+        !init_from_finetune,
+        "tracks: each track sets the start; train.init_from_finetune would override it"
+    );
+    let mut fixed: Vec<(String, &String)> = train_set.iter().map(|s| ("train".into(), s)).collect();
+    for (name, e) in bench {
+        ensure!(
+            !e.grid.contains_key(START),
+            "benchmark.{name}.start: the profile's tracks set the start; do not sweep it"
+        );
+        fixed.extend(e.set.iter().map(|s| (format!("benchmark.{name}"), s)));
+    }
+    for (where_, s) in fixed {
+        let (key, _) = crate::config::parse_override(s)?;
+        ensure!(
+            key != START,
+            "{where_}.set: {s:?} sets the start, which the profile's tracks set"
+        );
+    }
+    Ok(())
+}
+
 /// A benchmark's points: per objective (in name order), `objective=<name>` then its grid's
-/// point, with the objective's `set`.
-pub fn benchmark_points(bench: &Benchmark) -> Vec<Point> {
-    bench
-        .iter()
-        .flat_map(|(name, e)| {
-            points(&e.grid).into_iter().map(move |p| {
+/// point, with the objective's `set`; with `tracks`, every such point once per track, its
+/// `start` last.
+pub fn benchmark_points(bench: &Benchmark, tracks: &[crate::train::config::Start]) -> Vec<Point> {
+    let starts: Vec<Option<Value>> = match tracks.is_empty() {
+        true => vec![None],
+        false => tracks
+            .iter()
+            .map(|t| serde_json::to_value(t).ok())
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for start in &starts {
+        for (name, e) in bench {
+            for p in points(&e.grid) {
                 let mut values = vec![("objective".to_string(), Value::from(name.clone()))];
                 values.extend(p.values);
-                Point {
+                values.extend(start.clone().map(|v| (START.to_string(), v)));
+                out.push(Point {
                     values,
                     set: e.set.clone(),
-                }
-            })
-        })
-        .collect()
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The recipe keys a profile's points set: its sweep's, or with a benchmark `objective` and
-/// every objective's grid keys, in name order.
-pub fn swept_keys(sweep: &SweepGrid, bench: &Benchmark) -> Vec<String> {
+/// every objective's grid keys (and `start` with tracks), in name order.
+pub fn swept_keys(sweep: &SweepGrid, bench: &Benchmark, tracked: bool) -> Vec<String> {
     let mut keys: Vec<String> = sweep.keys().cloned().collect();
     for e in bench.values() {
         keys.extend(e.grid.keys().cloned());
     }
     if !bench.is_empty() {
         keys.push("objective".into());
+    }
+    if tracked {
+        keys.push(START.into());
     }
     keys.sort();
     keys.dedup();
@@ -316,7 +381,7 @@ mod tests {
                              "margin": [0.1, 0.2]},
         }));
         validate_benchmark(&b, &SweepGrid::new(), &[], false).unwrap();
-        let p = benchmark_points(&b);
+        let p = benchmark_points(&b, &[]);
         assert_eq!(p.len(), 8);
         assert_eq!(p[0].label(), "objective=group_loss,lr=0.0001,tau=10.0");
         assert_eq!(
@@ -329,7 +394,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            swept_keys(&SweepGrid::new(), &b),
+            swept_keys(&SweepGrid::new(), &b, false),
             ["lr", "margin", "objective", "tau"]
         );
         let err = |v: Value| {

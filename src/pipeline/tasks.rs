@@ -206,15 +206,24 @@ fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>>
                 let Some(train) = &p.train else {
                     continue;
                 };
+                // The fine-tuned run a run of `seed` starts from (`[finetune] start_seed`).
+                let start = |seed| -> Result<RunSpec> {
+                    let f = p
+                        .finetune
+                        .as_ref()
+                        .context("a fine-tuned start needs [finetune]")?;
+                    finetuned(f.start_seed_for(seed)?)?.context("no fine-tuned run")
+                };
                 for point in p.points() {
                     for &seed in &p.seeds {
                         let mut set = train.set.clone();
                         if train.init_from_finetune {
-                            let ft =
-                                finetuned(seed)?.context("init_from_finetune needs [finetune]")?;
-                            set.push(format!("init=\"run:{}\"", ft.run_id));
+                            set.push(format!("init=\"run:{}\"", start(seed)?.run_id));
                         }
                         set.extend(point.overrides()?);
+                        if point.start() == Some("finetuned") {
+                            set.push(format!("init=\"run:{}\"", start(seed)?.run_id));
+                        }
                         let mut r = spec(p, project, d, seed, false, &train.recipe, set)
                             .with_context(|| match point.values.is_empty() {
                                 true => format!("dataset {d}, seed {seed}"),
@@ -366,7 +375,15 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
         for run in &gl {
             items.push((run.clone(), "selected", None));
         }
-        if let (true, Some(run)) = (p.evaluate.untrained_baseline, gl.first()) {
+        // The floor: the initial weights of the first run that does not start from another
+        // run (the pretrained network), else of the first run (the fine-tuned start).
+        let floor = group_loss
+            .iter()
+            .filter(|r| &r.dataset == d)
+            .find(|r| !r.config.init.starts_with("run:"))
+            .map(|r| &r.run_id)
+            .or(gl.first());
+        if let (true, Some(run)) = (p.evaluate.untrained_baseline, floor) {
             items.push((run.clone(), "untrained", None));
         }
         for run in of(&softmax) {

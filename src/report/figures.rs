@@ -12,9 +12,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(super) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
 /// A method's colour (Okabe–Ito, readable by colour-blind readers).
 fn method_colour(m: Method) -> RGBColor {
@@ -28,7 +28,7 @@ fn method_colour(m: Method) -> RGBColor {
 }
 
 /// Ten distinguishable class colours (matplotlib's tab10).
-const CLASS_COLOURS: [RGBColor; 10] = [
+pub(super) const CLASS_COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -41,11 +41,11 @@ const CLASS_COLOURS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(super) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a figure: {e:?}")
 }
 
-fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<String> {
+pub(super) fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<String> {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, size).into_drawing_area();
@@ -56,10 +56,11 @@ fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<Strin
     Ok(buf)
 }
 
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+pub(super) type Chart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// The series' legend box at `position`.
-fn legend<'a, 'b: 'a>(
+pub(super) fn legend<'a, 'b: 'a>(
     chart: &mut Chart<'a, 'b>,
     position: SeriesLabelPosition,
     size: u32,

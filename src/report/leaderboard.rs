@@ -25,8 +25,14 @@ pub const METRICS: [(&str, &str); 4] = [
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub objective: String,
-    /// `lr=1e-4, margin=0.2`: the selected values of the keys tuned for it.
+    /// Its track (the start every objective of the track trains from; "" without tracks).
+    pub track: String,
+    /// `lr=1e-4, margin=0.2`: the selected values of the keys tuned for it; a value on an edge
+    /// of its grid (the lowest or highest of two or more) is marked `(edge)`: the best may lie
+    /// beyond the grid.
     pub selected: String,
+    /// The tuned keys whose selected value lies on an edge of its grid.
+    pub on_edge: Vec<String>,
     /// Mean validation MAP@R (%) of the selected point (what chose it).
     pub val_map_r: Option<f64>,
     /// Test metric → seed → value (%).
@@ -60,8 +66,25 @@ impl Entry {
     }
 }
 
-/// The leaderboard of dataset `d`, when its sweep is a benchmark.
-pub fn entries(d: &DatasetData) -> Option<Vec<Entry>> {
+/// The tracks of `d`'s benchmark in grid order ("" alone without tracks); empty without a
+/// benchmark.
+pub fn tracks(d: &DatasetData) -> Vec<String> {
+    let Some(s) = d.sweep.as_ref().filter(|s| !s.tuned.is_empty()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (t, _) in s.by_objective.keys() {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    // ImageNet first: the track every benchmark has.
+    out.sort_by_key(|t| (t != "imagenet" && !t.is_empty(), t.clone()));
+    out
+}
+
+/// The leaderboard of track `track` of dataset `d`, when its sweep is a benchmark.
+pub fn entries(d: &DatasetData, track: &str) -> Option<Vec<Entry>> {
     let s = d.sweep.as_ref()?;
     if s.tuned.is_empty() {
         return None;
@@ -69,8 +92,12 @@ pub fn entries(d: &DatasetData) -> Option<Vec<Entry>> {
     let mut out: Vec<Entry> = s
         .by_objective
         .iter()
-        .map(|(o, &i)| entry(s, o, i))
+        .filter(|((t, _), _)| t == track)
+        .map(|((t, o), &i)| entry(s, t, o, i))
         .collect();
+    if out.is_empty() {
+        return None;
+    }
     let mean = |e: &Entry| e.cell("map@r").map_or(f64::NEG_INFINITY, |c| c.mean);
     out.sort_by(|a, b| {
         mean(b)
@@ -87,17 +114,51 @@ pub fn entries(d: &DatasetData) -> Option<Vec<Entry>> {
     Some(out)
 }
 
-fn entry(s: &SweepData, objective: &str, i: usize) -> Entry {
+/// Whether `p`'s value of numeric key `k` is the lowest or highest of two or more values that
+/// key takes over the points of `objective` (in `track`).
+fn on_edge(s: &SweepData, track: &str, objective: &str, p: usize, k: usize) -> bool {
+    let of = |i: usize| -> Option<&serde_json::Value> {
+        let v = &s.points[i].values;
+        let objective_key = s.keys.iter().position(|k| k == "objective")?;
+        let track_key = s
+            .keys
+            .iter()
+            .position(|k| k == crate::pipeline::sweep::START);
+        let same_track = track.is_empty() || track_key.is_none_or(|t| show(&v[t]) == track);
+        (v.get(objective_key)?.as_str() == Some(objective) && same_track).then(|| &v[k])
+    };
+    let mut values: Vec<&serde_json::Value> = (0..s.points.len()).filter_map(of).collect();
+    values.sort_by(|a, b| crate::pipeline::sweep::compare(a, b));
+    values.dedup_by(|a, b| crate::pipeline::sweep::compare(a, b).is_eq());
+    let v = &s.points[p].values[k];
+    let is = |x: Option<&&serde_json::Value>| x.is_some_and(|x| compare_eq(x, v));
+    // Only a number has edges: a start or a sampler has no "beyond".
+    v.is_number() && values.len() >= 2 && (is(values.first()) || is(values.last()))
+}
+
+fn compare_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    crate::pipeline::sweep::compare(a, b).is_eq()
+}
+
+fn entry(s: &SweepData, track: &str, objective: &str, i: usize) -> Entry {
     let p = &s.points[i];
     let tuned = s.tuned.get(objective).cloned().unwrap_or_default();
-    let selected = s
-        .keys
-        .iter()
-        .zip(&p.values)
-        .filter(|(k, _)| tuned.contains(k))
-        .map(|(k, v)| format!("{k}={}", show(v)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut on_edge_keys = Vec::new();
+    let mut shown = Vec::new();
+    for (k, key) in s.keys.iter().enumerate() {
+        if !tuned.contains(key) {
+            continue;
+        }
+        let edge = on_edge(s, track, objective, i, k);
+        shown.push(format!(
+            "{key}={}{}",
+            show(&p.values[k]),
+            if edge { " (edge)" } else { "" }
+        ));
+        if edge {
+            on_edge_keys.push(key.clone());
+        }
+    }
     let mut by_seed: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     for m in s.metrics.iter().filter(|m| m.method == Method::GroupLoss) {
         if let Some(r) = p.runs.iter().find(|r| r.run_id == m.subject) {
@@ -109,11 +170,36 @@ fn entry(s: &SweepData, objective: &str, i: usize) -> Entry {
     }
     Entry {
         objective: objective.to_string(),
-        selected,
+        track: track.to_string(),
+        selected: shown.join(", "),
+        on_edge: on_edge_keys,
         val_map_r: (!p.val_map_r.is_empty())
             .then(|| p.val_map_r.iter().sum::<f64>() / p.val_map_r.len() as f64),
         by_seed,
         rank: 0,
+    }
+}
+
+/// The floor of `track`: the pretrained network untrained, or for the fine-tuned track the
+/// fine-tuned start as it is (its label and metric → mean value).
+fn floor(d: &DatasetData, track: &str) -> (String, BTreeMap<String, f64>) {
+    let s = d.sweep.as_ref();
+    match (track, s) {
+        ("finetuned", Some(s)) => (
+            "the fine-tuned start, as it is".into(),
+            s.finetuned_floor
+                .iter()
+                .map(|(m, v)| (m.clone(), v.iter().sum::<f64>() / v.len().max(1) as f64))
+                .collect(),
+        ),
+        _ => (
+            Method::Untrained.label().to_string(),
+            d.metrics
+                .iter()
+                .filter(|m| m.method == Method::Untrained)
+                .map(|m| (m.metric.clone(), m.value))
+                .collect(),
+        ),
     }
 }
 
@@ -135,9 +221,9 @@ fn show_interval(i: &Interval) -> String {
     }
 }
 
-/// The leaderboard table of `d` (`None` without a benchmark).
-pub fn table(d: &DatasetData) -> Option<Table> {
-    let entries = entries(d)?;
+/// The leaderboard table of track `track` of `d` (`None` without a benchmark).
+pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
+    let entries = entries(d, track)?;
     let s = d.sweep.as_ref()?;
     let base = entries.iter().find(|e| e.objective == "group_loss");
     let mut header = vec![
@@ -170,19 +256,9 @@ pub fn table(d: &DatasetData) -> Option<Table> {
         });
         rows.push(r);
     }
-    let floor: BTreeMap<&str, f64> = d
-        .metrics
-        .iter()
-        .filter(|m| m.method == Method::Untrained)
-        .map(|m| (m.metric.as_str(), m.value))
-        .collect();
+    let (floor_label, floor) = floor(d, track);
     if !floor.is_empty() {
-        let mut r = vec![
-            "floor".to_string(),
-            Method::Untrained.label().to_string(),
-            "—".into(),
-            "—".into(),
-        ];
+        let mut r = vec!["floor".to_string(), floor_label, "—".into(), "—".into()];
         r.extend(
             METRICS
                 .iter()
@@ -192,23 +268,42 @@ pub fn table(d: &DatasetData) -> Option<Table> {
         rows.push(r);
     }
     let budget = s.points.len() / s.by_objective.len().max(1);
+    let edges = entries.iter().filter(|e| !e.on_edge.is_empty()).count();
     let seeds = entries
         .iter()
         .filter_map(|e| e.by_seed.get("map@r").map(BTreeMap::len))
         .max()
         .unwrap_or(0);
+    let start = match track {
+        "" => String::new(),
+        "finetuned" => " — track: every objective starts from the same cross-entropy fine-tuned \
+                        network (the authors' start for Group Loss), classifier included"
+            .to_string(),
+        t => format!(" — track: every objective starts from {t}"),
+    };
     let caption = format!(
-        "{}: every objective tuned over the same {budget} points of its grid (its learning rate \
+        "{}{start}: every objective tuned over the same {budget} points of its grid (its learning rate \
          and its main hyper-parameters), the point selected by {}; test metrics of the selected \
          point's {seeds} seeds (%, mean ± std), ranked by mean test MAP@R; Δ is the paired \
          difference to Group Loss over seeds with a 95 % t interval. The pretrained network, \
-         not trained on the dataset, is the floor.",
+         not trained on the dataset, is the floor{}.{}",
         d.name,
         match s.criterion {
             crate::report::data::sweep::Criterion::ValMapR => "mean validation MAP@R over seeds",
             crate::report::data::sweep::Criterion::ValR1 => "mean validation R@1 over seeds",
             crate::report::data::sweep::Criterion::TestR1 =>
                 "mean TEST R@1 (no validation split: the optimistic protocol)",
+        },
+        match track {
+            "finetuned" => " (here: the fine-tuned start, as it is)",
+            _ => "",
+        },
+        match edges {
+            0 => String::new(),
+            n => format!(
+                " {n} selected point(s) lie on an edge of their grid, marked (edge): the best \
+                 value may lie beyond it."
+            ),
         }
     );
     let n = rows.len();
@@ -223,9 +318,10 @@ pub fn table(d: &DatasetData) -> Option<Table> {
     })
 }
 
-/// The leaderboard's figure: test MAP@R per objective in rank order, the floor dashed.
-pub fn figure(d: &DatasetData) -> Option<anyhow::Result<String>> {
-    let entries = entries(d)?;
+/// The leaderboard's figure of `track`: test MAP@R per objective in rank order, the floor
+/// dashed.
+pub fn figure(d: &DatasetData, track: &str) -> Option<anyhow::Result<String>> {
+    let entries = entries(d, track)?;
     let rows: Vec<(String, f64, f64)> = entries
         .iter()
         .filter_map(|e| {
@@ -233,17 +329,17 @@ pub fn figure(d: &DatasetData) -> Option<anyhow::Result<String>> {
             Some((label(&e.objective), c.mean, c.std.unwrap_or(0.0)))
         })
         .collect();
-    let floor = d
-        .metrics
-        .iter()
-        .find(|m| m.method == Method::Untrained && m.metric == "map@r")
-        .map(|m| m.value);
-    Some(crate::report::figures::leaderboard(&d.name, &rows, floor))
+    let floor = floor(d, track).1.get("map@r").copied();
+    let title = match track {
+        "" => d.name.clone(),
+        t => format!("{} ({t} start)", d.name),
+    };
+    Some(crate::report::figures::leaderboard(&title, &rows, floor))
 }
 
-/// What the leaderboard says, in words that follow the intervals.
-pub fn summary(d: &DatasetData) -> Option<String> {
-    let entries = entries(d)?;
+/// What the leaderboard of `track` says, in words that follow the intervals.
+pub fn summary(d: &DatasetData, track: &str) -> Option<String> {
+    let entries = entries(d, track)?;
     let base = entries.iter().find(|e| e.objective == "group_loss")?;
     let (mut above, mut below, mut open) = (Vec::new(), Vec::new(), Vec::new());
     for e in entries.iter().filter(|e| e.objective != "group_loss") {
@@ -258,8 +354,12 @@ pub fn summary(d: &DatasetData) -> Option<String> {
         }
     }
     let seeds = base.by_seed.get("map@r").map_or(0, BTreeMap::len);
+    let from = match track {
+        "" => String::new(),
+        t => format!(" from the {t} start"),
+    };
     let mut s = format!(
-        "Group Loss ranks {} of {} by mean test MAP@R over {seeds} seeds.",
+        "Group Loss ranks {} of {}{from} by mean test MAP@R over {seeds} seeds.",
         base.rank,
         entries.len()
     );
@@ -348,7 +448,7 @@ mod tests {
     #[test]
     fn each_objective_is_chosen_on_validation_and_ranked_on_test() {
         let d = benchmark();
-        let t = table(&d).unwrap();
+        let t = table(&d, "").unwrap();
         let col = |name: &str| t.header.iter().position(|h| h.starts_with(name)).unwrap();
         let rows: Vec<(&str, &str, &str, &str)> = t
             .rows
@@ -361,9 +461,15 @@ mod tests {
         assert_eq!(
             rows,
             [
-                ("1", "contrastive", "lr=1.0, margin=0.5", "54.00 ± 1.00"),
-                ("2", "multi-similarity", "lr=1.0", "51.33 ± 1.53"),
-                ("3", "Group Loss", "lr=1.0", "51.00 ± 1.00"),
+                // Two values per key: every selected value lies on an edge of its grid.
+                (
+                    "1",
+                    "contrastive",
+                    "lr=1.0 (edge), margin=0.5 (edge)",
+                    "54.00 ± 1.00"
+                ),
+                ("2", "multi-similarity", "lr=1.0 (edge)", "51.33 ± 1.53"),
+                ("3", "Group Loss", "lr=1.0 (edge)", "51.00 ± 1.00"),
                 ("floor", "pretrained, untrained", "—", "20.00"),
             ]
         );
@@ -384,14 +490,14 @@ mod tests {
         let delta = col("Δ");
         assert_eq!(t.rows[0][delta], "+3.00 [+0.52, +5.48]");
         assert!(t.caption.contains("the same 2 points") && t.caption.contains("validation MAP@R"));
-        let s = summary(&d).unwrap();
+        let s = summary(&d, "").unwrap();
         assert!(s.starts_with("Group Loss ranks 3 of 3"), "{s}");
         assert!(
             s.contains("Better than Group Loss, the interval excluding zero: contrastive (+3.00"),
             "{s}"
         );
         assert!(s.contains("No difference detectable with 3 seeds (the interval includes zero): multi-similarity"), "{s}");
-        assert!(figure(&d)
+        assert!(figure(&d, "")
             .unwrap()
             .unwrap()
             .contains("test MAP@R per objective"));
@@ -400,6 +506,8 @@ mod tests {
     fn e(objective: &str, map_r: &[(u64, f64)]) -> Entry {
         Entry {
             objective: objective.into(),
+            track: String::new(),
+            on_edge: Vec::new(),
             selected: String::new(),
             val_map_r: None,
             by_seed: [("map@r".to_string(), map_r.iter().copied().collect())].into(),
@@ -419,5 +527,142 @@ mod tests {
         assert_eq!(show_interval(&i), "−1.50 [−7.85, +4.85]");
         let cell = gl.cell("map@r").unwrap();
         assert_eq!(cell.show(), "51.00 ± 1.00");
+    }
+}
+
+#[cfg(test)]
+mod track_tests {
+    use super::*;
+    use crate::report::data::sweep::select;
+    use crate::report::data::RunRow;
+    use crate::report::fixtures::{metric, run};
+    use serde_json::json;
+
+    /// Two objectives × lr ∈ {1, 2, 3} × two tracks × two seeds, validation MAP@R chosen so
+    /// that each track selects differently, and the fine-tune run's metrics as the fine-tuned
+    /// track's floor.
+    fn tracked(tuned_keys: &[&str]) -> DatasetData {
+        let mut d = DatasetData {
+            name: "demo".into(),
+            ..Default::default()
+        };
+        // (objective, lr, start, val MAP@R, test MAP@R)
+        let points = [
+            ("group_loss", 1.0, "imagenet", 50.0, 30.0),
+            ("group_loss", 2.0, "imagenet", 60.0, 31.0),
+            ("group_loss", 3.0, "imagenet", 55.0, 32.0),
+            ("group_loss", 1.0, "finetuned", 70.0, 45.0),
+            ("group_loss", 2.0, "finetuned", 65.0, 44.0),
+            ("group_loss", 3.0, "finetuned", 64.0, 43.0),
+            ("contrastive", 1.0, "imagenet", 40.0, 40.0),
+            ("contrastive", 2.0, "imagenet", 45.0, 41.0),
+            ("contrastive", 3.0, "imagenet", 49.0, 42.0),
+            ("contrastive", 1.0, "finetuned", 60.0, 40.0),
+            ("contrastive", 2.0, "finetuned", 61.0, 41.0),
+            ("contrastive", 3.0, "finetuned", 59.0, 42.0),
+        ];
+        for (i, (o, lr, start, val, test)) in points.iter().enumerate() {
+            for seed in 0..2u64 {
+                let id = format!("r{i}s{seed}");
+                d.group_loss.push(RunRow {
+                    point: vec![json!(lr), json!(o), json!(start)],
+                    val_map_r: Some(*val),
+                    ..run(&id, seed)
+                });
+                let t = test + seed as f64;
+                d.metrics.push(metric(Method::GroupLoss, &id, "map@r", t));
+                d.metrics
+                    .push(metric(Method::GroupLoss, &id, "recall@1", t));
+            }
+        }
+        d.metrics
+            .push(metric(Method::Untrained, "r0s0", "map@r", 20.0));
+        d.metrics.push(metric(Method::Softmax, "ft", "map@r", 35.0));
+        let tuned = ["group_loss", "contrastive"]
+            .into_iter()
+            .map(|o| {
+                (
+                    o.to_string(),
+                    tuned_keys.iter().map(|k| k.to_string()).collect(),
+                )
+            })
+            .collect();
+        let keys = ["lr".to_string(), "objective".into(), "start".into()];
+        select(&mut d, &keys, tuned, &[]);
+        d
+    }
+
+    #[test]
+    fn each_track_selects_ranks_and_floors_on_its_own() {
+        let d = tracked(&["lr"]);
+        assert_eq!(tracks(&d), ["imagenet", "finetuned"]);
+        let rows = |track: &str| -> Vec<(String, String, String)> {
+            let t = table(&d, track).unwrap();
+            let col = |name: &str| t.header.iter().position(|h| h.starts_with(name)).unwrap();
+            t.rows
+                .iter()
+                .map(|r| {
+                    let c = |k: &str| r[col(k)].clone();
+                    (c("objective"), c("selected"), c("MAP@R"))
+                })
+                .collect()
+        };
+        assert_eq!(
+            rows("imagenet"),
+            [
+                (
+                    "contrastive".into(),
+                    "lr=3.0 (edge)".into(),
+                    "42.50 ± 0.71".into()
+                ),
+                ("Group Loss".into(), "lr=2.0".into(), "31.50 ± 0.71".into()),
+                ("pretrained, untrained".into(), "—".into(), "20.00".into()),
+            ]
+        );
+        assert_eq!(
+            rows("finetuned"),
+            [
+                (
+                    "Group Loss".into(),
+                    "lr=1.0 (edge)".into(),
+                    "45.50 ± 0.71".into()
+                ),
+                ("contrastive".into(), "lr=2.0".into(), "41.50 ± 0.71".into()),
+                (
+                    "the fine-tuned start, as it is".into(),
+                    "—".into(),
+                    "35.00".into()
+                ),
+            ]
+        );
+        let t = table(&d, "finetuned").unwrap();
+        assert!(
+            t.caption.contains("1 selected point(s) lie on an edge"),
+            "{}",
+            t.caption
+        );
+        assert!(t.caption.contains("fine-tuned"), "{}", t.caption);
+        let s = summary(&d, "finetuned").unwrap();
+        assert!(
+            s.starts_with("Group Loss ranks 1 of 2 from the finetuned start"),
+            "{s}"
+        );
+        let s = summary(&d, "imagenet").unwrap();
+        assert!(
+            s.starts_with("Group Loss ranks 2 of 2 from the imagenet start"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn a_start_tuned_like_any_key_makes_no_tracks() {
+        // The same runs where every objective tunes `start` (demo_tune): one entry per
+        // objective, the start among its selected values.
+        let d = tracked(&["lr", "start"]);
+        assert_eq!(tracks(&d), [""]);
+        let e = entries(&d, "").unwrap();
+        let gl = e.iter().find(|e| e.objective == "group_loss").unwrap();
+        assert_eq!(gl.selected, "lr=1.0 (edge), start=finetuned");
+        assert_eq!(e.len(), 2);
     }
 }

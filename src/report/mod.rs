@@ -3,6 +3,7 @@
 //! into `reports/<profile>/`, with `reports/README.md` linking every profile's report. Nothing
 //! in the output depends on the time or the machine, so the same catalogue gives the same bytes.
 
+pub mod curves;
 pub mod data;
 pub mod environment;
 pub mod figures;
@@ -309,14 +310,23 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 d.name
             );
         }
-        if let Some(t) = leaderboard::table(d) {
-            table_files(&mut files, &format!("{}-leaderboard", d.name), &t);
+        for track in leaderboard::tracks(d) {
+            let Some(t) = leaderboard::table(d, &track) else {
+                continue;
+            };
+            let (name, heading) = match track.as_str() {
+                "" => (format!("{}-leaderboard", d.name), "Leaderboard".to_string()),
+                tr => (
+                    format!("{}-leaderboard-{tr}", d.name),
+                    format!("Leaderboard: {tr} start"),
+                ),
+            };
+            table_files(&mut files, &name, &t);
             md += &format!(
-                "### Leaderboard\n\n{}\n\n{}\n{}\n\nLaTeX: [`tables/{3}-leaderboard.tex`](tables/{3}-leaderboard.tex).\n\n",
+                "### {heading}\n\n{}\n\n{}\n{}\n\nLaTeX: [`tables/{name}.tex`](tables/{name}.tex).\n\n",
                 t.caption,
                 t.to_markdown(),
-                leaderboard::summary(d).unwrap_or_default(),
-                d.name
+                leaderboard::summary(d, &track).unwrap_or_default(),
             );
         }
         let mut figure = |name: String, bytes: Vec<u8>, alt: &str, md: &mut String| {
@@ -326,9 +336,22 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 bytes,
             });
         };
-        if let Some(svg) = leaderboard::figure(d).transpose()? {
-            let name = format!("{}-leaderboard.svg", d.name);
-            figure(name, svg.into_bytes(), "test MAP@R per objective", &mut md);
+        for track in leaderboard::tracks(d) {
+            if let Some(svg) = leaderboard::figure(d, &track).transpose()? {
+                let name = match track.as_str() {
+                    "" => format!("{}-leaderboard.svg", d.name),
+                    tr => format!("{}-leaderboard-{tr}.svg", d.name),
+                };
+                figure(name, svg.into_bytes(), "test MAP@R per objective", &mut md);
+            }
+        }
+        if let Some(s) = d.sweep.as_ref().filter(|s| !s.tuned.is_empty()) {
+            let (text, fig) = curves::benchmark_section(cat, &d.name, s)?;
+            md += &text;
+            if let Some(f) = fig {
+                let name = f.rel.trim_start_matches("figures/").to_string();
+                figure(name, f.bytes, "validation MAP@R per epoch", &mut md);
+            }
         }
         // A benchmark's grids differ by objective: R@1 against one key would mix them.
         if let Some(s) = d.sweep.as_ref().filter(|s| s.tuned.is_empty()) {

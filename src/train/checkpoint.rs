@@ -5,10 +5,9 @@
 //! next as the commit point; what the state no longer names is pruned by
 //! [`RunDir::prune`](crate::train::run_dir::RunDir::prune).
 
-use crate::train::config::Selection;
 use crate::train::radam::RAdam;
 use crate::train::run_dir::{EpochRecord, RunDir, RunState};
-use crate::train::selection::{self, Bests};
+use crate::train::selection::{self, Bests, Rule};
 use anyhow::{Context, Result};
 use tch::nn;
 
@@ -29,23 +28,17 @@ impl<'a> Checkpointer<'a> {
         &self,
         vs: &nn::VarStore,
         opt: &RAdam,
-        rule: Selection,
+        rule: Rule,
         state: &mut RunState,
         rec: &EpochRecord,
     ) -> Result<()> {
         self.save_epoch(vs, opt, state, rec.epoch)?;
-        let r1 = |r: &Option<Vec<f64>>| r.as_ref().and_then(|v| v.first().copied());
         let mut bests = Bests {
             val: state.best_val,
             test: state.best_test,
         };
-        let select = selection::update(
-            rule,
-            &mut bests,
-            rec.epoch,
-            r1(&rec.val_recall),
-            r1(&rec.test_recall),
-        );
+        let (val, test) = rule.values(rec);
+        let select = selection::update(rule, &mut bests, rec.epoch, val, test);
         (state.best_val, state.best_test) = (bests.val, bests.test);
         if select {
             self.save_selected(vs, state, rec.epoch)?;
@@ -123,7 +116,15 @@ fn write_contiguous(named: &[(String, tch::Tensor)], path: &std::path::Path) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::config::{SelectMetric, Selection};
     use crate::train::radam::RAdamParams;
+
+    fn by_r1(selection: Selection) -> Rule {
+        Rule {
+            selection,
+            metric: SelectMetric::RecallAt1,
+        }
+    }
 
     fn record(epoch: usize, val_r1: f64) -> EpochRecord {
         EpochRecord {
@@ -140,6 +141,8 @@ mod tests {
             val_recall: Some(vec![val_r1]),
             test_recall: Some(vec![0.5]),
             reloaded_from: None,
+            val_map_at_r: None,
+            test_map_at_r: None,
         }
     }
 
@@ -156,7 +159,7 @@ mod tests {
         // A leftover of a run killed mid-write is replaced, not trusted.
         std::fs::create_dir_all(d.path().join("checkpoint-e001.tmp")).unwrap();
         std::fs::write(d.path().join("checkpoint-e001.tmp/junk"), b"x").unwrap();
-        cp.commit(&vs, &opt, Selection::Val, &mut st, &record(1, 0.6))
+        cp.commit(&vs, &opt, by_r1(Selection::Val), &mut st, &record(1, 0.6))
             .unwrap();
         assert!(!d.path().join("checkpoint-e001.tmp").exists());
         assert!(!d.path().join("checkpoint-e001/junk").exists());
@@ -176,13 +179,13 @@ mod tests {
         tch::no_grad(|| {
             let _ = w.shallow_clone().fill_(2.0);
         });
-        cp.commit(&vs, &opt, Selection::Val, &mut st, &record(2, 0.4))
+        cp.commit(&vs, &opt, by_r1(Selection::Val), &mut st, &record(2, 0.4))
             .unwrap();
         assert_eq!((st.epoch, st.selected_epoch), (2, Some(1)));
         assert!(st.sha256.contains_key("checkpoint-e002/model.safetensors"));
         assert!(!st.sha256.contains_key("checkpoint-e001/model.safetensors"));
         // …and the last-epoch rule takes it anyway.
-        cp.commit(&vs, &opt, Selection::Last, &mut st, &record(3, 0.1))
+        cp.commit(&vs, &opt, by_r1(Selection::Last), &mut st, &record(3, 0.1))
             .unwrap();
         assert_eq!(st.selected_epoch, Some(3));
         assert!(!st.sha256.contains_key("selected-e001.safetensors"));

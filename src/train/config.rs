@@ -89,6 +89,41 @@ pub enum Selection {
     Last,
 }
 
+/// The metric a run's validation and test bests are taken by (the recipe key `select_metric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectMetric {
+    /// Recall@1 (the paper's and the official code's).
+    #[default]
+    #[serde(rename = "recall_at_1")]
+    RecallAt1,
+    /// MAP@R (Musgrave et al. 2020): it keeps moving where R@1 saturates, e.g. on a few
+    /// validation classes.
+    MapAtR,
+}
+
+impl SelectMetric {
+    /// Its name in the recipe and in `state.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SelectMetric::RecallAt1 => "recall_at_1",
+            SelectMetric::MapAtR => "map_at_r",
+        }
+    }
+}
+
+/// Where a run starts, when a profile tunes or tracks it (the recipe key `start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// The backbone's ImageNet weights and a fresh classifier (`init` must be `imagenet`).
+    Imagenet,
+    /// The authors' start (`net/load_trained_net.py`, `train_finetune.py`): the profile's
+    /// cross-entropy fine-tuned network, classifier included, so the Group Loss priors
+    /// softmax(z/τ) start meaningful. The pipeline sets `init` to `run:<that run>`.
+    Finetuned,
+}
+
 /// Every knob of a run. Serialised into the run directory as `config.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +133,10 @@ pub struct TrainConfig {
     /// Initial weights: `imagenet` (the backbone's ImageNet weights), `none` (random),
     /// `weights:<name>` (a `gl weights` entry) or `run:<run id>` (another run's selected model).
     pub init: String,
+    /// The start as a choice a sweep or benchmark can tune or track ([`Start`]); unset = as
+    /// `init` says. Left out of `config.json` while unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
     /// Linear embedding after the pooled features; 0 = none (the paper).
     pub embedding_dim: i64,
     pub batchnorm: BatchNormMode,
@@ -162,6 +201,16 @@ pub struct TrainConfig {
     pub lr_gamma: f64,
     pub lr_decay: LrDecay,
     pub selection: Selection,
+    /// The metric of the validation and test bests (`selection` "val" and "test"):
+    /// `recall_at_1` (the paper's) or `map_at_r`. Left out of `config.json` while R@1 (stable
+    /// run ids, as `optimizer`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub select_metric: SelectMetric,
+    /// Early stopping: with `selection = "val"`, stop once this many epochs in a row brought no
+    /// strict improvement of the validation `select_metric` (`epochs` stays the maximum);
+    /// 0 = off. Needs `eval_every = 1`. Left out of `config.json` while 0.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub patience: usize,
     /// At each lr drop, reload the best model so far (the official `train.py`).
     pub reload_best_at_lr_drop: bool,
     /// Fraction of the training classes held out for validation (class-disjoint); 0 = none.
@@ -348,6 +397,20 @@ impl TrainConfig {
             "init must be imagenet, none, weights:<name> or run:<id>, got {:?}",
             self.init
         );
+        match self.start {
+            Some(Start::Imagenet) => ensure!(
+                self.init == "imagenet",
+                "start = \"imagenet\" needs init = \"imagenet\", got {:?}",
+                self.init
+            ),
+            Some(Start::Finetuned) => ensure!(
+                self.init.starts_with("run:"),
+                "start = \"finetuned\" needs init = \"run:<the fine-tuned run>\" (the pipeline \
+                 sets it from the profile's [finetune] table), got {:?}",
+                self.init
+            ),
+            None => {}
+        }
         ensure!(self.embedding_dim >= 0, "embedding_dim must be ≥ 0");
         ensure!(self.eval_every >= 1, "eval_every must be ≥ 1");
         for (name, v) in [
@@ -383,6 +446,22 @@ impl TrainConfig {
             self.selection != Selection::Val || self.val_fraction > 0.0,
             "selection = \"val\" needs val_fraction > 0 (or use selection = \"test\", the paper's protocol, or \"last\")"
         );
+        if self.patience > 0 {
+            ensure!(
+                self.selection == Selection::Val,
+                "patience = {} needs selection = \"val\" (early stopping watches the validation \
+                 metric), got selection = \"{}\"",
+                self.patience,
+                format!("{:?}", self.selection).to_lowercase()
+            );
+            ensure!(
+                self.eval_every == 1,
+                "patience = {} needs eval_every = 1 (it counts evaluated epochs), got eval_every \
+                 = {}",
+                self.patience,
+                self.eval_every
+            );
+        }
         ensure!(
             self.input_size >= 16 && self.input_size <= self.resize,
             "input_size must be in 16..=resize ({}), got {}",

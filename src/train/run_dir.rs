@@ -18,7 +18,7 @@
 //! * `failed.json` — [`Failure`], when the last attempt failed (removed when it is resumed).
 
 use crate::fsutil::write_atomic;
-use crate::train::config::TrainConfig;
+use crate::train::config::{SelectMetric, TrainConfig};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,6 +81,12 @@ pub struct EpochRecord {
     pub test_recall: Option<Vec<f64>>,
     /// The model was reloaded from the selected epoch before this epoch (official lr drop).
     pub reloaded_from: Option<usize>,
+    /// MAP@R (a fraction) of the same embeddings as `val_recall` and `test_recall`; `None`
+    /// where those are, where no query has a positive, and in records written before it.
+    #[serde(default)]
+    pub val_map_at_r: Option<f64>,
+    #[serde(default)]
+    pub test_map_at_r: Option<f64>,
 }
 
 /// Recall@K of the initial network (`untrained.json`).
@@ -91,11 +97,16 @@ pub struct Untrained {
     pub seconds: f64,
 }
 
-/// Best epoch under one metric.
+/// Best epoch under the run's `select_metric`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Best {
     pub epoch: usize,
-    pub recall_at_1: f64,
+    /// What `value` measures; `recall_at_1` in states written before the key existed.
+    #[serde(default)]
+    pub metric: SelectMetric,
+    /// The metric at `epoch` (a fraction); `recall_at_1` in states written before `metric`.
+    #[serde(alias = "recall_at_1")]
+    pub value: f64,
 }
 
 /// The commit point after each epoch (the default: before the first).
@@ -207,6 +218,32 @@ pub struct RunSummary {
     pub test_recall_untrained: Option<Vec<f64>>,
     pub val_recall_untrained: Option<Vec<f64>>,
     pub seconds: f64,
+    /// Why training ended before the recipe's `epochs` (`epochs` above is how many it ran);
+    /// absent when it ran them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<EarlyStop>,
+}
+
+/// Why a run ended before its last epoch (`run.json`'s `stopped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `patience` epochs in a row without a strict improvement of the validation metric.
+    Patience,
+}
+
+/// A run stopped early: at which epoch, out of how many, and on what evidence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EarlyStop {
+    pub reason: StopReason,
+    /// The last epoch trained.
+    pub epoch: usize,
+    /// The recipe's `epochs`.
+    pub max_epochs: usize,
+    pub patience: usize,
+    pub metric: SelectMetric,
+    /// The best validation epoch (the selected one), `None` when validation never measured.
+    pub best_epoch: Option<usize>,
 }
 
 /// Paths inside one run directory.

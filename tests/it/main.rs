@@ -19,6 +19,7 @@ mod fetch;
 #[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
 mod group_loss_golden;
 mod group_loss_properties;
+mod linear_init;
 mod numerics;
 mod pair_losses_golden;
 mod pipeline;
@@ -28,6 +29,7 @@ mod radam;
 mod released;
 #[cfg(feature = "test-slurm")] // installs Slurm from Debian packages: `just test` enables it
 mod slurm;
+mod tracks;
 mod train;
 mod transform;
 mod weights;

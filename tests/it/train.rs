@@ -292,3 +292,96 @@ fn channels_last_and_bf16_autocast_train_like_the_default_layout() {
     }
     assert_ne!(bf16, base, "bf16 autocast changed nothing");
 }
+
+/// Early stopping: with `patience = 1` a run stops after the first epoch that does not strictly
+/// improve its validation MAP@R, well before `epochs = 6`; it is complete (run.json says where
+/// and why), and `--resume` trains nothing more — also when run.json was lost after the
+/// stopping epoch's commit. lr = 0 keeps the weights, so epoch 2 ties epoch 1 exactly.
+#[test]
+fn patience_stops_a_run_whose_validation_stops_improving() {
+    let _serial = serial();
+    let id = "patience";
+    let args = demo_project::tiny_train_args(
+        id,
+        &[
+            "--set=epochs=6",
+            "--set=lr_milestones=[]",
+            "--set=patience=1",
+            "--set=select_metric=\"map_at_r\"",
+            "--set=lr=0.0",
+            "--set=classifier_lr=0.0",
+        ],
+    );
+    let (code, out, err) = gl_cli::run(project(), &args, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped early after epoch 2 of 6"), "{out}");
+    let e = epochs(id);
+    assert!(e.len() < 6, "ran all {} epochs", e.len());
+    assert_eq!(e.len(), 2);
+    let map = |r: &Value| r["val_map_at_r"].as_f64().expect("val MAP@R per epoch");
+    assert!(e[0]["test_map_at_r"].as_f64().is_some(), "{}", e[0]);
+    // The last epoch was no strict improvement on the best before it.
+    assert!(
+        map(&e[1]) <= map(&e[0]),
+        "{} then {}",
+        map(&e[0]),
+        map(&e[1])
+    );
+    let summary = std::fs::read(run_dir(id).join("run.json")).unwrap();
+    let sum: Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(
+        (sum["status"].as_str(), sum["epochs"].as_u64()),
+        (Some("completed"), Some(2))
+    );
+    let stopped = &sum["stopped"];
+    assert_eq!(stopped["reason"], "patience", "{sum}");
+    assert_eq!(
+        (
+            stopped["epoch"].as_u64(),
+            stopped["max_epochs"].as_u64(),
+            stopped["best_epoch"].as_u64()
+        ),
+        (Some(2), Some(6), Some(1)),
+        "{sum}"
+    );
+    assert_eq!(sum["selected_epoch"].as_u64(), Some(1));
+    let st = state(id).unwrap();
+    assert_eq!(st["best_val"]["metric"], "map_at_r", "{st}");
+    assert_eq!(st["best_val"]["value"].as_f64(), Some(map(&e[0])));
+
+    // Completed in the catalogue, with fewer epochs than planned and their MAP@R.
+    let (code, out, err) = gl_cli::run(
+        project(),
+        &[
+            "sql",
+            "select r.status, r.epochs_planned, r.epochs_done, count(e.val_map_at_r), \
+             json_extract_string(r.summary, '$.stopped.reason') \
+             from runs r join epochs e using (run_id) where run_id = 'patience' group by all",
+            "--format",
+            "csv",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("completed,6,2,2,patience"), "{out}");
+
+    // `--resume` of the stopped run trains nothing and leaves run.json as it was.
+    let resume = [args.as_slice(), &["--resume"]].concat();
+    let (code, out, err) = gl_cli::run(project(), &resume, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(epochs(id).len(), 2);
+    assert_eq!(
+        std::fs::read(run_dir(id).join("run.json")).unwrap(),
+        summary
+    );
+    assert!(!run_dir(id).join("checkpoint-e003").exists());
+    // Killed between the stopping epoch's commit and run.json: resuming only writes run.json.
+    std::fs::remove_file(run_dir(id).join("run.json")).unwrap();
+    let (code, out, err) = gl_cli::run(project(), &resume, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(epochs(id).len(), 2);
+    assert_eq!(state(id).unwrap()["epoch"], 2);
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(run_dir(id).join("run.json")).unwrap()).unwrap();
+    assert_eq!(again["stopped"], sum["stopped"]);
+}

@@ -248,7 +248,11 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
             .with_context(|| format!("pipeline_profiles {profile:?}: benchmark"))?,
         None => Default::default(),
     };
-    let sweep = crate::pipeline::sweep::swept_keys(&grid, &benchmark);
+    let tracked = v
+        .get("tracks")
+        .and_then(|t| t.as_array())
+        .is_some_and(|t| !t.is_empty());
+    let sweep = crate::pipeline::sweep::swept_keys(&grid, &benchmark, tracked);
     let tasks = tasks
         .map(|t| serde_json::from_str(&t))
         .transpose()

@@ -41,9 +41,13 @@ pub struct SweepData {
     pub selected: usize,
     /// With `objective` swept: the selected `cross_entropy` point (the softmax row).
     pub selected_softmax: Option<usize>,
-    /// With `objective` swept: each objective's selected point, by objective name — every
-    /// objective chosen by the same criterion from its own points (the benchmark's rule).
-    pub by_objective: BTreeMap<String, usize>,
+    /// With `objective` swept: each objective's selected point, by (track, objective name) —
+    /// every objective chosen by the same criterion from its own points (the benchmark's
+    /// rule), within its track (`start`; "" for a benchmark without tracks).
+    pub by_objective: BTreeMap<(String, String), usize>,
+    /// A tracked benchmark's fine-tuned start, evaluated as it is: the test metrics of the
+    /// `[finetune]` runs (metric → values), the floor of the `finetuned` track.
+    pub finetuned_floor: BTreeMap<String, Vec<f64>>,
     /// A benchmark's grid keys per objective (what was tuned for it); empty for a sweep.
     pub tuned: BTreeMap<String, Vec<String>>,
     /// Selected on validation; `false` when some point has no validation numbers and the mean
@@ -147,32 +151,76 @@ pub fn select(
             .map(str::to_string)
     };
     // The best point by the criterion among those `admit` lets compete.
-    let best = |admit: &dyn Fn(Option<String>) -> bool| -> Option<usize> {
-        let mut best: Option<(usize, f64)> = None;
-        for (i, p) in points.iter().enumerate() {
-            if !evaluated(p) || !admit(objective_of(p)) {
+    // With `only`, that point alone competes (and the score comes back with it).
+    let best =
+        |admit: &dyn Fn(Option<String>) -> bool, only: Option<usize>| -> Option<(usize, f64)> {
+            let mut best: Option<(usize, f64)> = None;
+            for (i, p) in points.iter().enumerate() {
+                if only.is_some_and(|j| j != i) || !evaluated(p) || !admit(objective_of(p)) {
+                    continue;
+                }
+                let v = match criterion {
+                    Criterion::ValMapR => p.val_map_r.clone(),
+                    Criterion::ValR1 => p.val_r1.clone(),
+                    Criterion::TestR1 => test_r1(p),
+                };
+                let score = v.iter().sum::<f64>() / v.len() as f64;
+                if best.is_none_or(|b| score > b.1) {
+                    best = Some((i, score));
+                }
+            }
+            best
+        };
+    let selected = best(&|o| o.is_none_or(|o| o == "group_loss"), None).map_or(0, |b| b.0);
+    let selected_softmax = best(&|o| o.as_deref() == Some("cross_entropy"), None).map(|b| b.0);
+    // A benchmark with `start` among its keys that no objective tunes runs its grids once
+    // per track (`validate_tracks`): each objective is selected within its track.
+    let start = crate::pipeline::sweep::START;
+    let track_key = keys
+        .iter()
+        .position(|k| k == start)
+        .filter(|_| !tuned.is_empty() && !tuned.values().any(|k| k.iter().any(|k| k == start)));
+    let track_of = |i: usize| -> String {
+        track_key
+            .and_then(|k| points[i].values.get(k))
+            .map_or(String::new(), crate::pipeline::sweep::show)
+    };
+    let mut by_objective = BTreeMap::new();
+    for (j, name) in points
+        .iter()
+        .enumerate()
+        .filter_map(|(j, p)| Some((j, objective_of(p)?)))
+    {
+        let track = track_of(j);
+        let key = (track.clone(), name.clone());
+        if by_objective.contains_key(&key) {
+            continue;
+        }
+        let mut best_in: Option<(usize, f64)> = None;
+        for i in (0..points.len()).filter(|&i| track_of(i) == track) {
+            if objective_of(&points[i]).as_deref() != Some(name.as_str()) {
                 continue;
             }
-            let v = match criterion {
-                Criterion::ValMapR => p.val_map_r.clone(),
-                Criterion::ValR1 => p.val_r1.clone(),
-                Criterion::TestR1 => test_r1(p),
-            };
-            let score = v.iter().sum::<f64>() / v.len() as f64;
-            if best.is_none_or(|b| score > b.1) {
-                best = Some((i, score));
+            if let Some(b) = best(&|o| o.as_deref() == Some(name.as_str()), Some(i)) {
+                if best_in.is_none_or(|x| b.1 > x.1) {
+                    best_in = Some(b);
+                }
             }
         }
-        best.map(|b| b.0)
-    };
-    let selected = best(&|o| o.is_none_or(|o| o == "group_loss")).unwrap_or(0);
-    let selected_softmax = best(&|o| o.as_deref() == Some("cross_entropy"));
-    let mut by_objective = BTreeMap::new();
-    for name in points.iter().filter_map(objective_of) {
-        if let Some(i) = best(&|o| o.as_deref() == Some(name.as_str())) {
-            by_objective.insert(name, i);
+        if let Some((i, _)) = best_in {
+            by_objective.insert(key, i);
         }
     }
+    let finetuned_floor = match track_key {
+        Some(_) => {
+            let mut f: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for m in d.metrics.iter().filter(|m| m.method == Method::Softmax) {
+                f.entry(m.metric.clone()).or_default().push(m.value);
+            }
+            f
+        }
+        None => BTreeMap::new(),
+    };
     let (swept, kept): (Vec<MetricRow>, Vec<MetricRow>) = std::mem::take(&mut d.metrics)
         .into_iter()
         .partition(|m| matches!(m.method, Method::GroupLoss | Method::Ensemble));
@@ -218,6 +266,7 @@ pub fn select(
         selected,
         selected_softmax,
         by_objective,
+        finetuned_floor,
         tuned,
         on_validation,
         criterion,

@@ -22,10 +22,14 @@ pub fn untrained_line(u: &Untrained, ks: &[usize]) -> String {
     )
 }
 
-/// One line per epoch: losses, lr, throughput, times, validation and test Recall@K.
+/// One line per epoch: losses, lr, throughput, times, validation and test Recall@K and MAP@R.
 pub fn epoch_line(r: &EpochRecord, ks: &[usize]) -> String {
-    let fmt = |name: &str, v: &Option<Vec<f64>>| match v {
-        Some(v) => format!(" | {name} {}", recalls(ks, v)),
+    let fmt = |name: &str, v: &Option<Vec<f64>>, map: Option<f64>| match v {
+        Some(v) => format!(
+            " | {name} {}{}",
+            recalls(ks, v),
+            map.map_or(String::new(), |m| format!(" MAP@R {:.2}", 100.0 * m))
+        ),
         None => String::new(),
     };
     format!(
@@ -38,7 +42,7 @@ pub fn epoch_line(r: &EpochRecord, ks: &[usize]) -> String {
         r.images_per_second,
         r.train_seconds,
         r.eval_seconds,
-        fmt("val", &r.val_recall),
-        fmt("test", &r.test_recall)
+        fmt("val", &r.val_recall, r.val_map_at_r),
+        fmt("test", &r.test_recall, r.test_map_at_r)
     )
 }

@@ -1,7 +1,9 @@
 //! `gl train`: a whole run from the resolved configuration to the run directory — crops
 //! prepared (idempotent), class-disjoint splits, the network and its initial weights, RAdam,
 //! then per epoch: train, evaluate validation and test Recall@K, checkpoint (atomic), update the
-//! selected model, commit `state.json`. `--resume` continues from the last commit exactly.
+//! selected model, commit `state.json` — until the recipe's last epoch, or earlier when
+//! `patience` epochs brought no better validation metric. `--resume` continues from the last
+//! commit exactly.
 //!
 //! In parts: [`inputs`] (crops, splits, open or resume the run directory), [`trainee`] (the
 //! network and optimiser, built or restored, and one epoch), the checkpointer and the selection
@@ -18,6 +20,7 @@ use crate::train::checkpoint::Checkpointer;
 use crate::train::config::{CheckedConfig, TrainConfig};
 use crate::train::criterion::Criterion;
 use crate::train::run_dir::{EpochRecord, RunDir, RunState, RunSummary, Untrained};
+use crate::train::selection::{self, Rule};
 use anyhow::Result;
 use inputs::Inputs;
 use std::path::PathBuf;
@@ -98,11 +101,17 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
         run_dir.write_json(&run_dir.untrained_path(), &rec)?;
     }
     let checkpointer = Checkpointer::new(run_dir);
+    let rule = Rule::of(cfg);
     for e in t.state.epoch + 1..=cfg.epochs {
+        // Decided from the committed state: a run killed after its stopping epoch's commit
+        // stops here when resumed.
+        if selection::early_stop(cfg, &t.state).is_some() {
+            break;
+        }
         let record = t.epoch(s, &inputs, run_dir, &criterion, e)?;
         tracing::info!(?record, "epoch done");
         obs.epoch(&record, &cfg.recall_ks);
-        checkpointer.commit(&t.vs, &t.opt, cfg.selection, &mut t.state, &record)?;
+        checkpointer.commit(&t.vs, &t.opt, rule, &mut t.state, &record)?;
         t.records.push(record);
         run_dir.write_epochs(&t.records)?;
         run_dir.write_json(&run_dir.state_path(), &t.state)?;
@@ -118,10 +127,12 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
     })
 }
 
-/// `--resume` of a finished run: nothing to do, its record stays as it was.
+/// `--resume` of a finished run — all its epochs trained, or stopped early
+/// ([`selection::early_stop`]) — nothing to do, its record stays as it was.
 fn finished(dir: &RunDir, state: Option<&RunState>, cfg: &TrainConfig) -> Result<Option<Outcome>> {
+    let done = |st: &RunState| st.epoch >= cfg.epochs || selection::early_stop(cfg, st).is_some();
     match state {
-        Some(st) if st.epoch >= cfg.epochs && dir.summary_path().exists() => Ok(Some(Outcome {
+        Some(st) if done(st) && dir.summary_path().exists() => Ok(Some(Outcome {
             epochs: dir.epochs(Some(st.epoch))?,
             summary: RunDir::read_json(&dir.summary_path())?,
             run_dir: dir.clone(),
@@ -130,7 +141,8 @@ fn finished(dir: &RunDir, state: Option<&RunState>, cfg: &TrainConfig) -> Result
     }
 }
 
-/// Writes `run.json`: test R@1 under each selection protocol, the untrained network's.
+/// Writes `run.json`: test R@1 under each selection protocol, the untrained network's, and why
+/// the run stopped early if it did.
 fn summarise(
     dir: &RunDir,
     cfg: &TrainConfig,
@@ -160,6 +172,7 @@ fn summarise(
         test_recall_untrained: untrained.as_ref().and_then(|u| u.test_recall.clone()),
         val_recall_untrained: untrained.and_then(|u| u.val_recall),
         seconds: started.elapsed().as_secs_f64(),
+        stopped: selection::early_stop(cfg, st),
     };
     dir.write_json(&dir.summary_path(), &summary)?;
     Ok(summary)

@@ -22,6 +22,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::nn;
 
+/// What an epoch measures on one split.
+struct SplitRetrieval {
+    /// Recall@K as fractions, in the order of the recipe's `recall_ks` (those below the size).
+    recall: Vec<f64>,
+    /// `None` when no image has another of its class.
+    map_at_r: Option<f64>,
+}
+
 pub struct Trainee {
     pub vs: nn::VarStore,
     pub net: EmbeddingNet,
@@ -144,12 +152,12 @@ impl Trainee {
         self.steps += losses.batches;
         let eval_start = Instant::now();
         let evaluate = e.is_multiple_of(cfg.eval_every) || e == cfg.epochs;
-        let recall = |idx: &[usize]| match evaluate {
-            true => self.recall_of(s, &inputs.rows, idx),
+        let retrieval = |idx: &[usize]| match evaluate {
+            true => self.retrieval_of(s, &inputs.rows, idx),
             false => Ok(None),
         };
-        let val_recall = recall(&splits.val).context("validation")?;
-        let test_recall = recall(&splits.test).context("test")?;
+        let val = retrieval(&splits.val).context("validation")?;
+        let test = retrieval(&splits.test).context("test")?;
         Ok(EpochRecord {
             epoch: e,
             lr,
@@ -161,9 +169,11 @@ impl Trainee {
             train_seconds: losses.seconds,
             eval_seconds: eval_start.elapsed().as_secs_f64(),
             images_per_second: losses.images as f64 / losses.seconds.max(1e-9),
-            val_recall,
-            test_recall,
+            val_recall: val.as_ref().map(|m| m.recall.clone()),
+            test_recall: test.as_ref().map(|m| m.recall.clone()),
             reloaded_from,
+            val_map_at_r: val.and_then(|m| m.map_at_r),
+            test_map_at_r: test.and_then(|m| m.map_at_r),
         })
     }
 
@@ -171,20 +181,24 @@ impl Trainee {
     pub fn untrained(&self, s: &Settings, inputs: &Inputs) -> Result<Untrained> {
         let t = Instant::now();
         let rows = &inputs.rows;
+        let recall = |idx: &[usize]| -> Result<Option<Vec<f64>>> {
+            Ok(self.retrieval_of(s, rows, idx)?.map(|m| m.recall))
+        };
         Ok(Untrained {
-            val_recall: self.recall_of(s, rows, &inputs.splits.val)?,
-            test_recall: self.recall_of(s, rows, &inputs.splits.test)?,
+            val_recall: recall(&inputs.splits.val)?,
+            test_recall: recall(&inputs.splits.test)?,
             seconds: t.elapsed().as_secs_f64(),
         })
     }
 
-    /// Recall@K of `idx` (the configured K below the set's size), or `None` for an empty set.
-    fn recall_of(
+    /// Recall@K (the configured K below the set's size) and MAP@R of `idx`, from one embedding
+    /// of it and one neighbour search, or `None` for an empty set.
+    fn retrieval_of(
         &self,
         s: &Settings,
         rows: &Arc<Vec<CropRow>>,
         idx: &[usize],
-    ) -> Result<Option<Vec<f64>>> {
+    ) -> Result<Option<SplitRetrieval>> {
         if idx.is_empty() {
             return Ok(None);
         }
@@ -197,7 +211,18 @@ impl Trainee {
             .copied()
             .filter(|&k| k < emb.labels.len())
             .collect();
-        retrieval::recall_at_k(&emb.features, &emb.labels, &ks).map(Some)
+        // MAP@R searches the R nearest (R up to the largest class − 1) where Recall@K needs
+        // only max K; the neighbours are ordered by a total key, so Recall@K is the same.
+        let p = retrieval::RetrievalParams {
+            recall_ks: ks,
+            map_at_r: true,
+            ..Default::default()
+        };
+        let r = retrieval::evaluate(&emb.features, &emb.labels, &p)?;
+        Ok(Some(SplitRetrieval {
+            recall: r.recall.into_iter().map(|(_, v)| v).collect(),
+            map_at_r: r.map_at_r,
+        }))
     }
 
     fn last_good(&self, dir: &RunDir) -> String {
