@@ -47,6 +47,7 @@ pub fn measure(
     let head = HeadParams {
         embedding_dim: Some(EMBEDDING),
         num_classes: M,
+        init: Default::default(),
     };
     let net = EmbeddingNet::new(&vs.root(), "efficientnet_lite0", head)?;
     let n = (CLASSES * PER_CLASS) as i64;

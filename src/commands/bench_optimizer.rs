@@ -122,6 +122,7 @@ fn trainable_shapes(backbone: &str, classes: i64) -> Result<Vec<Vec<i64>>> {
         HeadParams {
             embedding_dim: None,
             num_classes: classes,
+            init: Default::default(),
         },
     )?;
     Ok(vs.trainable_variables().iter().map(Tensor::size).collect())

@@ -339,6 +339,7 @@ fn bench_backbone(
         HeadParams {
             embedding_dim: None,
             num_classes: cub::M,
+            init: Default::default(),
         },
     )?;
     let weights = dir.join(format!("{}-weights.safetensors", spec.name));

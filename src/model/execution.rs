@@ -221,6 +221,7 @@ mod tests {
         let head = HeadParams {
             embedding_dim: Some(16),
             num_classes: 5,
+            init: Default::default(),
         };
         // Weights and input made once (other tests draw from the global generator meanwhile).
         let first = nn::VarStore::new(Device::Cpu);

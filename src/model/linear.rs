@@ -11,6 +11,19 @@
 
 use tch::nn;
 
+/// How a run draws its fresh head layers (the recipe key `head_init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadInit {
+    /// [`torch_linear`]: PyTorch's `nn.Linear`, what the official code and every loss's
+    /// reference implementation start from.
+    #[default]
+    Torch,
+    /// tch's default `nn::linear` (bias first, Kaiming-uniform with the ReLU gain): what this
+    /// project used before numerics version 3, kept for the ablation that measures it.
+    Tch,
+}
+
 /// The weight's bound as `torch.nn.init.kaiming_uniform_(w, a=√5)` computes it in f64:
 /// √3·(√(2/(1+a²))/√fan_in). It is 1/√fan_in up to the last bit of the f64 (0.031249999999999997
 /// for fan_in 1024), a difference `uniform_` loses when it casts the bounds to f32 (for every

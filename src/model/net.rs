@@ -5,7 +5,7 @@
 //! Both head layers are drawn as `torch.nn.Linear` draws them ([`crate::model::linear`]).
 
 use crate::model::execution::Execution;
-use crate::model::linear::torch_linear;
+use crate::model::linear::{torch_linear, HeadInit};
 use crate::model::{spec, Backbone, BackboneSpec, ForwardMode};
 use anyhow::{ensure, Result};
 use tch::nn::{self, Module};
@@ -19,6 +19,9 @@ pub struct HeadParams {
     pub embedding_dim: Option<i64>,
     /// m: classes of the classifier (the training classes).
     pub num_classes: i64,
+    /// How the fresh head layers are drawn (PyTorch's `nn.Linear`, or tch's default for the
+    /// ablation that measures the difference).
+    pub init: HeadInit,
 }
 
 /// Backbone + embedding + classifier.
@@ -51,11 +54,15 @@ impl EmbeddingNet {
             ensure!(d >= 1, "embedding_dim must be ≥ 1 (or 0 for none), got {d}");
         }
         let backbone_net = (spec.build)(&(root / "backbone"));
+        let linear = |path: nn::Path, i: i64, o: i64| match head.init {
+            HeadInit::Torch => torch_linear(path, i, o),
+            HeadInit::Tch => nn::linear(path, i, o, Default::default()),
+        };
         let embedding = head
             .embedding_dim
-            .map(|d| torch_linear(root / "embedding", spec.feature_dim, d));
+            .map(|d| linear(root / "embedding", spec.feature_dim, d));
         let dim = head.embedding_dim.unwrap_or(spec.feature_dim);
-        let classifier = torch_linear(root / "classifier", dim, head.num_classes);
+        let classifier = linear(root / "classifier", dim, head.num_classes);
         Ok(EmbeddingNet {
             spec,
             backbone: backbone_net,
@@ -126,6 +133,7 @@ mod tests {
         let head = HeadParams {
             embedding_dim: Some(64),
             num_classes: 10,
+            init: Default::default(),
         };
         let net = EmbeddingNet::new(&vs.root(), "tiny_cnn", head).unwrap();
         let vars = vs.variables();
@@ -142,5 +150,22 @@ mod tests {
             );
         }
         assert_eq!(net.classifier_weight().size(), [10, 64]);
+    }
+
+    /// `head_init = "tch"` (the ablation's switch) gives tch's default back: weights beyond
+    /// nn.Linear's bound, up to √6/√fan_in.
+    #[test]
+    fn the_tch_head_init_is_wider() {
+        let vs = VarStore::new(Device::Cpu);
+        let head = HeadParams {
+            embedding_dim: None,
+            num_classes: 10,
+            init: HeadInit::Tch,
+        };
+        let net = EmbeddingNet::new(&vs.root(), "tiny_cnn", head).unwrap();
+        let fan_in = net.spec().feature_dim as f64;
+        let m = max_abs(net.classifier_weight());
+        assert!(m > 1.0 / fan_in.sqrt(), "max |w| = {m}");
+        assert!(m <= 6f64.sqrt() / fan_in.sqrt(), "max |w| = {m}");
     }
 }

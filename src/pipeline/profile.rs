@@ -150,6 +150,11 @@ pub struct Profile {
     /// out of the stored profile when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tracks: Vec<crate::train::config::Start>,
+    /// One change at a time from each objective's base recipe, every point with the same
+    /// seeds (see [`crate::pipeline::sweep::ablation_points`]); the report shows each change as
+    /// a paired difference to its base. Left out of the stored profile when empty.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ablation: crate::pipeline::sweep::Ablation,
     /// Released checkpoints to evaluate as they are, no training: dataset → `gl weights` entry
     /// (`cub = "groupl_trained_cub"`), each a run that never trains, embedded and evaluated
     /// beside the profile's other rows (see [`crate::stages::released`]). Entries of datasets
@@ -221,9 +226,13 @@ impl Profile {
     /// The points each seed of `[train]` runs: the benchmark's, else the sweep's (one empty
     /// point without either).
     pub fn points(&self) -> Vec<crate::pipeline::sweep::Point> {
+        use crate::pipeline::sweep;
+        if !self.ablation.is_empty() {
+            return sweep::ablation_points(&self.ablation);
+        }
         match self.benchmark.is_empty() {
-            true => crate::pipeline::sweep::points(&self.sweep),
-            false => crate::pipeline::sweep::benchmark_points(&self.benchmark, &self.tracks),
+            true => sweep::points(&self.sweep),
+            false => sweep::benchmark_points(&self.benchmark, &self.tracks),
         }
     }
 
@@ -237,6 +246,7 @@ impl Profile {
             || self
                 .benchmark
                 .values()
+                .chain(self.ablation.values())
                 .any(|e| e.grid.contains_key(crate::pipeline::sweep::START))
     }
 
@@ -360,6 +370,13 @@ impl Profile {
                         f.start_seed_for(s).context("finetune")?;
                     }
                 }
+                crate::pipeline::sweep::validate_ablation(
+                    &self.ablation,
+                    &self.sweep,
+                    &self.benchmark,
+                    &train.set,
+                    train.init_from_finetune,
+                )?;
                 crate::pipeline::sweep::validate_tracks(
                     &self.tracks,
                     &self.benchmark,
@@ -379,8 +396,11 @@ impl Profile {
                 )?;
             }
             None => ensure!(
-                self.sweep.is_empty() && self.benchmark.is_empty() && self.tracks.is_empty(),
-                "sweep, benchmark, tracks: they tune the [train] recipe, which this profile does \
+                self.sweep.is_empty()
+                    && self.benchmark.is_empty()
+                    && self.tracks.is_empty()
+                    && self.ablation.is_empty(),
+                "sweep, benchmark, tracks, ablation: they tune the [train] recipe, which this profile does \
                  not have"
             ),
         }

@@ -47,6 +47,11 @@ pub struct BenchmarkEntry {
 /// Objective name → its entry.
 pub type Benchmark = BTreeMap<String, BenchmarkEntry>;
 
+/// `[ablation.<objective>]`: per objective its base recipe (`set`) and, per key, the values
+/// tried instead of the base's, one change at a time (the same seeds for every point, so each
+/// change is a paired difference to the base).
+pub type Ablation = BTreeMap<String, BenchmarkEntry>;
+
 impl Point {
     /// The point's `start` value, swept or its track's (`"finetuned"`), if it has one.
     pub fn start(&self) -> Option<&str> {
@@ -276,14 +281,70 @@ pub fn benchmark_points(bench: &Benchmark, tracks: &[crate::train::config::Start
     out
 }
 
+/// Checks an ablation: no `[sweep]` or benchmark beside it, each objective's changes as
+/// [`validate`] wants a grid (the base `set` may fix a changed key: the change overrides it)
+/// and without `objective`.
+pub fn validate_ablation(
+    ablation: &Ablation,
+    sweep: &SweepGrid,
+    bench: &Benchmark,
+    train_set: &[String],
+    init_from_finetune: bool,
+) -> Result<()> {
+    if ablation.is_empty() {
+        return Ok(());
+    }
+    ensure!(
+        sweep.is_empty() && bench.is_empty(),
+        "ablation: a profile has [sweep], [benchmark.<objective>] or [ablation.<objective>] \
+         tables, one kind only"
+    );
+    for (name, e) in ablation {
+        ensure!(
+            !e.grid.contains_key("objective"),
+            "ablation.{name}: the table names the objective; do not change `objective`"
+        );
+        validate(&e.grid, train_set, init_from_finetune)
+            .with_context(|| format!("ablation.{name}"))?;
+    }
+    Ok(())
+}
+
+/// An ablation's points: per objective (in name order) its base, `objective=<name>`, then one
+/// point per changed key and value, each with the objective's base `set`.
+pub fn ablation_points(ablation: &Ablation) -> Vec<Point> {
+    let mut out = Vec::new();
+    for (name, e) in ablation {
+        let base = ("objective".to_string(), Value::from(name.clone()));
+        out.push(Point {
+            values: vec![base.clone()],
+            set: e.set.clone(),
+        });
+        for (k, values) in &e.grid {
+            for v in values {
+                out.push(Point {
+                    values: vec![base.clone(), (k.clone(), v.clone())],
+                    set: e.set.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The recipe keys a profile's points set: its sweep's, or with a benchmark `objective` and
 /// every objective's grid keys (and `start` with tracks), in name order.
-pub fn swept_keys(sweep: &SweepGrid, bench: &Benchmark, tracked: bool) -> Vec<String> {
+pub fn swept_keys(
+    sweep: &SweepGrid,
+    bench: &Benchmark,
+    ablation: &Ablation,
+    tracked: bool,
+) -> Vec<String> {
     let mut keys: Vec<String> = sweep.keys().cloned().collect();
-    for e in bench.values() {
+    for e in bench.values().chain(ablation.values()) {
         keys.extend(e.grid.keys().cloned());
     }
-    if !bench.is_empty() {
+    if !bench.is_empty() || !ablation.is_empty() {
         keys.push("objective".into());
     }
     if tracked {
@@ -394,7 +455,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            swept_keys(&SweepGrid::new(), &b, false),
+            swept_keys(&SweepGrid::new(), &b, &Ablation::new(), false),
             ["lr", "margin", "objective", "tau"]
         );
         let err = |v: Value| {
@@ -448,5 +509,63 @@ mod tests {
             compare(&json!("b"), &json!("a")),
             std::cmp::Ordering::Greater
         );
+    }
+
+    #[test]
+    fn an_ablation_is_a_base_and_one_change_at_a_time() {
+        let a: Ablation = serde_json::from_value(json!({
+            "group_loss": {"set": ["ce_weight=1.0", "tau=10.0"], "ce_weight": [0.1, 0.0],
+                           "start": ["finetuned"]},
+            "triplet_semihard": {"set": ["margin=0.2"], "embedding_dim": [0]},
+        }))
+        .unwrap();
+        validate_ablation(&a, &SweepGrid::new(), &Benchmark::new(), &[], false).unwrap();
+        let p = ablation_points(&a);
+        let labels: Vec<String> = p.iter().map(Point::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "objective=group_loss",
+                "objective=group_loss,ce_weight=0.1",
+                "objective=group_loss,ce_weight=0.0",
+                "objective=group_loss,start=finetuned",
+                "objective=triplet_semihard",
+                "objective=triplet_semihard,embedding_dim=0",
+            ]
+        );
+        // The change comes after the base set, so it wins.
+        assert_eq!(
+            p[1].overrides().unwrap(),
+            [
+                "ce_weight=1.0",
+                "tau=10.0",
+                "objective=\"group_loss\"",
+                "ce_weight=0.1"
+            ]
+        );
+        assert_eq!(p[3].start(), Some("finetuned"));
+        assert_eq!(
+            swept_keys(&SweepGrid::new(), &Benchmark::new(), &a, false),
+            ["ce_weight", "embedding_dim", "objective", "start"]
+        );
+        let e = validate_ablation(
+            &a,
+            &grid(json!({"tau": [1.0]})),
+            &Benchmark::new(),
+            &[],
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("one kind only"), "{e}");
+        let e = validate_ablation(
+            &a,
+            &SweepGrid::new(),
+            &Benchmark::new(),
+            &["ce_weight=0.5".into()],
+            false,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("ablation.group_loss"), "{e:#}");
     }
 }

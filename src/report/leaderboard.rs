@@ -208,7 +208,7 @@ fn label(objective: &str) -> String {
 }
 
 /// `+1.23 [−0.40, 2.86]` (a single seed: the difference alone).
-fn show_interval(i: &Interval) -> String {
+pub(crate) fn show_interval(i: &Interval) -> String {
     let signed = |x: f64| format!("{}{:.2}", if x < 0.0 { "−" } else { "+" }, x.abs());
     match i.half {
         Some(h) => format!(

@@ -3,6 +3,7 @@
 //! into `reports/<profile>/`, with `reports/README.md` linking every profile's report. Nothing
 //! in the output depends on the time or the machine, so the same catalogue gives the same bytes.
 
+pub mod ablation;
 pub mod curves;
 pub mod data;
 pub mod environment;
@@ -329,6 +330,15 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 leaderboard::summary(d, &track).unwrap_or_default(),
             );
         }
+        for (objective, t) in ablation::tables(d).unwrap_or_default() {
+            let name = format!("{}-ablation-{objective}", d.name);
+            table_files(&mut files, &name, &t);
+            md += &format!(
+                "### Ablation: {objective}\n\n{}\n\n{}\n\nLaTeX: [`tables/{name}.tex`](tables/{name}.tex).\n\n",
+                t.caption,
+                t.to_markdown(),
+            );
+        }
         let mut figure = |name: String, bytes: Vec<u8>, alt: &str, md: &mut String| {
             *md += &format!("![{alt}](figures/{name})\n\n");
             files.push(File {
@@ -354,7 +364,11 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
             }
         }
         // A benchmark's grids differ by objective: R@1 against one key would mix them.
-        if let Some(s) = d.sweep.as_ref().filter(|s| s.tuned.is_empty()) {
+        if let Some(s) = d
+            .sweep
+            .as_ref()
+            .filter(|s| s.tuned.is_empty() && !s.ablation)
+        {
             let summaries = sweep::summaries(s)?;
             for (k, key) in s.keys.iter().enumerate() {
                 let svg = figures::sweep(&d.name, s, &summaries, k)?;

@@ -108,6 +108,7 @@ pub fn run(layout: Layout) -> Result<TrajectoryRecord> {
     let head = HeadParams {
         embedding_dim: None,
         num_classes: CLASSES as i64,
+        init: Default::default(),
     };
     let net = EmbeddingNet::new(&vs.root(), "tiny_cnn", head)?;
     let criterion = Criterion::GroupLoss(

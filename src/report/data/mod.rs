@@ -211,6 +211,8 @@ struct ProfileRow {
     sweep: Vec<String>,
     /// The benchmark's objectives and their grids (empty without one).
     benchmark: crate::pipeline::sweep::Benchmark,
+    /// The ablation's objectives and their changes (empty without one).
+    ablation: crate::pipeline::sweep::Ablation,
     /// The plan's task ids as last run (absent in catalogues written before they were kept).
     tasks: Option<Vec<String>>,
 }
@@ -252,7 +254,12 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
         .get("tracks")
         .and_then(|t| t.as_array())
         .is_some_and(|t| !t.is_empty());
-    let sweep = crate::pipeline::sweep::swept_keys(&grid, &benchmark, tracked);
+    let ablation: crate::pipeline::sweep::Ablation = match v.get("ablation") {
+        Some(b) => serde_json::from_value(b.clone())
+            .with_context(|| format!("pipeline_profiles {profile:?}: ablation"))?,
+        None => Default::default(),
+    };
+    let sweep = crate::pipeline::sweep::swept_keys(&grid, &benchmark, &ablation, tracked);
     let tasks = tasks
         .map(|t| serde_json::from_str(&t))
         .transpose()
@@ -262,6 +269,7 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
         description: v["description"].as_str().unwrap_or("").to_string(),
         sweep,
         benchmark,
+        ablation,
         tasks,
     })
 }
@@ -420,7 +428,13 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
                 Method::GroupLoss => prof.sweep.as_slice(),
                 _ => &[],
             };
-            let Some((dataset, row)) = run_row(cat, id, sweep, !prof.benchmark.is_empty())? else {
+            let Some((dataset, row)) = run_row(
+                cat,
+                id,
+                sweep,
+                !prof.benchmark.is_empty() || !prof.ablation.is_empty(),
+            )?
+            else {
                 continue;
             };
             let Some(d) = by_name.get_mut(&dataset) else {
@@ -512,6 +526,9 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
                 .map(|(o, e)| (o.clone(), e.grid.keys().cloned().collect()))
                 .collect();
             sweep::select(d, &prof.sweep, tuned, &mine);
+            if let Some(s) = d.sweep.as_mut() {
+                s.ablation = !prof.ablation.is_empty();
+            }
         }
         if let Some(first) = d.first_run().map(|r| r.run_id.clone()) {
             if let Some(e) = embeddings(cat, &first, "selected")? {

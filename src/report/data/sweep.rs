@@ -56,6 +56,9 @@ pub struct SweepData {
     pub criterion: Criterion,
     /// The Group Loss and ensemble metrics of every point.
     pub metrics: Vec<MetricRow>,
+    /// The points are an ablation's (one change at a time from each objective's base), not a
+    /// grid: the report shows them as paired differences ([`crate::report::ablation`]).
+    pub ablation: bool,
 }
 
 impl SweepData {
@@ -271,5 +274,6 @@ pub fn select(
         on_validation,
         criterion,
         metrics: swept,
+        ablation: false,
     });
 }
