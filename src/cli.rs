@@ -104,6 +104,11 @@ pub struct RunArgs {
     /// Show what would run; run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only the tasks whose key contains this text (`objective=triplet_semihard`), the tasks
+    /// they need, and the tasks that need nothing else: a long benchmark one objective at a
+    /// time (finished runs stay fresh).
+    #[arg(long = "match", value_name = "TEXT")]
+    pub matching: Option<String>,
     /// Where tasks run: local or slurm [default: the profile's `executor`].
     #[arg(long, value_name = "EXECUTOR")]
     pub executor: Option<String>,

@@ -66,6 +66,7 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         stage: args.stage,
         force: args.force,
         dry_run: args.dry_run,
+        matching: args.matching,
     };
     let actions = runner::run(&project, &plan, exec.as_ref(), &opts, &mut |t, a| {
         let what = match a {

@@ -60,10 +60,9 @@ impl FinetuneStage {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateStage {
-    /// Also evaluate the initial weights of each dataset's first run that does not start from
-    /// another run: the pretrained network before training — or, when every run starts from a
-    /// fine-tuned run (`train.init_from_finetune`, `start = "finetuned"`), that fine-tuned
-    /// network.
+    /// Also evaluate the initial weights of each dataset's first run (Group Loss, else softmax)
+    /// that does not start from another run: the pretrained network before training — or,
+    /// when every run starts from a fine-tuned run, the first Group Loss run's start.
     pub untrained_baseline: bool,
     pub nmi: bool,
     pub kmeans_restarts: usize,

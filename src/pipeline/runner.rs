@@ -30,6 +30,37 @@ pub struct RunOptions {
     pub force: bool,
     /// Say what would run, run nothing.
     pub dry_run: bool,
+    /// Only the tasks whose key contains this ([`matching`]).
+    pub matching: Option<String>,
+}
+
+/// Which tasks of `tasks` (in plan order, every task after the tasks it needs) a `--match`
+/// selects: those whose key contains `text`, every task they need, and every task that needs
+/// only selected tasks and at least one of the matched ones or their followers — a matched
+/// run's embed and evaluate, not another run or the report that needs every run.
+pub fn matching(tasks: &[Task], text: &str) -> Vec<bool> {
+    let n = tasks.len();
+    let mut follows: Vec<bool> = tasks.iter().map(|t| t.key.contains(text)).collect();
+    let mut selected = follows.clone();
+    for i in (0..n).rev() {
+        if selected[i] {
+            for &d in &tasks[i].deps {
+                selected[d] = true;
+            }
+        }
+    }
+    for i in 0..n {
+        let deps = &tasks[i].deps;
+        if !follows[i]
+            && !deps.is_empty()
+            && deps.iter().all(|&d| selected[d])
+            && deps.iter().any(|&d| follows[d])
+        {
+            follows[i] = true;
+            selected[i] = true;
+        }
+    }
+    selected
 }
 
 /// What happened to one task.
@@ -101,6 +132,7 @@ pub fn run(
             latest(&cat)?
         }
     };
+    let matched = opts.matching.as_ref().map(|m| matching(&plan.tasks, m));
     let mut cache = DigestCache::load(&project.data_dir);
     let mut states: Vec<TaskState> = Vec::with_capacity(plan.tasks.len());
     let mut actions: Vec<Action> = Vec::with_capacity(plan.tasks.len());
@@ -109,7 +141,8 @@ pub fn run(
         let records = latest.get(&(t.stage.clone(), t.key.clone()));
         let records = records.map_or(&[][..], Vec::as_slice);
         let st = task_state(project, plan, i, &states, records, &mut cache)?;
-        let selected = opts.stage.as_ref().is_none_or(|s| *s == t.stage);
+        let selected = opts.stage.as_ref().is_none_or(|s| *s == t.stage)
+            && matched.as_ref().is_none_or(|m| m[i]);
         let blocked = t
             .deps
             .iter()
@@ -307,5 +340,46 @@ fn ingest_outputs(project: &Project, t: &Task) -> Result<()> {
             ingest_dir(&mut cat, &project.ensembles_dir().join(name)).map(|_| ())
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(key: &str, deps: Vec<usize>) -> Task {
+        Task {
+            stage: "s".into(),
+            key: key.into(),
+            argv: Vec::new(),
+            outputs: Vec::new(),
+            config: serde_json::Value::Null,
+            run_dir: None,
+            consumes: Vec::new(),
+            produces: Vec::new(),
+            deps,
+        }
+    }
+
+    /// prepare → finetune → two trains (one matched) → their embeds → evaluates → report.
+    #[test]
+    fn a_match_takes_its_tasks_what_they_need_and_what_needs_only_them() {
+        let tasks = vec![
+            task("demo", vec![]),                            // 0 prepare
+            task("demo/s0", vec![0]),                        // 1 finetune
+            task("demo/objective=a,start=x/s0", vec![0, 1]), // 2 train, matched
+            task("demo/objective=b/s0", vec![0]),            // 3 train
+            task("run-a/selected", vec![0, 2]),              // 4 embed of the matched run
+            task("run-b/selected", vec![0, 3]),              // 5 embed of the other
+            task("run-a/eval", vec![4]),                     // 6 evaluate
+            task("profile", vec![4, 5, 6]),                  // 7 report: needs every run
+        ];
+        let picked: Vec<usize> = matching(&tasks, "objective=a")
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &s)| s.then_some(i))
+            .collect();
+        assert_eq!(picked, [0, 1, 2, 4, 6]);
+        assert!(matching(&tasks, "objective=c").iter().all(|s| !s));
     }
 }

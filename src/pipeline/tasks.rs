@@ -375,10 +375,12 @@ fn embeddings(p: &Profile, project: &Project, stage: &str) -> Result<Vec<Task>> 
         for run in &gl {
             items.push((run.clone(), "selected", None));
         }
-        // The floor: the initial weights of the first run that does not start from another
-        // run (the pretrained network), else of the first run (the fine-tuned start).
+        // The floor: the initial weights of the first run — a Group Loss run, else a softmax
+        // one — that does not start from another run (the pretrained network), else of the
+        // first run (the fine-tuned start).
         let floor = group_loss
             .iter()
+            .chain(&softmax)
             .filter(|r| &r.dataset == d)
             .find(|r| !r.config.init.starts_with("run:"))
             .map(|r| &r.run_id)

@@ -355,7 +355,11 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 figure(name, svg.into_bytes(), "test MAP@R per objective", &mut md);
             }
         }
-        if let Some(s) = d.sweep.as_ref().filter(|s| !s.tuned.is_empty()) {
+        if let Some(s) = d
+            .sweep
+            .as_ref()
+            .filter(|s| !s.tuned.is_empty() || s.ablation)
+        {
             let (text, fig) = curves::benchmark_section(cat, &d.name, s)?;
             md += &text;
             if let Some(f) = fig {

@@ -127,23 +127,7 @@ mod tests {
     }
 
     fn record(epoch: usize, val_r1: f64) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            lr: 1e-3,
-            loss: 1.0,
-            loss_group: 0.5,
-            loss_ce: 0.5,
-            batches: 1,
-            images: 4,
-            train_seconds: 0.1,
-            eval_seconds: 0.1,
-            images_per_second: 40.0,
-            val_recall: Some(vec![val_r1]),
-            test_recall: Some(vec![0.5]),
-            reloaded_from: None,
-            val_map_at_r: None,
-            test_map_at_r: None,
-        }
+        EpochRecord::fixture(epoch, val_r1, None, None)
     }
 
     #[test]

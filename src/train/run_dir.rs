@@ -89,6 +89,36 @@ pub struct EpochRecord {
     pub test_map_at_r: Option<f64>,
 }
 
+#[cfg(test)]
+impl EpochRecord {
+    /// An evaluated epoch for tests: validation R@1 `val_r1` (then 1.0), test R@1 0.5 (then
+    /// 0.9), the MAP@R values given, everything else fixed.
+    pub(crate) fn fixture(
+        epoch: usize,
+        val_r1: f64,
+        val_map_at_r: Option<f64>,
+        test_map_at_r: Option<f64>,
+    ) -> Self {
+        EpochRecord {
+            epoch,
+            lr: 1e-3,
+            loss: 1.0,
+            loss_group: 0.5,
+            loss_ce: 0.5,
+            batches: 1,
+            images: 4,
+            train_seconds: 0.1,
+            eval_seconds: 0.1,
+            images_per_second: 40.0,
+            val_recall: Some(vec![val_r1, 1.0]),
+            test_recall: Some(vec![0.5, 0.9]),
+            reloaded_from: None,
+            val_map_at_r,
+            test_map_at_r,
+        }
+    }
+}
+
 /// Recall@K of the initial network (`untrained.json`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Untrained {

@@ -158,23 +158,7 @@ mod tests {
     }
 
     fn record(epoch: usize, val_r1: f64, val_map: Option<f64>, test_map: f64) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            lr: 1e-3,
-            loss: 1.0,
-            loss_group: 0.5,
-            loss_ce: 0.5,
-            batches: 1,
-            images: 4,
-            train_seconds: 0.1,
-            eval_seconds: 0.1,
-            images_per_second: 40.0,
-            val_recall: Some(vec![val_r1, 1.0]),
-            test_recall: Some(vec![0.5, 0.9]),
-            reloaded_from: None,
-            val_map_at_r: val_map,
-            test_map_at_r: Some(test_map),
-        }
+        EpochRecord::fixture(epoch, val_r1, val_map, Some(test_map))
     }
 
     /// Validation R@1 saturated at 1.0 from epoch 2 selects epoch 2 for good; MAP@R keeps

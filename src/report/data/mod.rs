@@ -97,7 +97,8 @@ pub struct DatasetData {
     pub group_loss: Vec<RunRow>,
     pub softmax: Vec<RunRow>,
     pub ensemble: Option<String>,
-    /// The Group Loss run whose initial weights were evaluated as the untrained baseline.
+    /// The run (Group Loss, else softmax) whose initial weights were evaluated as the untrained
+    /// baseline.
     pub untrained: Option<String>,
     /// The released checkpoint evaluated on this dataset (the profile's `[released]`).
     pub released: Option<ReleasedRow>,
@@ -501,6 +502,7 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
         d.untrained = d
             .group_loss
             .iter()
+            .chain(&d.softmax)
             .find(|r| untrained.contains(&r.run_id))
             .map(|r| r.run_id.clone());
         if let Some(base) = d.untrained.clone() {
