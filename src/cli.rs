@@ -2,6 +2,7 @@
 //! disk or a device; `commands::*::Settings::resolve` turns these into validated settings.
 
 use crate::device::DeviceArg;
+use crate::names::{arg, Name};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -85,8 +86,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ProfileArgs {
     /// A profile of pipeline/profiles/ (paper, demo, …).
-    #[arg(long, default_value = "paper")]
-    pub profile: String,
+    #[arg(long, default_value = "paper", value_parser = arg::profile)]
+    pub profile: Name,
     /// Override a key of the profile, e.g. `--set seeds=[0,1] --set train.recipe=paper`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -121,8 +122,8 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct CancelArgs {
     /// The profile whose submitted Slurm jobs to cancel.
-    #[arg(long, default_value = "paper")]
-    pub profile: String,
+    #[arg(long, default_value = "paper", value_parser = arg::profile)]
+    pub profile: Name,
 }
 
 #[derive(Debug, clap::Args)]
@@ -136,8 +137,8 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The pipeline profile whose runs to report (as recorded by `gl run --profile`).
-    #[arg(long, default_value = "paper")]
-    pub profile: String,
+    #[arg(long, default_value = "paper", value_parser = arg::profile)]
+    pub profile: Name,
     /// Reports directory; the report goes to <DIR>/<profile>/ [default: <project>/reports].
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
@@ -169,11 +170,11 @@ pub struct EmbedArgs {
     /// A released checkpoint (a `gl weights` entry, e.g. groupl_trained_cub): RUN is first
     /// created, when absent, as a run of `--dataset` that never trains (recipe `released` of
     /// pipeline/train.toml, `init = "weights:<entry>"`); embed it with `--model untrained`.
-    #[arg(long, value_name = "ENTRY", requires = "dataset")]
-    pub weights: Option<String>,
+    #[arg(long, value_name = "ENTRY", requires = "dataset", value_parser = arg::weights)]
+    pub weights: Option<Name>,
     /// The dataset of the run `--weights` creates.
-    #[arg(long, requires = "weights")]
-    pub dataset: Option<String>,
+    #[arg(long, requires = "weights", value_parser = arg::dataset)]
+    pub dataset: Option<Name>,
 }
 
 /// Metric options shared by `gl evaluate` and `gl ensemble`.
@@ -227,8 +228,8 @@ pub struct EnsembleArgs {
     #[arg(long)]
     pub name: String,
     /// Run ids, at least one (the paper: 5 seeds of one configuration).
-    #[arg(required = true)]
-    pub runs: Vec<String>,
+    #[arg(required = true, value_parser = arg::run)]
+    pub runs: Vec<Name>,
     /// Ensemble runs whose configurations differ in more than the seed.
     #[arg(long)]
     pub allow_mixed: bool,
@@ -254,12 +255,12 @@ pub struct ModelsArgs {
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Dataset (a `[datasets.<name>]` of pipeline/train.toml, fetched with `gl fetch`).
-    #[arg(long)]
-    pub dataset: String,
+    #[arg(long, value_parser = arg::dataset)]
+    pub dataset: Name,
     /// Profile of pipeline/train.toml: paper, paper_protocol (best epoch on the test set, as
     /// the official code), finetune, demo.
-    #[arg(long, default_value = "paper")]
-    pub profile: String,
+    #[arg(long, default_value = "paper", value_parser = arg::profile)]
+    pub profile: Name,
     /// Seed of everything random in the run (init, sampler, augmentation, drop-connect).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -269,8 +270,8 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Run directory name under data/runs/ [default: <dataset>-<profile>-s<seed>].
-    #[arg(long)]
-    pub run_id: Option<String>,
+    #[arg(long, value_parser = arg::run)]
+    pub run_id: Option<Name>,
     /// Continue the run from its last completed epoch.
     #[arg(long)]
     pub resume: bool,
@@ -286,7 +287,8 @@ pub struct TrainArgs {
 #[command(group = clap::ArgGroup::new("what").required(true).args(["name", "list"]))]
 pub struct WeightsArgs {
     /// Weights name from pipeline/weights.toml (`gl weights --list` shows them).
-    pub name: Option<String>,
+    #[arg(value_parser = arg::weights)]
+    pub name: Option<Name>,
     /// List the registered weights, their backbone and whether they are converted.
     #[arg(long)]
     pub list: bool,
@@ -307,7 +309,8 @@ pub struct WeightsArgs {
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
     /// Dataset name from pipeline/datasets.toml (or data/registry.d/).
-    pub dataset: String,
+    #[arg(value_parser = arg::dataset)]
+    pub dataset: Name,
     /// Use a file you downloaded by hand instead of the network.
     #[arg(long)]
     pub from: Option<PathBuf>,
@@ -343,7 +346,8 @@ impl DownloadArgs {
 #[derive(Debug, clap::Args)]
 pub struct PrepareArgs {
     /// A dataset fetched with `gl fetch`.
-    pub dataset: String,
+    #[arg(value_parser = arg::dataset)]
+    pub dataset: Name,
     /// Shorter side after resizing.
     #[arg(long, default_value_t = 256)]
     pub resize: u32,
@@ -386,8 +390,8 @@ pub struct SqlArgs {
 #[derive(Debug, clap::Args)]
 pub struct SynthArgs {
     /// Registry name of the generated dataset.
-    #[arg(long, default_value = "synth_sop")]
-    pub name: String,
+    #[arg(long, default_value = "synth_sop", value_parser = arg::synth)]
+    pub name: Name,
     /// Classes in total (SOP: 22,634 = 11,318 train + 11,316 test).
     #[arg(long, default_value_t = 22634)]
     pub classes: u32,

@@ -16,6 +16,7 @@ pub const LAYERS: &[&[&str]] = &[
         "env_vars",
         "clock",
         "numerics",
+        "names",
     ],
     &["data"],
     &["project"],

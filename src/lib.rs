@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod layers;
 pub mod loss;
 pub mod model;
+pub mod names;
 pub mod numerics;
 #[cfg(feature = "catalog")]
 pub mod pipeline;

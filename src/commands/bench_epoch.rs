@@ -155,7 +155,7 @@ pub fn run(s: Settings) -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let ts = TrainSettings {
         project: s.project.clone(),
-        dataset: DATASET.to_string(),
+        dataset: crate::names::Name::new(crate::names::Kind::Dataset, DATASET)?,
         profile: PROFILE.to_string(),
         config: s.config.clone(),
         seed: SEED,

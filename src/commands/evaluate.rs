@@ -5,19 +5,22 @@
 use crate::cli::{EmbedArgs, EmbedTarget, EnsembleArgs, EvaluateArgs, Format, MetricArgs};
 use crate::eval::embeddings_file;
 use crate::eval::metrics::{self, EvalParams, Metrics};
+use crate::names::{Kind, Name};
 use crate::project::Project;
 use crate::stages::{embed, ensemble, evaluate};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// A run given by id (a directory under data/runs/) or by path.
-pub fn run_dir(project: &Project, run: &str) -> PathBuf {
+/// A run given by id (a directory under data/runs/, a checked [`Name`]) or by path.
+pub fn run_dir(project: &Project, run: &str) -> Result<PathBuf> {
     let p = Path::new(run);
     if run.contains('/') || (p.join("config.json").is_file() && !run.is_empty()) {
-        p.to_path_buf()
+        Ok(p.to_path_buf())
     } else {
-        project.runs_dir().join(run)
+        let id = Name::new(Kind::Run, run)
+            .context("RUN is a run id (a directory under data/runs/) or a run directory's path")?;
+        Ok(project.run_dir(&id))
     }
 }
 
@@ -51,7 +54,7 @@ fn embed_settings(
     ensure!(!t.split.is_empty(), "--split names no split");
     Ok(embed::Settings {
         project: project.clone(),
-        run_dir: run_dir(project, run),
+        run_dir: run_dir(project, run)?,
         model: t.model,
         splits: t.split.clone(),
         device: t.device.resolve()?,
@@ -107,21 +110,19 @@ pub fn embed(args: EmbedArgs, project: Project) -> Result<ExitCode> {
 fn create_released(
     project: &Project,
     run: &str,
-    dataset: &str,
-    weights: &str,
+    dataset: &Name,
+    weights: &Name,
     s: &embed::Settings,
 ) -> Result<()> {
     ensure!(
         s.model == embed::ModelChoice::Untrained,
         "--weights makes a run that never trains: embed it with --model untrained"
     );
-    ensure!(
-        !run.is_empty() && !run.contains(['/', '\\']) && run != "." && run != "..",
-        "with --weights, RUN {run:?} must be a plain run id (a directory under data/runs/)"
-    );
+    let run = Name::new(Kind::Run, run)
+        .context("with --weights, RUN must be a run id (a directory under data/runs/)")?;
     let mut observer = crate::commands::train::RunObserver::new(project, false);
     let device = s.device;
-    crate::stages::released::create(project, dataset, weights, run, device, &mut observer)?;
+    crate::stages::released::create(project, dataset, weights, &run, device, &mut observer)?;
     Ok(())
 }
 

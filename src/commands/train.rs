@@ -6,7 +6,7 @@ use crate::project::Project;
 use crate::stages::train::{self as trainer, lines, Settings};
 use crate::train::config::TrainConfig;
 use crate::train::run_dir::{EpochRecord, RunDir, Untrained};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::process::ExitCode;
 
 /// Settings, or `None` when `--print-config` only printed the configuration.
@@ -17,13 +17,15 @@ pub fn resolve(args: TrainArgs, project: Project) -> Result<Option<Settings>> {
         return Ok(None);
     }
     let device = args.device.resolve()?;
-    let run_id = args
-        .run_id
-        .unwrap_or_else(|| format!("{}-{}-s{}", args.dataset, args.profile, args.seed));
-    anyhow::ensure!(
-        !run_id.is_empty() && !run_id.contains(['/', '\\']) && run_id != "." && run_id != "..",
-        "--run-id {run_id:?} must be a plain directory name"
-    );
+    // `--run-id` is checked by clap; the default, made of checked names, may still be long.
+    let run_id = match args.run_id {
+        Some(id) => id,
+        None => crate::names::Name::new(
+            crate::names::Kind::Run,
+            &format!("{}-{}-s{}", args.dataset, args.profile, args.seed),
+        )
+        .context("the default run id (pass a shorter --run-id)")?,
+    };
     let execution = crate::numerics::Execution::new(
         &crate::device::name(device),
         crate::numerics::Kernels::in_effect(),
@@ -31,14 +33,14 @@ pub fn resolve(args: TrainArgs, project: Project) -> Result<Option<Settings>> {
     );
     Ok(Some(Settings {
         execution,
-        run_dir: project.runs_dir().join(&run_id),
+        run_dir: project.run_dir(&run_id),
         project,
         dataset: args.dataset,
-        profile: args.profile,
+        profile: args.profile.into(),
         config,
         seed: args.seed,
         device,
-        run_id,
+        run_id: run_id.into(),
         resume: args.resume,
         progress: !args.quiet,
     }))

@@ -4,6 +4,7 @@
 
 use crate::data::index::ExpectedCounts;
 use crate::data::layout::Layout;
+use crate::names::{Kind, Name};
 use anyhow::{bail, Context, Result};
 use figment::providers::{Format, Toml};
 use figment::Figment;
@@ -15,11 +16,18 @@ pub const REGISTRY_FILE: &str = "pipeline/datasets.toml";
 /// Extra registry files, relative to the data directory.
 pub const LOCAL_REGISTRY_DIR: &str = "registry.d";
 
-/// Every dataset the pipeline knows, by name.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every dataset the pipeline knows, by name (each a checked [`Name`]: it becomes
+/// `data/datasets/<name>/`).
+#[derive(Debug, Clone)]
 pub struct Registry {
-    pub datasets: BTreeMap<String, DatasetSpec>,
+    pub datasets: BTreeMap<Name, DatasetSpec>,
+}
+
+/// One registry file as written, its names not yet checked.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    datasets: BTreeMap<String, DatasetSpec>,
 }
 
 /// One dataset: where its files come from, how they are laid out, what they must contain.
@@ -73,7 +81,8 @@ pub struct FileEntry {
 
 impl Registry {
     /// Reads `<project>/pipeline/datasets.toml` and `<data_dir>/registry.d/*.toml` (sorted);
-    /// a later file may add datasets but not redefine one.
+    /// a later file may add datasets but not redefine one. A dataset name that breaks the
+    /// [`Name`] rule is an error naming the file and the key.
     pub fn load(project_root: &Path, data_dir: &Path) -> Result<Self> {
         let main = project_root.join(REGISTRY_FILE);
         if !main.is_file() {
@@ -94,11 +103,13 @@ impl Registry {
             datasets: BTreeMap::new(),
         };
         for file in files {
-            let part: Registry = Figment::new()
+            let part: RegistryFile = Figment::new()
                 .merge(Toml::file_exact(&file))
                 .extract()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            for (name, spec) in part.datasets {
+            for (key, spec) in part.datasets {
+                let name = Name::new(Kind::Dataset, &key)
+                    .map_err(|e| anyhow::anyhow!("{}: [datasets.{key:?}]: {e}", file.display()))?;
                 if registry.datasets.contains_key(&name) {
                     bail!("{}: dataset `{name}` is already defined", file.display());
                 }
@@ -111,7 +122,7 @@ impl Registry {
     /// The dataset `name`, or an error listing the known ones.
     pub fn get(&self, name: &str) -> Result<&DatasetSpec> {
         self.datasets.get(name).with_context(|| {
-            let known: Vec<&str> = self.datasets.keys().map(String::as_str).collect();
+            let known: Vec<&str> = self.datasets.keys().map(Name::as_str).collect();
             format!("unknown dataset `{name}` (known: {})", known.join(", "))
         })
     }
@@ -159,7 +170,10 @@ urls = ["file:fixtures/tiny.tgz"]
             "[datasets.mine]\ntitle = \"M\"\nlicense = \"own\"\nlocal_root = \"/x\"\nlayout = { kind = \"image_folder\" }\n",
         );
         let r = Registry::load(d.path(), &d.path().join("data")).unwrap();
-        assert_eq!(r.datasets.keys().collect::<Vec<_>>(), ["mine", "tiny"]);
+        assert_eq!(
+            r.datasets.keys().map(Name::as_str).collect::<Vec<_>>(),
+            ["mine", "tiny"]
+        );
         assert_eq!(r.get("tiny").unwrap().expect.images, Some(4));
         let e = r.get("cub").unwrap_err().to_string();
         assert!(e.contains("known: mine, tiny"), "{e}");
@@ -192,6 +206,25 @@ urls = ["file:fixtures/tiny.tgz"]
         );
         assert!(
             e.contains("pipeline/datasets.toml") && e.contains("not found"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_dataset_name_that_is_no_plain_name_is_refused_naming_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), REGISTRY_FILE, OK);
+        write(
+            d.path(),
+            "data/registry.d/mine.toml",
+            &OK.replace("datasets.tiny", "datasets.\"../../victim\""),
+        );
+        let e = format!(
+            "{:#}",
+            Registry::load(d.path(), &d.path().join("data")).unwrap_err()
+        );
+        assert!(
+            e.contains("registry.d/mine.toml: [datasets.\"../../victim\"]: dataset name \"../../victim\" contains the path separator '/'"),
             "{e}"
         );
     }

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct SynthSpec {
-    pub name: String,
+    /// Checked: it names `data/synth/<name>.tar` and `data/registry.d/<name>.toml`.
+    pub name: crate::names::Name,
     /// Classes in total; the first ⌊c/2⌋ train, the rest test (like SOP's two files).
     pub classes: u32,
     pub per_class: u32,
@@ -44,14 +45,6 @@ impl SynthSpec {
         ensure!(
             (4..=256).contains(&self.size),
             "--size must be in 4..=256 pixels"
-        );
-        ensure!(
-            !self.name.is_empty()
-                && self
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-            "--name must be non-empty ASCII letters, digits, `_` or `-`"
         );
         Ok(())
     }

@@ -51,6 +51,8 @@ pub enum LoadError {
     NoVariables { file: PathBuf, prefix: String },
     #[error("weights `{name}` are not converted yet ({} missing): run `gl weights {name}`", path.display())]
     NotConverted { name: String, path: PathBuf },
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
 }
 
 /// A key of the file that was not loaded, and why.
@@ -194,7 +196,7 @@ pub fn load_into(vs: &VarStore, file: &Path, prefix: &str) -> Result<LoadReport,
 /// `data/weights/<name>/weights.safetensors`, or [`LoadError::NotConverted`] telling the user
 /// to run `gl weights <name>`.
 pub fn converted_file(project: &Project, name: &str) -> Result<PathBuf, LoadError> {
-    let dir = project.weights_dir(name);
+    let dir = project.weights_dir(&crate::names::Name::new(crate::names::Kind::Weights, name)?);
     let file = dir.join(WEIGHTS_FILE);
     for path in [&file, &dir.join(MANIFEST_FILE)] {
         if !path.is_file() {
@@ -328,5 +330,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("run `gl weights cub_trained`"), "{e}");
+        // `init = "weights:<name>"` of a recipe: the name is checked before it is joined.
+        let e = converted_file(&project, "../../x").unwrap_err();
+        assert!(
+            matches!(&e, LoadError::Name(n) if n.name == "../../x"),
+            "{e}"
+        );
     }
 }

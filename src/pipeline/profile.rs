@@ -256,10 +256,8 @@ impl Profile {
 
     /// Resolves profile `name` of the project with environment and `overrides`.
     pub fn resolve(project_root: &Path, name: &str, overrides: &[String]) -> Result<Self> {
-        ensure!(
-            !name.is_empty() && !name.contains(['/', '\\', '.']),
-            "profile name {name:?} must be a plain name"
-        );
+        let checked = crate::names::Name::new(crate::names::Kind::Profile, name)?;
+        let name = checked.as_str();
         let path = Self::path(project_root, name);
         if !path.is_file() {
             let dir = project_root.join(PROFILES_DIR);
@@ -324,11 +322,13 @@ impl Profile {
             "seeds: {:?} repeats a seed",
             self.seeds
         );
-        for d in &self.datasets {
-            ensure!(
-                !d.is_empty() && !d.contains(['/', '\\']),
-                "datasets: {d:?} is not a plain name"
-            );
+        // Names that become paths: checked here, where they enter from the profile.
+        use crate::names::{Kind, Name};
+        for d in self.datasets.iter().chain(self.released.keys()) {
+            Name::new(Kind::Dataset, d).context("datasets")?;
+        }
+        for w in self.weights.iter().chain(self.released.values()) {
+            Name::new(Kind::Weights, w).context("weights")?;
         }
         ensure!(
             ["local", "slurm"].contains(&self.executor.as_str()),

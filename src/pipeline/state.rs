@@ -89,7 +89,8 @@ pub fn output_files(project: &Project, task: &Task) -> Result<Option<Vec<(String
 /// The manifest of the crop cache of `dataset` at `resize` made from its current fetch, and
 /// the data file it names (both hashed, so a damaged cache makes its task stale).
 fn crop_cache_files(project: &Project, dataset: &str, resize: u32) -> Result<Option<Vec<PathBuf>>> {
-    let summary = project.dataset_dir(dataset).join("dataset.json");
+    let dataset = crate::names::Name::new(crate::names::Kind::Dataset, dataset)?;
+    let summary = project.dataset_dir(&dataset).join("dataset.json");
     let Ok(bytes) = std::fs::read(&summary) else {
         return Ok(None);
     };

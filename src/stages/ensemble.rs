@@ -42,7 +42,7 @@ pub struct EnsembleRecord {
 pub struct Settings {
     pub project: crate::project::Project,
     pub name: String,
-    pub runs: Vec<String>,
+    pub runs: Vec<crate::names::Name>,
     pub model: ModelChoice,
     pub splits: Vec<EvalSplit>,
     pub recall_ks: Option<Vec<usize>>,
@@ -54,11 +54,7 @@ pub struct Settings {
 /// Builds, stores and evaluates the ensemble.
 pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
     ensure!(!s.runs.is_empty(), "an ensemble needs at least one run");
-    let dirs: Vec<PathBuf> = s
-        .runs
-        .iter()
-        .map(|r| s.project.runs_dir().join(r))
-        .collect();
+    let dirs: Vec<PathBuf> = s.runs.iter().map(|r| s.project.run_dir(r)).collect();
     let configs: Vec<RunConfig> = dirs
         .iter()
         .map(|d| {
@@ -198,6 +194,6 @@ pub fn run(s: &Settings) -> Result<(EnsembleRecord, Vec<EvalRecord>)> {
     Ok((record, outputs))
 }
 
-fn members_first(runs: &[String]) -> &str {
-    runs.first().map_or("", String::as_str)
+fn members_first(runs: &[crate::names::Name]) -> &str {
+    runs.first().map_or("", crate::names::Name::as_str)
 }

@@ -8,6 +8,7 @@ use crate::data::index::{Counts, DatasetIndex};
 use crate::data::index_file;
 use crate::data::lock::{Lock, Pin};
 use crate::data::registry::{resolve_url, DatasetSpec, Registry};
+use crate::names::Name;
 use crate::project::Project;
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub project: Project,
-    pub dataset: String,
+    pub dataset: Name,
     /// A file downloaded by hand (`gl fetch cub --from /path/CUB_200_2011.tgz`).
     pub from: Option<PathBuf>,
     pub options: FetchOptions,
@@ -60,10 +61,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     let registry = Registry::load(&s.project.root, &s.project.data_dir)?;
     let spec = registry.get(&s.dataset)?.clone();
     let _writer = crate::writer_lock::WriterLock::acquire(
-        &s.project
-            .data_dir
-            .join("datasets")
-            .join(format!(".{}.lock", s.dataset)),
+        &s.project.dataset_lock(&s.dataset),
         &format!("the dataset `{}`", s.dataset),
     )?;
     let (root, files, staged) = match &spec.local_root {
@@ -127,7 +125,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         hex::encode(h.finalize())
     };
     let outcome = Outcome {
-        dataset: s.dataset.clone(),
+        dataset: s.dataset.to_string(),
         title: spec.title.clone(),
         license: spec.license.clone(),
         layout: layout["kind"].as_str().unwrap_or("?").to_string(),
@@ -182,7 +180,7 @@ fn fetch_files(s: &Settings, spec: &DatasetSpec) -> Result<Vec<FileRecord>> {
         };
         lock.verify_or_pin(
             Pin {
-                dataset: s.dataset.clone(),
+                dataset: s.dataset.to_string(),
                 file: entry.name.clone(),
                 sha256: fetched.sha256.clone(),
                 bytes: fetched.bytes,

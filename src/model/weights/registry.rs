@@ -3,6 +3,7 @@
 //! and how its keys map onto that backbone's variables. Read through figment like the dataset
 //! registry, so an unknown key or a wrong type is an error naming the key path and the file.
 
+use crate::names::{Kind, Name};
 use anyhow::{bail, ensure, Context, Result};
 use figment::providers::{Format, Toml};
 use figment::Figment;
@@ -22,11 +23,17 @@ pub const LOCK_HEADER: &str = "# Pinned sha256 of weights files (`dataset` = the
 /// has no such variable.
 pub const BUILTIN_SKIP: &[&str] = &["*.num_batches_tracked"];
 
-/// Every weights entry, by name.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every weights entry, by name (each a checked [`Name`]: it becomes `data/weights/<name>/`).
+#[derive(Debug, Clone)]
 pub struct WeightsRegistry {
-    pub weights: BTreeMap<String, WeightsSpec>,
+    pub weights: BTreeMap<Name, WeightsSpec>,
+}
+
+/// The registry file as written, its names not yet checked.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsFile {
+    weights: BTreeMap<String, WeightsSpec>,
 }
 
 /// One set of weights.
@@ -102,7 +109,8 @@ pub enum KeyAction<'a> {
 }
 
 impl WeightsRegistry {
-    /// Reads and validates `<project>/pipeline/weights.toml`.
+    /// Reads and validates `<project>/pipeline/weights.toml`; a name that breaks the [`Name`]
+    /// rule is an error naming the file and the key.
     pub fn load(project_root: &Path) -> Result<Self> {
         let file = project_root.join(REGISTRY_FILE);
         ensure!(
@@ -110,21 +118,25 @@ impl WeightsRegistry {
             "weights registry {} not found",
             file.display()
         );
-        let registry: WeightsRegistry = Figment::new()
+        let raw: WeightsFile = Figment::new()
             .merge(Toml::file_exact(&file))
             .extract()
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        for (name, spec) in &registry.weights {
+        let mut weights = BTreeMap::new();
+        for (key, spec) in raw.weights {
+            let name = Name::new(Kind::Weights, &key)
+                .map_err(|e| anyhow::anyhow!("{}: [weights.{key:?}]: {e}", file.display()))?;
             spec.validate()
                 .with_context(|| format!("{}: weights.{name}", file.display()))?;
+            weights.insert(name, spec);
         }
-        Ok(registry)
+        Ok(WeightsRegistry { weights })
     }
 
     /// The entry `name`, or an error listing the known ones.
     pub fn get(&self, name: &str) -> Result<&WeightsSpec> {
         self.weights.get(name).with_context(|| {
-            let known: Vec<&str> = self.weights.keys().map(String::as_str).collect();
+            let known: Vec<&str> = self.weights.keys().map(Name::as_str).collect();
             format!("unknown weights `{name}` (known: {})", known.join(", "))
         })
     }
@@ -295,6 +307,14 @@ rename = [{ from = "fc.", to = "classifier." }]
             load(&format!("{OK}format = \"pickle\"\n")).unwrap_err()
         );
         assert!(e.contains("weights.w.format"), "{e}");
+        let e = format!(
+            "{:#}",
+            load(&OK.replace("[weights.w]", "[weights.\"../w\"]")).unwrap_err()
+        );
+        assert!(
+            e.contains("weights.toml: [weights.\"../w\"]: weights entry name \"../w\" contains"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl Inputs {
         splits.limit_train_per_class(cfg.train_images_per_class, cfg.val_seed);
         let run_config = RunConfig {
             run_id: s.run_id.clone(),
-            dataset: s.dataset.clone(),
+            dataset: s.dataset.to_string(),
             profile: s.profile.clone(),
             seed: s.seed,
             device: crate::device::name(s.device),

@@ -32,7 +32,7 @@ use trainee::Trainee;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub project: Project,
-    pub dataset: String,
+    pub dataset: crate::names::Name,
     pub profile: String,
     /// Checked once when it was resolved.
     pub config: CheckedConfig,
