@@ -280,7 +280,7 @@ fn configuration_errors_name_the_key_and_the_file() {
 #[test]
 fn committed_reports_name_the_runs_their_profiles_plan() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for profile in ["demo", "demo_sweep", "demo_tune"] {
+    for profile in ["demo", "demo_sweep", "demo_tune", "ablation_demo"] {
         let readme = repo.join(format!("reports/{profile}/README.md"));
         let Ok(report) = std::fs::read_to_string(&readme) else {
             panic!("{} is missing", readme.display());
