@@ -5,6 +5,7 @@
 //! that never train are [`crate::stages::released`].
 
 pub mod checkpoint;
+pub mod choices;
 pub mod config;
 pub mod criterion;
 pub mod epoch;
