@@ -282,17 +282,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn task(key: &str, deps: Vec<usize>) -> Task {
-        Task {
-            stage: "s".into(),
-            key: key.into(),
-            argv: vec![key.into()],
-            outputs: Vec::new(),
-            config: serde_json::Value::Null,
-            run_dir: None,
-            consumes: Vec::new(),
-            produces: Vec::new(),
-            deps,
-        }
+        Task::fixture(key, deps)
     }
 
     /// A fake `gl`: appends `start <task>` and `end <task>` to a journal around a short sleep,

@@ -348,17 +348,7 @@ mod tests {
     use super::*;
 
     fn task(key: &str, deps: Vec<usize>) -> Task {
-        Task {
-            stage: "s".into(),
-            key: key.into(),
-            argv: Vec::new(),
-            outputs: Vec::new(),
-            config: serde_json::Value::Null,
-            run_dir: None,
-            consumes: Vec::new(),
-            produces: Vec::new(),
-            deps,
-        }
+        Task::fixture(key, deps)
     }
 
     /// prepare → finetune → two trains (one matched) → their embeds → evaluates → report.

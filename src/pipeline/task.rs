@@ -45,3 +45,21 @@ impl Task {
         format!("{}:{}", self.stage, self.key)
     }
 }
+
+#[cfg(test)]
+impl Task {
+    /// A task for tests: stage `s`, its key as its only argument, nothing consumed or produced.
+    pub(crate) fn fixture(key: &str, deps: Vec<usize>) -> Task {
+        Task {
+            stage: "s".into(),
+            key: key.into(),
+            argv: vec![key.into()],
+            outputs: Vec::new(),
+            config: serde_json::Value::Null,
+            run_dir: None,
+            consumes: Vec::new(),
+            produces: Vec::new(),
+            deps,
+        }
+    }
+}
