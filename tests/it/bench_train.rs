@@ -9,7 +9,7 @@ use std::process::Command;
 
 fn bench_train(env: &[(&str, &str)]) -> (i32, String, String) {
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
-    let out = Command::new(env!("CARGO_BIN_EXE_gl"))
+    let out = Command::new(crate::common::gl_cli::bin())
         .args([
             "bench",
             "train",

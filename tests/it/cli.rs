@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn gl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gl"));
+    let mut c = Command::new(crate::common::gl_cli::bin());
     c.env_remove("LD_LIBRARY_PATH");
     c
 }
@@ -118,8 +118,8 @@ fn verify_loss_names_the_missing_file_and_key() {
 }
 
 /// NEEDED entries and RUNPATH of an ELF file, via binutils' readelf.
-fn dynamic_section(bin: &str) -> Option<String> {
-    let out = Command::new("readelf").args(["-d", bin]).output().ok()?;
+fn dynamic_section(bin: &std::path::Path) -> Option<String> {
+    let out = Command::new("readelf").arg("-d").arg(bin).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -127,8 +127,8 @@ fn dynamic_section(bin: &str) -> Option<String> {
 
 #[test]
 fn binary_has_runpath_and_links_libtorch_cuda_when_the_wheel_has_it() {
-    let bin = env!("CARGO_BIN_EXE_gl");
-    let dynamic = dynamic_section(bin).expect("readelf (binutils) is needed for this check");
+    let bin = crate::common::gl_cli::bin();
+    let dynamic = dynamic_section(&bin).expect("readelf (binutils) is needed for this check");
     let (code, env_out, err) = run(gl().arg("env"));
     assert_eq!(code, 0, "{err}");
     let dir_line = env_out

@@ -95,7 +95,7 @@ fn a_damaged_crop_cache_is_seen_refused_and_rebuilt() {
 /// `gl ARGS… --project-dir P` started in the background, its output in `P/<log>`.
 fn spawn_gl(p: &Path, args: &[&str], log: &str) -> std::process::Child {
     let out = std::fs::File::create(p.join(log)).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_gl"))
+    std::process::Command::new(crate::common::gl_cli::bin())
         .args(["--threads", "1"])
         .args(args)
         .arg("--project-dir")

@@ -50,7 +50,7 @@ impl Project {
     }
     /// `gl --project-dir <proj> ARGS…` (global flags first, so `--` may end the options).
     fn gl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_gl"))
+        let out = Command::new(crate::common::gl_cli::bin())
             .arg("--project-dir")
             .arg(self.root())
             .args(args)

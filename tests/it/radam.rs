@@ -729,7 +729,7 @@ fn a_tensor_twice_is_an_error() {
 #[test]
 fn bench_optimizer_agrees_with_foreach_and_ends_with_a_speedup_line() {
     let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gl"))
+    let out = std::process::Command::new(crate::common::gl_cli::bin())
         .args([
             "bench",
             "optimizer",

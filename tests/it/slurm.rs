@@ -278,7 +278,7 @@ fn sweeps_run_alike_locally_and_on_slurm_which_recovers_and_cancels() {
 
     // `gl cancel` while a run is queued: by job id, the queue ends empty; a new `gl run` then
     // finishes the work.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gl"))
+    let mut child = Command::new(crate::common::gl_cli::bin())
         .args(["--threads", "1"])
         .args(MORE_SEEDS)
         .arg("--project-dir")

@@ -78,7 +78,7 @@ fn killed_run_resumes_to_the_same_numbers_and_weights() {
     );
 
     // The same run, killed (SIGKILL, no chance to clean up) once epoch 1 is committed.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gl"))
+    let mut child = Command::new(crate::common::gl_cli::bin())
         .args(train_args("killed", &[]))
         .arg("--project-dir")
         .arg(project())

@@ -1,11 +1,21 @@
 //! Running the `gl` binary of this build inside a test project directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The `gl` binary the tests run: this build's, or the one `GL_TEST_BIN` names — how a fix is
+/// shown to matter: the tests of a commit run against the binary of the commit before it fail
+/// (docs/development.md).
+pub fn bin() -> PathBuf {
+    match std::env::var_os("GL_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_gl")),
+    }
+}
 
 /// `gl ARGS… --project-dir PROJECT` with extra environment; (exit code, stdout, stderr).
 pub fn run(project: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gl"))
+    let out = Command::new(bin())
         .args(args)
         .arg("--project-dir")
         .arg(project)
