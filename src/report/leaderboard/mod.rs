@@ -35,6 +35,10 @@ pub struct Entry {
     pub on_edge: Vec<String>,
     /// Mean validation MAP@R (%) of the selected point (what chose it).
     pub val_map_r: Option<f64>,
+    /// Per seed (in seed order), the epoch its validation selected, and whether that was the
+    /// run's last epoch: early stopping never saw it past its best, so the epoch cap (not a
+    /// plateau) ended it and a longer run might do better.
+    pub epochs: Vec<(i64, bool)>,
     /// Test metric → seed → value (%).
     pub by_seed: BTreeMap<String, BTreeMap<u64, f64>>,
     /// 1 = highest mean test MAP@R.
@@ -168,11 +172,17 @@ fn entry(s: &SweepData, track: &str, objective: &str, i: usize) -> Entry {
                 .insert(r.seed, m.value);
         }
     }
+    let mut runs: Vec<_> = p.runs.iter().collect();
+    runs.sort_by_key(|r| r.seed);
     Entry {
         objective: objective.to_string(),
         track: track.to_string(),
         selected: shown.join(", "),
         on_edge: on_edge_keys,
+        epochs: runs
+            .iter()
+            .filter_map(|r| Some((r.selected_epoch?, r.selected_epoch? == r.epochs_done)))
+            .collect(),
         val_map_r: (!p.val_map_r.is_empty())
             .then(|| p.val_map_r.iter().sum::<f64>() / p.val_map_r.len() as f64),
         by_seed,
@@ -207,6 +217,18 @@ fn label(objective: &str) -> String {
     Objective::parse(objective).map_or(objective.to_string(), |o| o.label().to_string())
 }
 
+/// `6, 8*, 8*`: the selected epoch of each seed, `*` where it was the run's last.
+fn show_epochs(epochs: &[(i64, bool)]) -> String {
+    match epochs.is_empty() {
+        true => "—".into(),
+        false => epochs
+            .iter()
+            .map(|&(e, last)| format!("{e}{}", if last { "*" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// `+1.23 [−0.40, 2.86]` (a single seed: the difference alone).
 pub(crate) fn show_interval(i: &Interval) -> String {
     let signed = |x: f64| format!("{}{:.2}", if x < 0.0 { "−" } else { "+" }, x.abs());
@@ -231,6 +253,7 @@ pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
         "objective".into(),
         "selected (tuned on validation)".into(),
         "val MAP@R".into(),
+        "epoch per seed".into(),
     ];
     header.extend(METRICS.iter().map(|m| m.1.to_string()));
     header.push("Δ MAP@R vs Group Loss [95 % CI]".into());
@@ -241,6 +264,7 @@ pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
             label(&e.objective),
             e.selected.clone(),
             e.val_map_r.map_or("—".into(), |v| format!("{v:.2}")),
+            show_epochs(&e.epochs),
         ];
         r.extend(
             METRICS
@@ -258,7 +282,13 @@ pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
     }
     let (floor_label, floor) = floor(d, track);
     if !floor.is_empty() {
-        let mut r = vec!["floor".to_string(), floor_label, "—".into(), "—".into()];
+        let mut r = vec![
+            "floor".to_string(),
+            floor_label,
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ];
         r.extend(
             METRICS
                 .iter()
@@ -269,6 +299,10 @@ pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
     }
     let budget = s.points.len() / s.by_objective.len().max(1);
     let edges = entries.iter().filter(|e| !e.on_edge.is_empty()).count();
+    let capped = entries
+        .iter()
+        .filter(|e| e.epochs.iter().any(|&(_, last)| last))
+        .count();
     let seeds = entries
         .iter()
         .filter_map(|e| e.by_seed.get("map@r").map(BTreeMap::len))
@@ -302,7 +336,7 @@ pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
         "{}{start}: {tuned_here}; test metrics of the selected point's {seeds} seeds (%, mean ± \
          std), ranked by mean test MAP@R; Δ is the paired difference to Group Loss over seeds \
          with a 95 % t interval. The pretrained network, not trained on the dataset, is the \
-         floor{}.{}",
+         floor{}.{}{}",
         d.name,
         match track {
             "finetuned" => " (here: the fine-tuned start, as it is)",
@@ -313,6 +347,14 @@ pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
             n => format!(
                 " {n} selected point(s) lie on an edge of their grid, marked (edge): the best \
                  value may lie beyond it."
+            ),
+        },
+        match capped {
+            0 => String::new(),
+            n => format!(
+                " The epoch of each seed is the one its validation selected; * marks a run's last \
+                 epoch — it was still improving when the epoch cap ended it (so for {n} \
+                 objective(s) a longer run might do better)."
             ),
         }
     );

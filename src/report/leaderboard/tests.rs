@@ -35,9 +35,14 @@ mod grid {
         for (i, (o, lr, margin, val, test)) in points.iter().enumerate() {
             for (seed, t) in test.iter().enumerate() {
                 let id = format!("r{i}s{seed}");
+                // 8 epochs run; seeds 0 and 1 stopped early (their best 2 epochs back), seed
+                // 2's best was its last.
+                let (done, selected) = [(7, 5), (8, 6), (8, 8)][seed];
                 d.group_loss.push(RunRow {
                     point: vec![json!(lr), margin.clone(), json!(o)],
                     val_map_r: Some(*val),
+                    epochs_done: done,
+                    selected_epoch: Some(selected),
                     ..run(&id, seed as u64)
                 });
                 d.metrics.push(metric(Method::GroupLoss, &id, "map@r", *t));
@@ -58,6 +63,30 @@ mod grid {
         let keys = ["lr".to_string(), "margin".into(), "objective".into()];
         select(&mut d, &keys, tuned, &[]);
         d
+    }
+
+    #[test]
+    fn each_seeds_selected_epoch_is_shown_and_the_last_epoch_marked() {
+        let d = benchmark();
+        let t = table(&d, "").unwrap();
+        let col = t.header.iter().position(|h| h == "epoch per seed").unwrap();
+        for r in t.rows.iter().filter(|r| r[0] != "floor") {
+            assert_eq!(r[col], "5, 6, 8*", "{r:?}");
+        }
+        assert!(
+            t.caption.contains("still improving") && t.caption.contains("3 objective(s)"),
+            "{}",
+            t.caption
+        );
+        // Without a run at its cap, no mark and no sentence.
+        let mut d = d;
+        let s = d.sweep.as_mut().unwrap();
+        for r in s.points.iter_mut().flat_map(|p| p.runs.iter_mut()) {
+            r.epochs_done = 9;
+        }
+        let t = table(&d, "").unwrap();
+        assert!(!t.rows.iter().any(|r| r[col].contains('*')));
+        assert!(!t.caption.contains("still improving"), "{}", t.caption);
     }
 
     #[test]
@@ -125,6 +154,7 @@ mod grid {
             on_edge: Vec::new(),
             selected: String::new(),
             val_map_r: None,
+            epochs: Vec::new(),
             by_seed: [("map@r".to_string(), map_r.iter().copied().collect())].into(),
             rank: 0,
         }
