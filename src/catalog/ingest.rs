@@ -73,7 +73,10 @@ pub fn ingest_prepare(
     let m = &outcome.manifest;
     let file = outcome.dir.join(&m.file);
     let bytes = std::fs::metadata(&file)?.len() as i64;
-    let run = succeeded_run("prepare", &m.dataset, m.key.clone(), started_at, m)?;
+    // The manifest and the build's seconds (timings stay out of the manifest: see its doc).
+    let mut outputs = serde_json::to_value(m)?;
+    outputs["seconds"] = outcome.seconds.into();
+    let run = succeeded_run("prepare", &m.dataset, m.key.clone(), started_at, &outputs)?;
     cat.transaction(|tx| {
         let id = record_stage_run(tx, &run)?;
         replace_artifact(

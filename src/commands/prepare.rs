@@ -60,8 +60,8 @@ pub fn run((s, jobs): (Settings, Option<usize>)) -> Result<ExitCode> {
             m.dataset,
             m.images,
             m.failures.len(),
-            m.seconds,
-            (m.images as f64 + m.failures.len() as f64) / m.seconds.max(1e-9),
+            outcome.seconds,
+            (m.images as f64 + m.failures.len() as f64) / outcome.seconds.max(1e-9),
             outcome.dir.display()
         );
     } else {

@@ -7,6 +7,7 @@ pub mod crop_cache;
 pub mod fetch;
 pub mod index;
 pub mod index_file;
+pub mod jpeg;
 pub mod layout;
 pub mod loader;
 pub mod lock;

@@ -79,6 +79,10 @@ pub struct Failure {
 }
 
 /// The cache's manifest (`manifest.json`, written last: its presence marks a complete cache).
+/// It records what later stages read and nothing that varies between two builds of the same
+/// cache (no timings: a rebuild to the same crops leaves it byte-identical, so the pipeline's
+/// output digest, and every run downstream, stays fresh). Manifests written before carry a
+/// `seconds` field, ignored when read.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     pub dataset: String,
@@ -92,7 +96,6 @@ pub struct Manifest {
     /// sha256 of `file`, checked before the cache is reused (absent in caches before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_sha256: Option<String>,
-    pub seconds: f64,
 }
 
 impl Manifest {
@@ -123,6 +126,9 @@ pub struct Outcome {
     pub manifest: Manifest,
     /// False when an identical cache already existed and nothing was done.
     pub built: bool,
+    /// Wall seconds of the build (0 when nothing was built): reported and catalogued, not
+    /// stored in the manifest.
+    pub seconds: f64,
 }
 
 /// `data/cache/<dataset>/<key>/`, key = sha256(dataset fingerprint, params, format version).
@@ -163,8 +169,9 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     let key = cache_key(fingerprint, &s.params)?;
     let dir = s.project.cache_dir(&s.dataset).join(&key);
     let manifest_path = dir.join("manifest.json");
-    if let Ok(bytes) = std::fs::read(&manifest_path) {
-        let manifest: Manifest = serde_json::from_slice(&bytes)
+    let previous = std::fs::read(&manifest_path).ok();
+    if let Some(bytes) = &previous {
+        let manifest: Manifest = serde_json::from_slice(bytes)
             .with_context(|| format!("parsing {}", manifest_path.display()))?;
         match manifest.damage(&dir)? {
             None if !s.force => {
@@ -172,11 +179,15 @@ pub fn run(s: &Settings) -> Result<Outcome> {
                     dir,
                     manifest,
                     built: false,
+                    seconds: 0.0,
                 })
             }
             None => tracing::info!("{}: rebuilding the crop cache (--force)", s.dataset),
             Some(why) => tracing::warn!("{}: rebuilding the crop cache: {why}", s.dataset),
         }
+        // An image that now leaves the dataset root fails the rebuild before the cache is
+        // given up.
+        check_images_inside(&root, &index.images)?;
         // The manifest goes first, so a rebuild cut short leaves no manifest naming a file
         // that is not its own.
         match std::fs::remove_file(&manifest_path) {
@@ -202,7 +213,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         let results: Vec<Result<CropRow, Failure>> = chunk
             .par_iter()
             .map(|im| prepare_one(&root, im, &s.params))
-            .collect();
+            .collect::<Result<_>>()?;
         let mut rows = Vec::with_capacity(chunk.len());
         for r in results {
             match r {
@@ -246,40 +257,79 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         failures,
         file: file_name,
         file_sha256: Some(file_sha256),
-        seconds: clock.elapsed().as_secs_f64(),
     };
-    crate::fsutil::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    let bytes = manifest_bytes(&manifest, previous.as_deref())?;
+    crate::fsutil::write_atomic(&manifest_path, &bytes)?;
     Ok(Outcome {
         dir,
         manifest,
         built: true,
+        seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// The bytes to store for `manifest`: those of the manifest it replaces (`previous`) when that
+/// one records the same cache — timings aside, which manifests before this one carried as
+/// `seconds` — so a cache rebuilt to the same crops keeps the output digest that runs
+/// downstream were fingerprinted with; otherwise its own JSON.
+fn manifest_bytes(manifest: &Manifest, previous: Option<&[u8]>) -> Result<Vec<u8>> {
+    let new = serde_json::to_value(manifest)?;
+    if let Some(prev) = previous {
+        if let Ok(serde_json::Value::Object(mut old)) = serde_json::from_slice(prev) {
+            old.remove("seconds");
+            if serde_json::Value::Object(old) == new {
+                return Ok(prev.to_vec());
+            }
+        }
+    }
+    Ok(serde_json::to_vec_pretty(manifest)?)
+}
+
+/// What an image path leaving the dataset root is told.
+const CHANGED: &str =
+    "the dataset changed since it was fetched: restore the image, or fetch it again";
+
+/// Checks that every image path is inside `root`, symlinks resolved (the check the fetch made,
+/// [`crate::data::layout::check_inside`]), naming the first that is not.
+fn check_images_inside(root: &Path, images: &[ImageEntry]) -> Result<()> {
+    for im in images {
+        crate::data::layout::check_inside(root, &im.rel_path).context(CHANGED)?;
+    }
+    Ok(())
 }
 
 /// Decode, convert to RGB (grayscale, CMYK, alpha), resize so the shorter side is `resize`
 /// (bilinear, antialiased when shrinking; small images are enlarged, as torchvision's
-/// `Resize(256)` does), re-encode.
-fn prepare_one(root: &Path, im: &ImageEntry, p: &PrepareParams) -> Result<CropRow, Failure> {
+/// `Resize(256)` does), re-encode. An image that cannot be read or decoded is a [`Failure`];
+/// an image path that leaves the dataset root (a file replaced by a symlink to elsewhere since
+/// the fetch checked it) fails the whole stage, naming it: nothing outside the dataset is read
+/// into the cache.
+fn prepare_one(
+    root: &Path,
+    im: &ImageEntry,
+    p: &PrepareParams,
+) -> Result<Result<CropRow, Failure>> {
+    crate::data::layout::check_inside(root, &im.rel_path).context(CHANGED)?;
     let fail = |e: String| Failure {
         image_id: im.image_id,
         rel_path: im.rel_path.clone(),
         error: e,
     };
-    let bytes =
-        std::fs::read(root.join(&im.rel_path)).map_err(|e| fail(format!("reading: {e}")))?;
-    let (width, height, jpeg) = prepare_image(&bytes, p).map_err(fail)?;
-    Ok(CropRow::new(
-        im.image_id,
-        im.class_id,
-        im.split,
-        (width, height),
-        jpeg,
-    ))
+    let row = std::fs::read(root.join(&im.rel_path))
+        .map_err(|e| fail(format!("reading: {e}")))
+        .and_then(|bytes| prepare_image(&bytes, p).map_err(fail))
+        .map(|(width, height, jpeg)| {
+            CropRow::new(im.image_id, im.class_id, im.split, (width, height), jpeg)
+        });
+    Ok(row)
 }
 
 /// One image's preprocessing: decode (any JPEG/PNG colour type → RGB), resize so the shorter
-/// side is `p.resize`, re-encode as JPEG. Returns the new size and the bytes.
+/// side is `p.resize`, re-encode as JPEG. Returns the new size and the bytes. A truncated JPEG
+/// is an error ("image file is truncated", as PIL says), not an image whose missing part the
+/// decoder fills with gray.
 pub fn prepare_image(bytes: &[u8], p: &PrepareParams) -> Result<(u32, u32, Vec<u8>), String> {
+    crate::data::jpeg::check_complete(bytes).map_err(|e| format!("decoding: {e}"))?;
     let img = image::load_from_memory(bytes)
         .map_err(|e| format!("decoding: {e}"))?
         .to_rgb8();
@@ -299,4 +349,61 @@ pub fn prepare_image(bytes: &[u8], p: &PrepareParams) -> Result<(u32, u32, Vec<u
         .encode_image(&resized)
         .map_err(|e| format!("encoding: {e}"))?;
     Ok((nw, nh, jpeg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_where_the_decoder_would_fill_it_with_gray() {
+        let img = image::RgbImage::from_fn(256, 192, |x, y| {
+            image::Rgb([x as u8, (y * 3) as u8, ((x ^ y) * 5) as u8])
+        });
+        let mut whole = Vec::new();
+        JpegEncoder::new_with_quality(&mut whole, 90)
+            .encode_image(&img)
+            .unwrap();
+        let p = PrepareParams {
+            resize: 32,
+            ..Default::default()
+        };
+        assert_eq!(prepare_image(&whole, &p).unwrap().0, 43);
+        let half = &whole[..whole.len() / 2];
+        // The decoder alone accepts it: the missing half becomes gray.
+        let gray = image::load_from_memory(half).unwrap().to_rgb8();
+        assert_eq!(gray.get_pixel(128, 191).0, [128, 128, 128]);
+        let e = prepare_image(half, &p).unwrap_err();
+        assert!(e.contains("image file is truncated"), "{e}");
+    }
+
+    #[test]
+    fn a_rebuilt_manifest_keeps_the_bytes_of_an_older_one_that_carried_seconds() {
+        let m = Manifest {
+            dataset: "d".into(),
+            dataset_fingerprint: "f".into(),
+            params: PrepareParams::default(),
+            format_version: FORMAT_VERSION,
+            key: "k".into(),
+            images: 3,
+            failures: Vec::new(),
+            file: "crops.parquet".into(),
+            file_sha256: Some("abc".into()),
+        };
+        let mut old = serde_json::to_value(&m).unwrap();
+        old["seconds"] = 12.5.into();
+        let old = serde_json::to_vec_pretty(&old).unwrap();
+        assert_eq!(manifest_bytes(&m, Some(&old)).unwrap(), old);
+        let other = Manifest {
+            images: 4,
+            ..m.clone()
+        };
+        let fresh = manifest_bytes(&other, Some(&old)).unwrap();
+        assert_eq!(fresh, serde_json::to_vec_pretty(&other).unwrap());
+        assert!(!String::from_utf8(fresh).unwrap().contains("seconds"));
+        assert_eq!(
+            manifest_bytes(&m, Some(b"{ not json")).unwrap(),
+            serde_json::to_vec_pretty(&m).unwrap()
+        );
+    }
 }

@@ -12,7 +12,7 @@ use crate::model::ForwardMode;
 use crate::train::config::{SamplerChoice, TrainConfig};
 use crate::train::criterion::Criterion;
 use crate::train::radam::RAdam;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -57,23 +57,75 @@ pub fn epoch_batches(
                 .map(<[usize]>::to_vec)
                 .collect()
         }
-        kind => {
-            let params = SamplerParams::new(
-                cfg.classes_per_batch,
-                cfg.samples_per_class,
-                if kind == SamplerChoice::Official {
-                    SamplerKind::Official
-                } else {
-                    SamplerKind::Corrected
-                },
-            )?;
-            sampler::epoch(&params, train_labels, &mut rng)?
-        }
+        kind => sampler::epoch(&sampler_params(cfg, kind)?, train_labels, &mut rng)?,
     };
     Ok(positions
         .into_iter()
         .map(|b| b.into_iter().map(|p| train[p]).collect())
         .collect())
+}
+
+/// The class-balanced sampler's parameters of a recipe (`kind` not `Random`).
+fn sampler_params(cfg: &TrainConfig, kind: SamplerChoice) -> Result<SamplerParams> {
+    let kind = match kind {
+        SamplerChoice::Official => SamplerKind::Official,
+        _ => SamplerKind::Corrected,
+    };
+    Ok(SamplerParams::new(
+        cfg.classes_per_batch,
+        cfg.samples_per_class,
+        kind,
+    )?)
+}
+
+/// Checks, before any epoch is spent, that the recipe's sampler draws at least one batch from
+/// the training split; otherwise an error naming the keys that do not fit, their values and
+/// what the split has. How many batches an epoch has does not depend on the RNG, so one check
+/// answers for every epoch.
+pub fn check_batches(cfg: &TrainConfig, train_labels: &[i64]) -> Result<()> {
+    let images = train_labels.len();
+    let mut sizes: HashMap<i64, usize> = HashMap::new();
+    for l in train_labels {
+        *sizes.entry(*l).or_default() += 1;
+    }
+    let classes = sizes.len();
+    let (p, k) = (cfg.classes_per_batch, cfg.samples_per_class);
+    let split = format!("{classes} classes, {images} images");
+    match cfg.sampler {
+        SamplerChoice::Random => ensure!(
+            images >= cfg.batch_size,
+            "no batch can be drawn: `batch_size` = {} needs at least {} training images; the \
+             training split has {images} ({classes} classes)",
+            cfg.batch_size,
+            cfg.batch_size
+        ),
+        SamplerChoice::Corrected => ensure!(
+            classes >= p,
+            "no batch can be drawn: `classes_per_batch` = {p} needs {p} distinct training \
+             classes (`samples_per_class` = {k} images each, topped up where a class has \
+             fewer); the training split has {classes} classes ({images} images)"
+        ),
+        SamplerChoice::Official => {
+            // Batches of one run each: the runs an epoch draws from (a batch takes P).
+            let one = SamplerParams {
+                classes_per_batch: 1,
+                ..sampler_params(cfg, SamplerChoice::Official)?
+            };
+            let runs = match train_labels.is_empty() {
+                true => 0,
+                false => sampler::batches_per_epoch(&one, train_labels)?,
+            };
+            let full = sizes.values().filter(|&&s| s >= k).count();
+            ensure!(
+                runs >= p,
+                "no batch can be drawn: a batch takes `classes_per_batch` = {p} runs of \
+                 `samples_per_class` = {k} images of one class, and the training split gives \
+                 the official sampler {runs} runs ({full} classes with at least {k} images, of \
+                 {split})"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Means over an epoch's batches.
