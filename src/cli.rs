@@ -142,6 +142,10 @@ pub struct ReportArgs {
     /// Reports directory; the report goes to <DIR>/<profile>/ [default: <project>/reports].
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
+    /// Make the report even when tasks of the profile are stale, missing or failed (refused
+    /// otherwise, naming them); the report's footer then says it was made from stale results.
+    #[arg(long)]
+    pub allow_stale: bool,
 }
 
 /// Which weights and splits of a run to embed.
@@ -407,6 +411,11 @@ pub struct SynthArgs {
     /// colours are closer than that overlap, so retrieval is not perfect.
     #[arg(long, default_value_t = 0)]
     pub jitter: u8,
+    /// Replace a synthetic set already registered under NAME with other parameters (its pinned
+    /// sha256 and downloaded copy are dropped, so the next `gl fetch NAME` fetches the new
+    /// one); refused without it.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -17,6 +17,9 @@ pub const REFERENCE_DIR: &str = "GL_REFERENCE_DIR";
 /// `off`: commands leave the catalogue alone (a run directory is indexed later with
 /// `gl index-runs`), as on a machine where the catalogue is not.
 pub const CATALOG: &str = "GL_CATALOG";
+/// Set by `gl run` on every task it starts (to the task's id): `gl report` then skips its
+/// freshness check, since the coordinator starts the report only once its tasks are fresh.
+pub const RUN_TASK: &str = "GL_RUN_TASK";
 /// Prefix of training-recipe keys (`GL_TRAIN_EPOCHS=3`), above `pipeline/train.toml`.
 pub const TRAIN_PREFIX: &str = "GL_TRAIN_";
 /// Prefix of pipeline-profile keys (`GL_PIPELINE_SEEDS=[0]`, `__` for nesting).

@@ -17,6 +17,7 @@ pub const LAYERS: &[&[&str]] = &[
         "clock",
         "numerics",
         "names",
+        "interrupt",
     ],
     &["data"],
     &["project"],

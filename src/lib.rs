@@ -19,6 +19,7 @@ pub mod device;
 pub mod env_vars;
 pub mod eval;
 pub mod fsutil;
+pub mod interrupt;
 pub mod layers;
 pub mod loss;
 pub mod model;

@@ -94,7 +94,9 @@ fn main() -> ExitCode {
             project().and_then(|p| grouploss::commands::pipeline::status(args, p, cli.threads))
         }
         #[cfg(feature = "catalog")]
-        Command::Report(args) => project().and_then(|p| grouploss::commands::report::run(args, p)),
+        Command::Report(args) => {
+            project().and_then(|p| grouploss::commands::report::run(args, p, cli.threads))
+        }
         #[cfg(feature = "catalog")]
         Command::Cancel(args) => {
             project().and_then(|p| grouploss::commands::pipeline::cancel(args, p))

@@ -120,7 +120,7 @@ fn create_released(
     );
     let run = Name::new(Kind::Run, run)
         .context("with --weights, RUN must be a run id (a directory under data/runs/)")?;
-    let mut observer = crate::commands::train::RunObserver::new(project, false);
+    let mut observer = crate::commands::train::RunObserver::new(project, None);
     let device = s.device;
     crate::stages::released::create(project, dataset, weights, &run, device, &mut observer)?;
     Ok(())

@@ -68,8 +68,15 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         dry_run: args.dry_run,
         matching: args.matching,
     };
+    crate::interrupt::install();
+    let mut stopped: Vec<String> = Vec::new();
     let actions = runner::run(&project, &plan, exec.as_ref(), &opts, &mut |t, a| {
         let what = match a {
+            Action::Resumes { note } => format!("resumes {note}"),
+            Action::Blocked { upstream } if upstream.starts_with("stopped by") => {
+                stopped.push(t.id());
+                format!("STOPPED: {upstream}")
+            }
             Action::Fresh => "fresh".to_string(),
             Action::WouldRun(s) => format!("would run ({})", s.as_str()),
             Action::Ran { seconds } => format!("ran in {seconds:.1} s"),
@@ -78,7 +85,11 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
             Action::NotSelected => return,
         };
         println!("{}", line(t, &what));
-    })?;
+    });
+    let actions = match actions {
+        Ok(a) => a,
+        Err(e) => return interrupted(e, &stopped, &plan.profile.name),
+    };
     let failed = actions
         .iter()
         .filter(|a| matches!(a, Action::Failed { .. }))
@@ -95,6 +106,24 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `gl run` stopped by SIGTERM/SIGINT: says which tasks it stopped (their runs read
+/// `interrupted`) and how to resume them, and exits as a shell would (128 + signal). Any other
+/// error is returned as it is.
+fn interrupted(e: anyhow::Error, stopped: &[String], profile: &str) -> Result<ExitCode> {
+    let Some(sig) = crate::interrupt::of(&e) else {
+        return Err(e);
+    };
+    let what = match stopped.len() {
+        0 => "no task stopped".to_string(),
+        n => format!("stopped {n} task(s): {}", stopped.join(", ")),
+    };
+    eprintln!(
+        "gl run stopped by {}: {what}; `gl run --profile {profile}` resumes",
+        sig.name()
+    );
+    Ok(ExitCode::from(sig.exit_code()))
 }
 
 pub fn status(args: StatusArgs, project: Project, threads: Option<i32>) -> Result<ExitCode> {

@@ -1,9 +1,11 @@
-//! `gl synth`: generate a SOP-shaped synthetic dataset and register it.
+//! `gl synth`: generate a SOP-shaped synthetic dataset and register it — refused when the name
+//! holds a set with other parameters, unless `--replace`.
 
 use crate::cli::SynthArgs;
-use crate::data::synth::{generate, SynthSpec};
+use crate::data::lock::Lock;
+use crate::data::synth::{generate, other_parameters, registry_path, SynthSpec};
 use crate::project::Project;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ pub fn run(args: SynthArgs, project: Project) -> Result<ExitCode> {
         size,
         seed,
         jitter,
+        replace,
     } = args;
     let spec = SynthSpec {
         name,
@@ -25,6 +28,31 @@ pub fn run(args: SynthArgs, project: Project) -> Result<ExitCode> {
         jitter,
     };
     spec.validate()?;
+    if let Some(old) = other_parameters(&spec, &project.data_dir)? {
+        if !replace {
+            bail!(
+                "the synthetic set {name} exists with other parameters ({old}, in {}): its \
+                 fetched archive is pinned by sha256, so a different one under the same name \
+                 would not fetch; pick another --name, or pass --replace to replace it",
+                registry_path(&spec, &project.data_dir).display(),
+                name = spec.name
+            );
+        }
+        // The old archive's pin and its downloaded copy go: `gl fetch` then takes the new one.
+        let file = format!("{}.tar", spec.name);
+        Lock::load(&project.root)?.unpin(spec.name.as_str(), &file)?;
+        let copy = project.downloads(&spec.name).join(&file);
+        match std::fs::remove_file(&copy) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", copy.display()))
+            }
+            _ => {}
+        }
+        eprintln!(
+            "{}: replacing the set of other parameters ({old})",
+            spec.name
+        );
+    }
     let t = Instant::now();
     let out = generate(&spec, &project.data_dir)?;
     println!(

@@ -5,6 +5,7 @@ use crate::cli::TrainArgs;
 use crate::project::Project;
 use crate::stages::train::{self as trainer, lines, Settings};
 use crate::train::config::TrainConfig;
+use crate::train::objective::Objective;
 use crate::train::run_dir::{EpochRecord, RunDir, Untrained};
 use anyhow::{Context, Result};
 use std::process::ExitCode;
@@ -53,11 +54,13 @@ pub fn resolve(args: TrainArgs, project: Project) -> Result<Option<Settings>> {
 pub struct RunObserver {
     #[cfg_attr(not(feature = "catalog"), allow(dead_code))]
     catalog: std::path::PathBuf,
-    print: bool,
+    /// The objective of the run whose lines to print (`None`: print nothing, `--quiet`).
+    print: Option<Objective>,
 }
 
 impl RunObserver {
-    pub fn new(project: &Project, print: bool) -> Self {
+    /// `print`: the lines of a run with this objective go to stderr; `None` prints nothing.
+    pub fn new(project: &Project, print: Option<Objective>) -> Self {
         RunObserver {
             catalog: project.catalog_path(),
             print,
@@ -65,16 +68,44 @@ impl RunObserver {
     }
 }
 
+/// A run that ended in an error or a signal: its status (`failed` / `interrupted`, from its
+/// files now that its writer lock is free) indexed at once, not at the next `gl index-runs`;
+/// then the error, or for a signal a line saying so and the shell's exit code (128 + signal).
+fn stopped(s: &Settings, e: anyhow::Error) -> Result<ExitCode> {
+    #[cfg(feature = "catalog")]
+    if crate::project::catalog_writes() && s.run_dir.join("config.json").is_file() {
+        let catalog = s.project.catalog_path();
+        if let Err(w) = crate::catalog::runs::ingest_run_path(&catalog, &s.run_dir) {
+            tracing::warn!(
+                "the run's status is not indexed in the catalogue (run `gl index-runs` \
+                 later): {w:#}"
+            );
+        }
+    }
+    match crate::interrupt::of(&e) {
+        Some(sig) => {
+            eprintln!(
+                "gl train stopped by {}: run {} interrupted; `gl train --resume` (or `gl run`) \
+                 continues it from its last checkpoint",
+                sig.name(),
+                s.run_id
+            );
+            Ok(ExitCode::from(sig.exit_code()))
+        }
+        None => Err(e),
+    }
+}
+
 impl trainer::Observer for RunObserver {
     fn untrained(&mut self, u: &Untrained, ks: &[usize]) {
-        if self.print {
+        if self.print.is_some() {
             eprintln!("{}", lines::untrained_line(u, ks));
         }
     }
 
     fn epoch(&mut self, r: &EpochRecord, ks: &[usize]) {
-        if self.print {
-            eprintln!("{}", lines::epoch_line(r, ks));
+        if let Some(objective) = self.print {
+            eprintln!("{}", lines::epoch_line(r, ks, objective));
         }
     }
 
@@ -96,7 +127,15 @@ pub fn run(settings: Option<Settings>) -> Result<ExitCode> {
     let Some(s) = settings else {
         return Ok(ExitCode::SUCCESS);
     };
-    let out = trainer::run(&s, &mut RunObserver::new(&s.project, true))?;
+    crate::interrupt::install();
+    let out = trainer::run(
+        &s,
+        &mut RunObserver::new(&s.project, s.progress.then_some(s.config.objective)),
+    );
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return stopped(&s, e),
+    };
     let sum = &out.summary;
     let pct = |v: &Option<Vec<f64>>| {
         v.as_ref()

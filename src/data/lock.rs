@@ -80,6 +80,22 @@ impl Lock {
         crate::fsutil::write_atomic(&self.path, text.as_bytes())
     }
 
+    /// Drops the pin of `dataset`/`file` (a synthetic set replaced by `gl synth --replace`),
+    /// rewriting the file atomically; whether there was one.
+    pub fn unpin(&mut self, dataset: &str, file: &str) -> Result<bool> {
+        let before = self.doc.files.len();
+        self.doc
+            .files
+            .retain(|p| !(p.dataset == dataset && p.file == file));
+        if self.doc.files.len() == before {
+            return Ok(false);
+        }
+        let body = toml::to_string(&self.doc).context("serialising the lock file")?;
+        let text = format!("{}\n\n{body}", self.header);
+        crate::fsutil::write_atomic(&self.path, text.as_bytes())?;
+        Ok(true)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

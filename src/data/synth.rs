@@ -104,8 +104,55 @@ pub fn generate(spec: &SynthSpec, data_dir: &Path) -> Result<SynthOutput> {
         .context("writing the tar archive")?;
     crate::fsutil::persist(tmp, &archive)?;
 
+    let entry = registry_text(spec, &archive);
+    let registry_entry = registry_path(spec, data_dir);
+    crate::fsutil::write_atomic(&registry_entry, entry.as_bytes())?;
+    Ok(SynthOutput {
+        archive,
+        registry_entry,
+        images: image_id,
+        train_images,
+    })
+}
+
+/// `<data_dir>/registry.d/<name>.toml`, the set's registry entry.
+pub fn registry_path(spec: &SynthSpec, data_dir: &Path) -> PathBuf {
+    data_dir
+        .join(crate::data::registry::LOCAL_REGISTRY_DIR)
+        .join(format!("{}.toml", spec.name))
+}
+
+/// The `title` line of a registry entry: it carries every parameter of a synthetic set.
+fn title_line(entry: &str) -> Option<&str> {
+    entry.lines().find(|l| l.starts_with("title = "))
+}
+
+/// The parameters (the registry entry's title) of the synthetic set already registered under
+/// `spec`'s name when they differ from `spec`'s; `None` when there is none or it is the same
+/// set (regenerating it gives the same bytes). A set re-made with other parameters would no
+/// longer match the sha256 `gl fetch` pinned for its archive.
+pub fn other_parameters(spec: &SynthSpec, data_dir: &Path) -> Result<Option<String>> {
+    let path = registry_path(spec, data_dir);
+    let old = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let new = registry_text(spec, Path::new(""));
+    Ok(match (title_line(&old), title_line(&new)) {
+        (Some(o), Some(n)) if o == n => None,
+        (o, _) => Some(o.unwrap_or("not written by `gl synth`").to_string()),
+    })
+}
+
+/// The registry entry of the set `spec` describes, its archive at `archive`.
+fn registry_text(spec: &SynthSpec, archive: &Path) -> String {
+    let root = "Stanford_Online_Products";
+    let n_train_classes = spec.classes / 2;
+    let image_id = u64::from(spec.classes) * u64::from(spec.per_class);
+    let train_images = u64::from(n_train_classes) * u64::from(spec.per_class);
     let train_classes = u64::from(n_train_classes);
-    let entry = format!(
+    format!(
         "# Written by `gl synth`: a synthetic SOP-shaped dataset (not real data).\n\
          [datasets.{name}]\n\
          title = \"Synthetic SOP-shaped set ({classes} classes × {per} images, {size}px{jitter}, seed {seed})\"\n\
@@ -129,17 +176,7 @@ pub fn generate(spec: &SynthSpec, data_dir: &Path) -> Result<SynthOutput> {
         test_images = image_id - train_images,
         test_classes = u64::from(spec.classes) - train_classes,
         archive = archive.display(),
-    );
-    let registry_entry = data_dir
-        .join(crate::data::registry::LOCAL_REGISTRY_DIR)
-        .join(format!("{}.toml", spec.name));
-    crate::fsutil::write_atomic(&registry_entry, entry.as_bytes())?;
-    Ok(SynthOutput {
-        archive,
-        registry_entry,
-        images: image_id,
-        train_images,
-    })
+    )
 }
 
 fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<()> {

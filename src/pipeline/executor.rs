@@ -139,6 +139,7 @@ impl Local {
         let mut cmd = Command::new(&self.gl);
         cmd.args(&self.global)
             .args(&task.argv)
+            .env(crate::env_vars::RUN_TASK, task.id())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -198,6 +199,9 @@ impl Executor for Local {
         let mut pending: Vec<usize> = batch.to_vec();
         let mut running: Vec<Running> = Vec::new();
         while !pending.is_empty() || !running.is_empty() {
+            if let Some(sig) = crate::interrupt::received() {
+                return stop(running, crate::interrupt::Interrupted(sig), done);
+            }
             // Start (or cancel) every pending task whose batch dependencies have all ended.
             let mut k = 0;
             while k < pending.len() && running.len() < self.jobs.max(1) {
@@ -252,9 +256,12 @@ impl Executor for Local {
                         break;
                     }
                 }
-                match ended {
-                    Some(e) => break e,
-                    None => std::thread::sleep(Duration::from_millis(50)),
+                match (ended, crate::interrupt::received()) {
+                    (Some(e), _) => break e,
+                    (None, Some(sig)) => {
+                        return stop(running, crate::interrupt::Interrupted(sig), done)
+                    }
+                    (None, None) => std::thread::sleep(Duration::from_millis(50)),
                 }
             };
             let r = running.remove(pos);
@@ -273,6 +280,47 @@ impl Executor for Local {
         }
         Ok(())
     }
+}
+
+/// How long a task stopped by the coordinator may take to stop (it records its state at its
+/// next safe point) before it is killed.
+const STOP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The coordinator got SIGTERM/SIGINT: each running task gets SIGTERM and is waited for (killed
+/// after [`STOP_PATIENCE`]), then reported cancelled ("stopped by …") so the runner re-indexes
+/// what it left; tasks not started stay unstarted. Returns the interruption as the error.
+fn stop(
+    mut running: Vec<Running>,
+    why: crate::interrupt::Interrupted,
+    done: &mut Done,
+) -> Result<()> {
+    for r in &running {
+        // SAFETY: kill(2) on the pid of a child not yet reaped (so not reused).
+        unsafe {
+            libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + STOP_PATIENCE;
+    for r in &mut running {
+        while r.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for r in running.drain(..) {
+        let ended = Ended {
+            outcome: Outcome::Cancelled(format!("{why}: gl run was interrupted")),
+            executor: "local",
+            started: r.started,
+            seconds: r.clock.elapsed().as_secs_f64(),
+        };
+        done(r.index, ended)?;
+    }
+    Err(why.into())
 }
 
 #[cfg(test)]

@@ -80,6 +80,11 @@ pub enum Action {
     },
     /// Not selected (`gl run <other stage>`).
     NotSelected,
+    /// Reported (not kept) before a training task starts that continues a run an earlier
+    /// `gl run` left: which run, from which epoch, and how it had ended.
+    Resumes {
+        note: String,
+    },
 }
 
 /// The latest records of the catalogue (none when it does not exist yet).
@@ -158,6 +163,11 @@ pub fn run(
         } else {
             if !opts.dry_run && (st.status == Status::Stale || opts.force) {
                 supersede(project, t)?;
+            }
+            if !opts.dry_run {
+                if let Some(note) = resuming(project, t) {
+                    report(t, &Action::Resumes { note });
+                }
             }
             // Also in a dry run: what follows a task that would run would run too, not be
             // reported as blocked.
@@ -241,6 +251,9 @@ fn finish(
     let t = &plan.tasks[i];
     let digests: Vec<Option<String>> = t.deps.iter().map(|&d| states[d].digest.clone()).collect();
     let fp = fingerprint(plan, t, &digests);
+    if !matches!(ended.outcome, Outcome::Succeeded) {
+        index_stopped_run(project, t);
+    }
     let result = match ended.outcome {
         Outcome::Cancelled(why) => {
             let st = TaskState {
@@ -313,6 +326,43 @@ fn finish(
         ),
         Some(error) => (Action::Failed { error }, new),
     })
+}
+
+/// The run an earlier attempt left in training task `t`'s run directory, which it will resume
+/// ("run ID after epoch N (it was interrupted)"); `None` when it starts a new run.
+fn resuming(project: &Project, t: &Task) -> Option<String> {
+    use crate::train::run_dir::{Progress, RunDir};
+    let dir = RunDir::new(project.data_dir.join(t.run_dir.as_ref()?));
+    if !dir.config_path().is_file() {
+        return None;
+    }
+    let progress = dir.progress().ok()?;
+    if progress == Progress::Completed {
+        return None;
+    }
+    let epoch = dir.state().ok().flatten().map_or(0, |s| s.epoch);
+    let name = dir.root.file_name()?.to_string_lossy().into_owned();
+    Some(format!(
+        "run {name} after epoch {epoch} (it was {})",
+        progress.as_str()
+    ))
+}
+
+/// A training task that failed or was stopped: its run's status (`failed`, `interrupted`) is
+/// read from its files and indexed now, not at the next `gl index-runs` — the task could not
+/// record it itself when it was killed. A catalogue that cannot be written is a warning.
+fn index_stopped_run(project: &Project, t: &Task) {
+    let Some(rel) = &t.run_dir else { return };
+    let dir = project.data_dir.join(rel);
+    if !dir.join("config.json").is_file() {
+        return;
+    }
+    if let Err(e) = ingest_run_path(&project.catalog_path(), &dir) {
+        tracing::warn!(
+            "{}: the run's status is not indexed (`gl index-runs` indexes it later): {e:#}",
+            t.id()
+        );
+    }
 }
 
 /// Indexes what task `t` wrote in the catalogue (re-derived whole, so indexing twice is

@@ -212,9 +212,11 @@ impl Slurm {
             let t = &plan.tasks[i];
             let args: Vec<String> = t.argv.iter().map(|a| quote(a)).collect();
             s += &format!(
-                "  {k}) log={}; exit_file={}; set -- {} ;;\n",
+                "  {k}) log={}; exit_file={}; export {}={}; set -- {} ;;\n",
                 quote(&log_path(&self.local.logs, t).display().to_string()),
                 quote(&self.exit_path(t).display().to_string()),
+                crate::env_vars::RUN_TASK,
+                quote(&t.id()),
                 args.join(" ")
             );
         }
@@ -406,6 +408,9 @@ impl Slurm {
                     None => left.push(i),
                 }
             }
+            // SIGTERM/SIGINT to `gl run`: stop waiting (the jobs stay queued; the next
+            // `gl run` adopts them, `gl cancel` cancels them).
+            crate::interrupt::check()?;
             if left.len() == pending.len() {
                 std::thread::sleep(Duration::from_secs_f64(self.cfg.poll_seconds.max(0.1)));
             }

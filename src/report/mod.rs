@@ -43,6 +43,9 @@ pub struct ReportParams {
     pub gallery_k: usize,
     /// Thumbnail edge in pixels.
     pub thumb: u32,
+    /// Tasks of the profile that were not fresh when the report was made (`gl report
+    /// --allow-stale`), as "stage:task (status)": the footer says the report is built on them.
+    pub stale: Vec<String>,
 }
 
 impl Default for ReportParams {
@@ -54,6 +57,7 @@ impl Default for ReportParams {
             gallery_queries: 8,
             gallery_k: 5,
             thumb: 96,
+            stale: Vec::new(),
         }
     }
 }
@@ -443,11 +447,29 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
         }
     }
     md += &environment::footer(cat, &data, project_root)?;
+    md += &stale_note(&p.stale);
     files.push(File {
         rel: "README.md".into(),
         bytes: md.into_bytes(),
     });
     Ok(files)
+}
+
+/// The footer's warning of a report made from stale results (empty when there were none).
+fn stale_note(stale: &[String]) -> String {
+    if stale.is_empty() {
+        return String::new();
+    }
+    let more = match stale.len().saturating_sub(10) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "\n**Made from stale results** (`gl report --allow-stale`): {} task(s) of the profile \
+         were not fresh — {}{more}. `gl run` of the profile brings them up to date.\n",
+        stale.len(),
+        stale[..stale.len().min(10)].join(", ")
+    )
 }
 
 /// Writes the report of `profile` to `<reports>/<profile>/` (replacing it whole: built in a

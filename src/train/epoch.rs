@@ -361,6 +361,9 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
     };
     let mut stream = stream.enumerate();
     loop {
+        // A SIGTERM/SIGINT stops here, between steps: nothing of this epoch is committed yet,
+        // so the run resumes from its last checkpoint.
+        crate::interrupt::check().with_context(|| format!("epoch {}", inp.epoch))?;
         let waited = Instant::now();
         let next = stream.next();
         sums.loader_wait += waited.elapsed().as_secs_f64();

@@ -16,6 +16,7 @@ mod efficientnet_lite;
 mod evaluate;
 mod faults;
 mod faults_data;
+mod faults_runs;
 mod fetch;
 #[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
 mod group_loss_golden;

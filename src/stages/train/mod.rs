@@ -11,6 +11,7 @@
 //! an [`Observer`] that hears of every epoch — the stage prints nothing itself ([`lines`] has
 //! the lines `gl train` prints).
 
+pub mod guard;
 pub mod inputs;
 pub mod lines;
 pub mod trainee;
@@ -68,14 +69,20 @@ pub trait Observer {
 
 /// Runs (or resumes) the training run `s` describes, as the run directory's one writer
 /// ([`RunDir::lock`]); a run that fails records why in `failed.json` (cleared when it is
-/// resumed), so the catalogue can tell a failed run from one still running or killed.
+/// resumed), so the catalogue can tell a failed run from one still running or killed — a panic
+/// of libtorch (out of memory) included ([`guard`]); one stopped by a signal
+/// ([`crate::interrupt`]) records nothing and reads `interrupted`.
 pub fn run(s: &Settings, obs: &mut dyn Observer) -> Result<Outcome> {
     let run_dir = RunDir::new(s.run_dir.clone());
     let _writer = run_dir.lock()?;
     run_dir.clear_failure()?;
-    let out = run_locked(s, &run_dir, obs);
-    if let Err(e) = &out {
-        run_dir.record_failure(e);
+    let out = guard::catching_panics(&s.config, s.device, || run_locked(s, &run_dir, obs));
+    match &out {
+        // Stopped by SIGTERM/SIGINT between steps: no error to record, the run reads
+        // `interrupted` and resumes from its last commit.
+        Err(e) if crate::interrupt::of(e).is_some() => {}
+        Err(e) => run_dir.record_failure(e),
+        Ok(_) => {}
     }
     out
 }
@@ -108,6 +115,7 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
         if selection::early_stop(cfg, &t.state).is_some() {
             break;
         }
+        crate::interrupt::check()?;
         let record = t.epoch(s, &inputs, run_dir, &criterion, e)?;
         tracing::info!(?record, "epoch done");
         obs.epoch(&record, &cfg.recall_ks);
