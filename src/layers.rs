@@ -17,6 +17,7 @@ pub const LAYERS: &[&[&str]] = &[
         "clock",
         "numerics",
         "names",
+        "tempfiles",
     ],
     &["data"],
     &["project"],

@@ -15,6 +15,7 @@ mod datasets;
 mod efficientnet_lite;
 mod evaluate;
 mod faults;
+mod faults_tmp;
 mod fetch;
 #[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
 mod group_loss_golden;
