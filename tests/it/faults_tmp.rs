@@ -1,5 +1,6 @@
-//! Temporary files (issue 36, faults 6 and 7), done for real: `gl sql` processes killed with
-//! SIGKILL mid-query, temporary files left in run directories and `reports/`.
+//! Temporary files and `gl sql` (issue 36, faults 6–8), done for real: `gl sql` processes killed
+//! with SIGKILL mid-query, temporary files left in run directories and `reports/`, and hostile
+//! statements through the real `gl sql` binary.
 #![cfg(feature = "catalog")] // `gl sql`, `gl run` and the catalogue
 
 use std::path::{Path, PathBuf};
@@ -202,4 +203,76 @@ fn leftovers_of_killed_writers_are_removed_by_the_next_writer_of_their_directory
         "in reports/"
     );
     assert!(reports.join("one/README.md").is_file());
+}
+
+/// The sha256 of a file (hex).
+fn sha256(path: &Path) -> String {
+    grouploss::fsutil::file_sha256(path).unwrap()
+}
+
+/// issue 36, fault 8: the "read-only" `gl sql` ran `COPY … TO` (over the live catalogue too),
+/// `EXPORT DATABASE`, `ATTACH` and read any file. Every statement but one query is refused,
+/// naming the rule, and changes nothing; reading a file other than the catalogue is refused
+/// too; an ordinary query still works.
+#[test]
+fn gl_sql_runs_one_query_and_touches_no_file() {
+    let dir = project();
+    let p = dir.path();
+    ok(p, &["run", "fetch", "--profile", "tiny"]);
+    let catalogue = p.join("data/catalog.duckdb");
+    let digest = sha256(&catalogue);
+    let export = p.join("exported");
+    let attached = p.join("attached.duckdb");
+    let hostile = [
+        format!("COPY (select 1) TO '{}'", catalogue.display()),
+        format!("COPY images TO '{}/images.csv'", p.display()),
+        format!("EXPORT DATABASE '{}'", export.display()),
+        "select * from read_csv('/etc/passwd')".into(),
+        format!(
+            "select * from read_text('{}/pipeline/stages.toml')",
+            p.display()
+        ),
+        format!("ATTACH '{}' AS x", attached.display()),
+        "SET enable_external_access=true".into(),
+        "INSTALL httpfs".into(),
+        "LOAD httpfs".into(),
+        "PRAGMA enable_profiling".into(),
+        "CREATE TABLE t AS SELECT 1".into(),
+        format!("select 1; COPY (select 1) TO '{}'", catalogue.display()),
+    ];
+    for sql in &hostile {
+        let (code, out, err) = gl(p, &["sql", sql]);
+        assert_ne!(code, 0, "{sql}: was not refused: {out}{err}");
+        assert!(
+            err.contains("`gl sql` is read-only") && err.contains("catalog.duckdb"),
+            "{sql}: no clear refusal: {err}"
+        );
+        assert_eq!(sha256(&catalogue), digest, "{sql}: changed the catalogue");
+    }
+    assert!(!export.exists() && !attached.exists(), "a file was written");
+    assert!(!p.join("images.csv").exists(), "a file was written");
+    let out = ok(
+        p,
+        &["sql", "select count(*) as n from runs", "--format", "csv"],
+    );
+    assert_eq!(out, "n\n0\n");
+    let out = ok(
+        p,
+        &["sql", "select count(*) as n from images", "--format", "csv"],
+    );
+    assert_eq!(out, "n\n384\n");
+    // A stage's own Parquet output in the data directory may be read (docs/datasets.md)…
+    let images = p.join("data/datasets/tiny_synth/images.parquet");
+    let sql = format!("select count(*) as n from '{}'", images.display());
+    assert_eq!(ok(p, &["sql", &sql, "--format", "csv"]), "n\n384\n");
+    // … but not through a path that leaves it.
+    let sql = format!(
+        "select * from read_text('{}/data/../pipeline/stages.toml')",
+        p.display()
+    );
+    let (code, out, err) = gl(p, &["sql", &sql]);
+    assert!(
+        code != 0 && err.contains("`gl sql` is read-only"),
+        "{sql}: {out}{err}"
+    );
 }
