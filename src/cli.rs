@@ -48,7 +48,7 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Decode, resize and re-encode every image of a fetched dataset into the Parquet crop cache.
     Prepare(PrepareArgs),
-    /// Run a read-only SQL query on the catalogue (data/catalog.duckdb).
+    /// Run one read-only SQL query on a snapshot of the catalogue (data/catalog.duckdb).
     Sql(SqlArgs),
     /// Write a synthetic dataset in the SOP layout (tiny images) and register it for `gl fetch`.
     Synth(SynthArgs),
@@ -385,7 +385,10 @@ pub enum SqlFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct SqlArgs {
-    /// One SQL statement, e.g. "select split, count(*) from images group by split".
+    /// One query, e.g. "select split, count(*) from images group by split": SELECT, WITH,
+    /// FROM, VALUES, TABLE, DESCRIBE, SHOW, SUMMARIZE, or PIVOT … IN (…). Anything else is
+    /// refused (COPY, EXPORT, ATTACH, SET, PRAGMA, INSTALL, LOAD, CREATE, INSERT, …), and so
+    /// is reading a file outside the data directory (its Parquet files may be read).
     pub query: String,
     #[arg(long, value_enum, default_value = "table")]
     pub format: SqlFormat,

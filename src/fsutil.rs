@@ -4,15 +4,16 @@ use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
-/// A crash leaves either the old file or the new one, never a torn one.
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory (`.gl-tmp-*`,
+/// which the directory's next writer removes if a kill left it), fsync, rename. A crash leaves
+/// either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut tmp = crate::tempfiles::temp_file_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
@@ -98,7 +99,7 @@ pub fn tree_digest(root: &Path) -> Result<String> {
 /// the old tree or the new one, never a mix: an existing `dest` is first moved aside into a
 /// `.<name>.old-*` directory beside it, put back if the final rename fails, and removed once
 /// the new tree is in; then the parent directory is fsynced. An `.old-*` directory a killed
-/// process left is the caller's to clean up.
+/// process left is the caller's to clean up ([`crate::tempfiles::is_swap_leftover`]).
 pub fn replace_dir(staged: &Path, dest: &Path) -> std::io::Result<()> {
     let parent = dest
         .parent()

@@ -18,6 +18,7 @@ pub const LAYERS: &[&[&str]] = &[
         "numerics",
         "names",
         "interrupt",
+        "tempfiles",
     ],
     &["data"],
     &["project"],

@@ -33,5 +33,6 @@ pub mod project;
 pub mod report;
 pub mod runtime;
 pub mod stages;
+pub mod tempfiles;
 pub mod train;
 pub mod writer_lock;

@@ -11,6 +11,12 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
+    #[error("copying the catalogue for reading into {path}")]
+    Snapshot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("catalogue {path} does not exist (run a fetch stage first)")]
     Missing { path: PathBuf },
     #[error("opening catalogue {path}")]

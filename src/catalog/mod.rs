@@ -44,8 +44,9 @@ pub struct Catalog {
     path: PathBuf,
     read_only: bool,
     schema_version: u32,
-    /// The temporary copy a snapshot reads (removed when the catalogue is dropped).
-    _snapshot: Option<tempfile::TempDir>,
+    /// The scratch directory of the copy a snapshot reads, in the data directory's `tmp/`
+    /// (removed when the catalogue is dropped, or by the next cleaner once this process died).
+    _snapshot: Option<crate::tempfiles::Scratch>,
 }
 
 impl Catalog {
@@ -148,6 +149,10 @@ impl Catalog {
     /// A read-only view of a copy of the catalogue (`gl sql`, `gl report`): a long query holds
     /// no lock on the catalogue, so it never makes a writer fail. The copy is taken again when
     /// a writer was mid-checkpoint and the copy does not open.
+    ///
+    /// The copy lives in a [`crate::tempfiles::Scratch`] directory in the `tmp/` beside the
+    /// catalogue (the data directory's, on its filesystem; never the system's `/tmp`), so a
+    /// killed reader's copy is removed by the next `gl` that cleans up.
     pub fn open_snapshot(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
         let path = path.as_ref();
         if !path.is_file() {
@@ -155,14 +160,22 @@ impl Catalog {
                 path: path.to_path_buf(),
             });
         }
-        let snapshot_err = |source| CatalogError::CreateDir {
-            path: std::env::temp_dir(),
+        let data_dir = path.parent().unwrap_or(Path::new("."));
+        let snapshot_err = |source| CatalogError::Snapshot {
+            path: crate::tempfiles::scratch_root(data_dir),
             source,
         };
-        let dir = tempfile::Builder::new()
-            .prefix("gl-catalog-snapshot-")
-            .tempdir()
-            .map_err(snapshot_err)?;
+        let dir = crate::tempfiles::Scratch::new(data_dir)
+            .or_else(|e| {
+                // A data directory this user may only read: the system's temporary directory.
+                let root = std::env::temp_dir().join("gl-scratch");
+                tracing::warn!(
+                    "{e:#}; copying the catalogue into {} instead",
+                    root.display()
+                );
+                crate::tempfiles::Scratch::new_in(&root)
+            })
+            .map_err(|e| snapshot_err(std::io::Error::other(format!("{e:#}"))))?;
         let copy = dir.path().join("catalog.duckdb");
         let mut last = None;
         for _ in 0..5 {

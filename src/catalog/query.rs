@@ -54,23 +54,117 @@ pub enum QueryError {
     NotReadOnly(String),
     #[error("fetching the result of {sql:?}: {message}")]
     Fetch { sql: String, message: String },
+    #[error("{rule} (catalogue {path}): {why}: {sql}", rule = RULE)]
+    Refused {
+        path: String,
+        why: String,
+        sql: String,
+    },
 }
 
-/// Runs one SQL statement on a read-only catalogue and renders its result in `format`.
+/// What `gl sql` may do, said in every refusal.
+pub const RULE: &str = "`gl sql` is read-only: it runs one query (SELECT, WITH, FROM, VALUES, \
+                        TABLE, DESCRIBE, SHOW, SUMMARIZE, or PIVOT … IN (…)) on a snapshot \
+                        of the catalogue, reads no file outside the data directory, writes none, \
+                        attaches no database, changes no setting and loads no extension";
+
+/// Settings that make the connection safe for arbitrary SQL: no file outside the data
+/// directory (the catalogue's) is read (`read_csv('/etc/passwd')`) and none is written (`COPY … TO`,
+/// `EXPORT DATABASE` and `ATTACH` are refused before they run, as statements that are not
+/// queries), no extension is installed or loaded, and no later statement can undo this.
+fn lock_down_sql(data_dir: &str) -> String {
+    format!(
+        "SET allowed_directories = ['{}/']; SET enable_external_access = false; \
+         SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
+         SET lock_configuration = true;",
+        data_dir.trim_end_matches('/').replace('\'', "''")
+    )
+}
+
+/// Applies [`lock_down_sql`] to the catalogue's database (once: the configuration is then
+/// locked).
+fn lock_down(cat: &Catalog, path: &str) -> anyhow::Result<()> {
+    let conn = cat.connection();
+    let locked: String = conn
+        .query_row(
+            "SELECT current_setting('lock_configuration')::VARCHAR",
+            [],
+            |r| r.get(0),
+        )
+        .with_context(|| format!("reading the settings of catalogue {path}"))?;
+    if locked != "true" {
+        let data_dir = std::path::absolute(cat.path())
+            .with_context(|| format!("resolving {path}"))?
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        conn.execute_batch(&lock_down_sql(&data_dir))
+            .with_context(|| format!("locking down the settings of catalogue {path}"))?;
+    }
+    Ok(())
+}
+
+/// Refuses `sql` unless it is exactly one query: DuckDB's own parser says so
+/// (`json_serialize_sql` serialises SELECT statements only), so a COPY, ATTACH, SET, INSTALL,
+/// PRAGMA, CREATE or a second statement hidden after a `;` is refused before anything runs.
+fn check_one_query(cat: &Catalog, path: &str, sql: &str) -> anyhow::Result<()> {
+    let refused = |why: &str| QueryError::Refused {
+        path: path.to_string(),
+        why: why.to_string(),
+        sql: sql.to_string(),
+    };
+    let (error, statements, message): (bool, Option<i64>, Option<String>) = cat
+        .connection()
+        .query_row(
+            "SELECT (j->>'error')::BOOLEAN, json_array_length(j->'statements'), \
+             j->>'error_message' FROM (SELECT json_serialize_sql(?::VARCHAR)::JSON AS j)",
+            [sql],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .with_context(|| format!("parsing SQL on catalogue {path}: {sql}"))?;
+    let message = message.unwrap_or_default();
+    if error && message.starts_with("Only SELECT") {
+        return Err(refused("this statement is not a query").into());
+    }
+    if error {
+        // Not parseable: DuckDB's own error says where.
+        cat.connection()
+            .prepare(sql)
+            .with_context(|| format!("preparing SQL on catalogue {path}: {sql}"))?;
+        return Err(refused(&message).into());
+    }
+    match statements {
+        Some(1) => Ok(()),
+        _ => Err(refused("give exactly one statement").into()),
+    }
+}
+
+/// Runs one query on a read-only catalogue and renders its result in `format`.
 ///
-/// A write (INSERT, CREATE, …) fails inside DuckDB with its "read-only mode" error.
+/// Anything else is refused naming [`RULE`]: a statement that is not a query (INSERT, CREATE,
+/// COPY, ATTACH, SET, INSTALL, …) before it runs, and access to any other file by the
+/// connection's settings, which this locks first (so the connection stays locked after).
 pub fn query(cat: &Catalog, sql: &str, format: OutputFormat) -> anyhow::Result<String> {
     let path = cat.path().display().to_string();
     if !cat.is_read_only() {
         return Err(QueryError::NotReadOnly(path).into());
     }
-    let mut stmt = cat
-        .connection()
-        .prepare(sql)
-        .with_context(|| format!("preparing SQL on catalogue {path}: {sql}"))?;
-    let arrow = stmt
-        .query_arrow([])
-        .with_context(|| format!("running SQL on catalogue {path}: {sql}"))?;
+    lock_down(cat, &path)?;
+    check_one_query(cat, &path, sql)?;
+    // A file or setting the lock-down refused: say the rule, not only DuckDB's words.
+    let failed = |doing: &str| {
+        let path = &path;
+        let doing = doing.to_string();
+        move |e: duckdb::Error| {
+            let rule = match e.to_string().contains("Permission Error") {
+                true => format!(" ({RULE})"),
+                false => String::new(),
+            };
+            anyhow::Error::new(e).context(format!("{doing} SQL on catalogue {path}{rule}: {sql}"))
+        }
+    };
+    let mut stmt = cat.connection().prepare(sql).map_err(failed("preparing"))?;
+    let arrow = stmt.query_arrow([]).map_err(failed("running"))?;
     let schema = arrow.get_schema();
     // The duckdb crate panics when a chunk cannot be fetched or converted after execution;
     // turn that into an error rather than aborting `gl`.

@@ -133,10 +133,12 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 /// directory that does not exist: the stage fails on it, naming it). Waited for up to
 /// [`LOCK_WAIT`]: a pipeline may start the embed or evaluate tasks of one run's selected and
 /// untrained models at once (found by `benchmark_demo` with 2 jobs); they write different
-/// files, so the second waits for the first instead of failing.
+/// files, so the second waits for the first instead of failing. Once held, the temporary files
+/// a killed writer left in the directory are removed.
 fn writer_lock(dir: &std::path::Path) -> Result<Option<crate::writer_lock::WriterLock>> {
     let rd = crate::train::run_dir::RunDir::new(dir.to_path_buf());
-    rd.root
+    let lock = rd
+        .root
         .is_dir()
         .then(|| {
             crate::writer_lock::WriterLock::acquire_waiting(
@@ -145,7 +147,11 @@ fn writer_lock(dir: &std::path::Path) -> Result<Option<crate::writer_lock::Write
                 LOCK_WAIT,
             )
         })
-        .transpose()
+        .transpose()?;
+    if lock.is_some() {
+        crate::train::run_dir::remove_temp_files(&rd.root);
+    }
+    Ok(lock)
 }
 
 pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
@@ -196,8 +202,13 @@ pub fn ensemble(args: EnsembleArgs, project: Project) -> Result<ExitCode> {
         allow_mixed: args.allow_mixed,
         project: project.clone(),
     };
+    // The ensemble directory has one writer at a time, like a run directory.
+    let dir = project.ensembles_dir().join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let writer = writer_lock(&dir)?;
     let (record, evals) = ensemble::run(&s)?;
-    index(&project, &project.ensembles_dir().join(name));
+    drop(writer);
+    index(&project, &dir);
     for r in &evals {
         let label = format!(
             "ensemble {} of {} runs ({} model, {} split)",

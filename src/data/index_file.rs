@@ -55,7 +55,7 @@ pub fn write(path: &Path, index: &DatasetIndex) -> Result<()> {
     ];
     let batch = RecordBatch::try_new(schema(), columns).context("building the index batch")?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)
+    let tmp = crate::tempfiles::temp_file_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let mut w = ArrowWriter::try_new(tmp.as_file().try_clone()?, schema(), None)?;
     w.write(&batch)

@@ -57,7 +57,7 @@ pub fn generate(spec: &SynthSpec, data_dir: &Path) -> Result<SynthOutput> {
     let archive = data_dir.join("synth").join(format!("{}.tar", spec.name));
     std::fs::create_dir_all(archive.parent().unwrap_or(data_dir))
         .with_context(|| format!("creating {}", data_dir.join("synth").display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(archive.parent().unwrap_or(data_dir))?;
+    let tmp = crate::tempfiles::temp_file_in(archive.parent().unwrap_or(data_dir))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let n_train_classes = spec.classes / 2;

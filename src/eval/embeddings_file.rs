@@ -121,7 +121,7 @@ pub fn write(path: &Path, set: &EmbeddingSet) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)
+    let tmp = crate::tempfiles::temp_file_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let props = WriterProperties::builder()
         .set_created_by(format!("grouploss {}", env!("CARGO_PKG_VERSION")))

@@ -9,8 +9,11 @@ use std::path::Path;
 pub struct DataLock(pub WriterLock);
 
 impl DataLock {
-    /// Takes the lock of `data_dir`, or fails at once naming the process that holds it.
+    /// Takes the lock of `data_dir`, or fails at once naming the process that holds it; then
+    /// removes what killed `gl` processes left in `<data>/tmp/` (a live one's stays).
     pub fn acquire(data_dir: &Path) -> Result<Self> {
-        WriterLock::acquire(&data_dir.join("pipeline.lock"), "this data directory").map(DataLock)
+        let lock = WriterLock::acquire(&data_dir.join("pipeline.lock"), "this data directory")?;
+        crate::tempfiles::clean_scratch_or_warn(data_dir);
+        Ok(DataLock(lock))
     }
 }

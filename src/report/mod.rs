@@ -487,8 +487,10 @@ pub fn generate(
     }
     let files = build(cat, project_root, profile, p)?;
     std::fs::create_dir_all(reports).with_context(|| format!("creating {}", reports.display()))?;
+    let _writer = lock_reports(reports)?;
+    crate::tempfiles::remove_leftovers(reports, 0, &is_leftover)?;
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{profile}."))
+        .prefix(&format!(".{profile}.staging-"))
         .tempdir_in(reports)
         .with_context(|| format!("creating a staging directory in {}", reports.display()))?;
     let mut written = Vec::new();
@@ -505,6 +507,34 @@ pub fn generate(
     write_index(reports)?;
     written.push(PathBuf::from("README.md"));
     Ok(written)
+}
+
+/// Takes an exclusive `flock` on the directory `reports` itself (no lock file in the
+/// git-tracked tree), waiting for another `gl report` writing there: one writer swaps reports
+/// in and removes what a killed one left.
+fn lock_reports(reports: &Path) -> Result<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let dir =
+        std::fs::File::open(reports).with_context(|| format!("opening {}", reports.display()))?;
+    // SAFETY: flock on a descriptor we own; released when `dir` is closed.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", reports.display()));
+    }
+    Ok(dir)
+}
+
+/// What a killed `gl report` leaves in `reports/`: a staging directory (`.<profile>.staging-*`,
+/// or `.<profile>.` and six letters or digits from before they were named so), a report set
+/// aside (`.<profile>.old-*/previous/`) or the index's temporary file.
+fn is_leftover(name: &str) -> bool {
+    let legacy = name
+        .strip_prefix('.')
+        .and_then(|n| n.rsplit_once('.'))
+        .is_some_and(|(base, tail)| {
+            !base.is_empty() && tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+    legacy || crate::tempfiles::is_swap_leftover(name) || crate::tempfiles::is_temp_file(name)
 }
 
 /// `<reports>/README.md`: a link to every profile's report there.

@@ -64,6 +64,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         &s.project.dataset_lock(&s.dataset),
         &format!("the dataset `{}`", s.dataset),
     )?;
+    crate::tempfiles::clean_scratch_or_warn(&s.project.data_dir);
     let (root, files, staged) = match &spec.local_root {
         Some(local) => {
             ensure!(
@@ -291,19 +292,8 @@ fn source_marker(files: &[FileRecord]) -> Result<Vec<u8>> {
 /// Removes `.<name>.staging-*` and `.<name>.old-*` beside the dataset: what a killed fetch left.
 fn remove_leftovers(parent: &Path, name: &str) -> Result<()> {
     let prefixes = [format!(".{name}.staging-"), format!(".{name}.old-")];
-    for e in std::fs::read_dir(parent).with_context(|| format!("listing {}", parent.display()))? {
-        let e = e?;
-        let n = e.file_name().to_string_lossy().into_owned();
-        if prefixes.iter().any(|p| n.starts_with(p.as_str())) {
-            tracing::info!(
-                "removing {} (left by an interrupted fetch)",
-                e.path().display()
-            );
-            std::fs::remove_dir_all(e.path())
-                .with_context(|| format!("removing {}", e.path().display()))?;
-        }
-    }
-    Ok(())
+    let ours = |n: &str| prefixes.iter().any(|p| n.starts_with(p.as_str()));
+    crate::tempfiles::remove_leftovers(parent, 0, &ours).map(|_| ())
 }
 
 /// Swaps the finished staging directory in as `dir` ([`crate::fsutil::replace_dir`]).

@@ -200,7 +200,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     let clock = std::time::Instant::now();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file_name = "crops.parquet".to_string();
-    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    let tmp = crate::tempfiles::temp_file_in(&dir)?;
     let mut writer = CacheWriter::create(tmp.as_file().try_clone()?, tmp.path())?;
     let bar = crate::progress::items(
         s.progress,

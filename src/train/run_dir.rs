@@ -277,6 +277,13 @@ pub struct EarlyStop {
 }
 
 /// Paths inside one run directory.
+/// Removes the temporary files of atomic writes a killed writer left in the run (or
+/// ensemble) directory `dir` and its subdirectories (`checkpoint-eNNN/`, `embeddings/`, `eval/`);
+/// the caller holds `dir`'s writer lock, so no live writer is using them.
+pub fn remove_temp_files(dir: &Path) {
+    crate::tempfiles::remove_leftovers_or_warn(dir, 2, &crate::tempfiles::is_temp_file);
+}
+
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub root: PathBuf,
@@ -289,12 +296,14 @@ impl RunDir {
 
     /// Takes the directory's writer lock (`writer.lock`): one process writes a run directory
     /// at a time — training, resuming, embedding or evaluating it — and a second is refused
-    /// with the holder named.
+    /// with the holder named. Then removes the temporary files a killed writer left in it.
     pub fn lock(&self) -> Result<crate::writer_lock::WriterLock> {
-        crate::writer_lock::WriterLock::acquire(
+        let lock = crate::writer_lock::WriterLock::acquire(
             &self.root.join("writer.lock"),
             &format!("the run directory {}", self.root.display()),
-        )
+        )?;
+        remove_temp_files(&self.root);
+        Ok(lock)
     }
 
     pub fn failure_path(&self) -> PathBuf {

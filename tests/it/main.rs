@@ -17,6 +17,7 @@ mod evaluate;
 mod faults;
 mod faults_data;
 mod faults_runs;
+mod faults_tmp;
 mod fetch;
 #[cfg(feature = "test-golden")] // needs ../shared/golden: `just test` enables it
 mod group_loss_golden;
