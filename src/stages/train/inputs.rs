@@ -41,8 +41,11 @@ impl Inputs {
         let mut splits = split::split(&rows, cfg.val_fraction, cfg.val_seed, cfg.class_limit)
             .with_context(|| format!("splitting {}", crops_file.display()))?;
         splits.limit_train_per_class(cfg.train_images_per_class, cfg.val_seed);
-        crate::train::epoch::check_batches(cfg, &splits.train_labels)
-            .with_context(|| format!("training on {}", crops_file.display()))?;
+        // A run of 0 epochs (a released model, evaluated as it is) draws no batch.
+        if cfg.epochs > 0 {
+            crate::train::epoch::check_batches(cfg, &splits.train_labels)
+                .with_context(|| format!("training on {}", crops_file.display()))?;
+        }
         let run_config = RunConfig {
             run_id: s.run_id.clone(),
             dataset: s.dataset.to_string(),
