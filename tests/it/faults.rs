@@ -3,34 +3,17 @@
 //! catalogue — and what `gl` must do about it: refuse naming the file, rebuild, or carry on.
 #![cfg(feature = "catalog")] // `gl run`, `gl status` and the catalogue
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::common::processes::{
+    alive, held, held_run_lock, holder, log, signal, spawn_gl, wait_for,
+};
 use crate::common::tiny_pipeline;
 
-use tiny_pipeline::{gl, project, ran, status};
-
-/// Flips every bit of the byte at `offset` of `path` (in place, same length).
-fn flip(path: &Path, offset: usize) {
-    let mut bytes = std::fs::read(path).unwrap();
-    bytes[offset] ^= 0xff;
-    std::fs::write(path, bytes).unwrap();
-}
-
-/// An offset inside the first JPEG stored in `bytes` (its SOI marker, plus 200 bytes).
-fn inside_first_jpeg(bytes: &[u8]) -> usize {
-    let soi = bytes
-        .windows(3)
-        .position(|w| w == [0xff, 0xd8, 0xff])
-        .expect("a JPEG in the cache");
-    soi + 200
-}
-
-/// The crop cache file of the tiny dataset (the only one).
-fn crops_file(p: &Path) -> PathBuf {
-    let cache = p.join("data/cache/tiny_synth");
-    let key = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap();
-    key.path().join("crops.parquet")
-}
+use tiny_pipeline::{
+    crops_file, flip, gl, inside_first_jpeg, prepared, project, ran, status, train_args,
+    SLOW_PROFILE, TINY_PROFILE,
+};
 
 /// Runs `gl run <stage> --profile tiny` and checks it succeeded.
 fn run_stage(p: &Path, stage: &str, extra: &[&str]) -> String {
@@ -41,17 +24,9 @@ fn run_stage(p: &Path, stage: &str, extra: &[&str]) -> String {
     out
 }
 
-/// The tiny project with its dataset fetched and its crops prepared.
-fn prepared() -> tempfile::TempDir {
-    let dir = project();
-    run_stage(dir.path(), "fetch", &[]);
-    run_stage(dir.path(), "prepare", &[]);
-    dir
-}
-
 #[test]
 fn a_damaged_crop_cache_is_seen_refused_and_rebuilt() {
-    let dir = prepared();
+    let dir = prepared("tiny", TINY_PROFILE);
     let p = dir.path();
     let file = crops_file(p);
     let good = std::fs::read(&file).unwrap();
@@ -92,106 +67,18 @@ fn a_damaged_crop_cache_is_seen_refused_and_rebuilt() {
     assert!(out.contains("images prepared"), "{out}");
 }
 
-/// `gl ARGS… --project-dir P` started in the background, its output in `P/<log>`.
-fn spawn_gl(p: &Path, args: &[&str], log: &str) -> std::process::Child {
-    let out = std::fs::File::create(p.join(log)).unwrap();
-    std::process::Command::new(crate::common::gl_cli::bin())
-        .args(["--threads", "1"])
-        .args(args)
-        .arg("--project-dir")
-        .arg(p)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("starting gl")
-}
-
-/// Polls `probe` every 100 ms until it returns something, for at most `secs` seconds.
-fn wait_for<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "waited {secs} s for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
-/// Whether process `pid` still runs (a zombie awaiting its reaper does not).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().to_string())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-/// The pid a held `writer.lock` names ("pid N on HOST since T").
-fn holder(lock: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(lock).ok()?;
-    let pid = text.strip_prefix("pid ")?.split_whitespace().next()?;
-    pid.parse().ok()
-}
-
-/// The `writer.lock` of the first started run (its `config.json` written: before that the
-/// directory is not a run the catalogue lists) whose lock some process holds now.
-fn held_run_lock(p: &Path) -> Option<PathBuf> {
-    let runs = std::fs::read_dir(p.join("data/runs")).ok()?;
-    runs.filter_map(|e| Some(e.ok()?.path()))
-        .filter(|d| d.join("config.json").is_file())
-        .map(|d| d.join("writer.lock"))
-        .find(|l| grouploss::writer_lock::WriterLock::held(l).unwrap_or(false))
-}
-
 /// `runs.status` of every run after `gl index-runs`, as "run_id status" lines.
-fn run_statuses(p: &Path) -> String {
+fn reindexed_statuses(p: &Path) -> String {
     let (code, out, err) = gl(p, &["index-runs"]);
     assert_eq!(code, 0, "{out}{err}");
-    let q = "select run_id || ' ' || status as s from runs order by run_id";
-    let (code, out, err) = gl(p, &["sql", q, "--format", "csv"]);
-    assert_eq!(code, 0, "{out}{err}");
-    out
+    tiny_pipeline::run_statuses(p)
 }
-
-/// One Group Loss run of the tiny recipe long enough to be killed mid-training.
-const SLOW_PROFILE: &str = r#"
-description = "tests: one long tiny run"
-datasets = ["tiny_synth"]
-seeds = [0]
-device = "cpu"
-ensemble = false
-
-[train]
-recipe = "tiny"
-set = ['epochs=500']
-"#;
 
 #[test]
 fn a_killed_coordinator_takes_its_task_with_it_and_the_run_reads_interrupted() {
     for sig in ["KILL", "TERM"] {
-        let dir = project();
+        let dir = prepared("slow", SLOW_PROFILE);
         let p = dir.path();
-        std::fs::write(p.join("pipeline/profiles/slow.toml"), SLOW_PROFILE).unwrap();
-        for stage in ["fetch", "prepare"] {
-            let (code, out, err) = gl(p, &["run", stage, "--profile", "slow"]);
-            assert_eq!(code, 0, "{out}{err}");
-        }
-
         let mut coordinator = spawn_gl(p, &["run", "--profile", "slow"], "run.log");
         let lock = wait_for(120, "gl train to take its run directory", || {
             held_run_lock(p)
@@ -202,7 +89,6 @@ fn a_killed_coordinator_takes_its_task_with_it_and_the_run_reads_interrupted() {
 
         signal(coordinator.id(), sig);
         coordinator.wait().unwrap();
-        let log = || std::fs::read_to_string(p.join("run.log")).unwrap();
         wait_for(
             30,
             &format!("gl train to die with gl run (SIG{sig})"),
@@ -211,40 +97,26 @@ fn a_killed_coordinator_takes_its_task_with_it_and_the_run_reads_interrupted() {
         // (The thread group leader reads as a zombie while the last threads still exit.)
         wait_for(
             10,
-            &format!("the run directory's lock to be free: {}", log()),
-            || (!grouploss::writer_lock::WriterLock::held(&lock).unwrap()).then_some(()),
+            &format!("the run directory's lock to be free: {}", log(p, "run.log")),
+            || (!held(&lock)).then_some(()),
         );
-        let statuses = run_statuses(p);
+        let statuses = reindexed_statuses(p);
         assert!(statuses.contains(" interrupted"), "SIG{sig}: {statuses}");
     }
 }
 
 #[test]
 fn a_run_directory_has_one_writer_and_a_damaged_checkpoint_is_refused() {
-    let dir = prepared();
+    let dir = prepared("tiny", TINY_PROFILE);
     let p = dir.path();
     let train = |extra: &[&'static str]| {
-        let mut a = vec![
-            "train",
-            "--dataset",
-            "tiny_synth",
-            "--profile",
-            "tiny",
-            "--run-id",
-            "x",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--set=epochs=500",
-        ];
+        let mut a = train_args("x", &["--device", "cpu", "--set=epochs=500"]);
         a.extend_from_slice(extra);
         a
     };
     let run = p.join("data/runs/x");
     let mut first = spawn_gl(p, &train(&[]), "first.log");
-    let state = || -> Option<serde_json::Value> {
-        serde_json::from_slice(&std::fs::read(run.join("state.json")).ok()?).ok()
-    };
+    let state = || tiny_pipeline::run_state(&run);
     wait_for(120, "the first checkpoint", || {
         state().filter(|s| s["epoch"].as_u64() >= Some(1))
     });
@@ -259,7 +131,7 @@ fn a_run_directory_has_one_writer_and_a_damaged_checkpoint_is_refused() {
     );
     first.kill().unwrap();
     first.wait().unwrap();
-    assert!(run_statuses(p).contains("x interrupted"));
+    assert!(reindexed_statuses(p).contains("x interrupted"));
 
     // One flipped byte in the committed checkpoint: resuming refuses it, naming the file.
     let epoch = state().unwrap()["epoch"].as_u64().unwrap() as usize;
@@ -274,7 +146,7 @@ fn a_run_directory_has_one_writer_and_a_damaged_checkpoint_is_refused() {
         err.contains("model.safetensors") && err.contains("sha256") && err.contains("state.json"),
         "{err}"
     );
-    assert!(run_statuses(p).contains("x failed"));
+    assert!(reindexed_statuses(p).contains("x failed"));
     assert!(run.join("failed.json").is_file());
 }
 
@@ -388,29 +260,41 @@ fn a_long_reader_does_not_break_writers_and_a_held_catalogue_is_waited_for() {
         "select count(*) from range(100000000) a, range(100000000) b where a.range = b.range + 1";
     let mut reader = spawn_gl(p, &["sql", q], "sql.log");
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let sql_log = || std::fs::read_to_string(p.join("sql.log")).unwrap();
-    assert!(reader.try_wait().unwrap().is_none(), "{}", sql_log());
+    assert!(
+        reader.try_wait().unwrap().is_none(),
+        "{}",
+        log(p, "sql.log")
+    );
     let out = run_stage(p, "fetch", &["--force"]);
     assert_eq!(ran(&out), ["fetch"], "{out}");
-    assert!(reader.try_wait().unwrap().is_none(), "{}", sql_log());
+    assert!(
+        reader.try_wait().unwrap().is_none(),
+        "{}",
+        log(p, "sql.log")
+    );
     reader.kill().unwrap();
     reader.wait().unwrap();
 
     // Another writer (this test process) holds the catalogue: `gl run` waits, saying so, and
     // goes on once it is free.
-    let held = grouploss::catalog::Catalog::open(p.join("data/catalog.duckdb")).unwrap();
+    let catalogue = grouploss::catalog::Catalog::open(p.join("data/catalog.duckdb")).unwrap();
     let mut writer = spawn_gl(
         p,
         &["run", "fetch", "--profile", "tiny", "--force"],
         "run.log",
     );
-    let log = || std::fs::read_to_string(p.join("run.log")).unwrap();
     wait_for(30, "gl run to say it waits", || {
-        log().contains("waiting for the catalogue").then_some(())
+        log(p, "run.log")
+            .contains("waiting for the catalogue")
+            .then_some(())
     });
-    assert!(writer.try_wait().unwrap().is_none(), "{}", log());
-    drop(held);
-    assert!(writer.wait().unwrap().success(), "{}", log());
+    assert!(
+        writer.try_wait().unwrap().is_none(),
+        "{}",
+        log(p, "run.log")
+    );
+    drop(catalogue);
+    assert!(writer.wait().unwrap().success(), "{}", log(p, "run.log"));
     assert_eq!(status(p, &[])["fetch:tiny_synth"], "fresh");
 }
 

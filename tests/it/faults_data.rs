@@ -7,29 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::common::tiny_pipeline;
 
-use tiny_pipeline::{gl, project, ran, status};
-
-/// One seed, no fine-tuning, no ensemble: fetch, prepare, train, embed and evaluate, quickly.
-const ONE_RUN_PROFILE: &str = r#"
-description = "tests: one tiny run"
-datasets = ["tiny_synth"]
-seeds = [0]
-device = "cpu"
-ensemble = false
-
-[train]
-recipe = "tiny"
-
-[evaluate]
-kmeans_restarts = 1
-"#;
-
-/// The crop cache file of the tiny dataset (the only one).
-fn crops_file(p: &Path) -> PathBuf {
-    let cache = p.join("data/cache/tiny_synth");
-    let key = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap();
-    key.path().join("crops.parquet")
-}
+use tiny_pipeline::{
+    crops_file, gl, prepared, project, ran, status, train_args, ONE_RUN_PROFILE, TINY_PROFILE,
+};
 
 /// issue 36, fault 2: the manifest of the crop cache recorded the build's `seconds`, and the
 /// pipeline's output digest of prepare covers the manifest, so `gl prepare --force` (or the
@@ -212,29 +192,9 @@ fn an_image_replaced_by_a_symlink_out_of_the_dataset_is_refused_by_prepare() {
 /// neither key nor the numbers that do not fit.
 #[test]
 fn a_batch_the_training_split_cannot_fill_is_refused_before_training_naming_the_keys() {
-    let dir = project();
+    let dir = prepared("tiny", TINY_PROFILE);
     let p = dir.path();
-    for stage in ["fetch", "prepare"] {
-        let (code, out, err) = gl(p, &["run", stage, "--profile", "tiny"]);
-        assert_eq!(code, 0, "{out}{err}");
-    }
-    let train = |set: &str| {
-        let args = [
-            "train",
-            "--dataset",
-            "tiny_synth",
-            "--profile",
-            "tiny",
-            "--run-id",
-            "x",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--set",
-            set,
-        ];
-        gl(p, &args)
-    };
+    let train = |set: &str| gl(p, &train_args("x", &["--device", "cpu", "--set", set]));
     // 48 classes of 8: the official sampler's runs of 3 from the training classes are fewer
     // than 500.
     let (code, out, err) = train("classes_per_batch=500");

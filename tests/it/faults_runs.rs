@@ -6,129 +6,23 @@
 #![cfg(feature = "catalog")] // `gl run`, `gl sql`, `gl report`
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
-use crate::common::{gl_cli, tiny_pipeline};
+use crate::common::processes::{
+    alive, held, held_run_lock, holder, log, signal, spawn_gl, spawn_gl_limited, wait_for,
+};
+use crate::common::tiny_pipeline;
 
-use tiny_pipeline::{gl, gl_env, project};
-
-/// One Group Loss run of the tiny recipe, long enough to be stopped mid-training.
-const SLOW_PROFILE: &str = r#"
-description = "tests: one long tiny run"
-datasets = ["tiny_synth"]
-seeds = [0]
-device = "cpu"
-ensemble = false
-
-[train]
-recipe = "tiny"
-set = ['epochs=500']
-"#;
-
-/// One run of one epoch, embedded, evaluated and reported: the smallest whole pipeline.
-const SMALL_PROFILE: &str = r#"
-description = "tests: one tiny run, reported"
-datasets = ["tiny_synth"]
-seeds = [0]
-device = "cpu"
-ensemble = false
-
-[train]
-recipe = "tiny"
-
-[evaluate]
-kmeans_restarts = 1
-"#;
-
-/// The tiny project with profile `name` (`text`), its dataset fetched and its crops prepared.
-fn prepared(name: &str, text: &str) -> tempfile::TempDir {
-    let dir = project();
-    let p = dir.path();
-    std::fs::write(p.join(format!("pipeline/profiles/{name}.toml")), text).unwrap();
-    for stage in ["fetch", "prepare"] {
-        let (code, out, err) = gl(p, &["run", stage, "--profile", name]);
-        assert_eq!(code, 0, "{out}{err}");
-    }
-    dir
-}
-
-/// `gl ARGS… --project-dir P` started in the background, its output in `P/<log>`, with
-/// `limit` (bytes) as its address-space limit when given.
-fn spawn(p: &Path, args: &[&str], log: &str, env: &[(&str, &str)], limit: Option<u64>) -> Child {
-    let out = std::fs::File::create(p.join(log)).unwrap();
-    let mut cmd = Command::new(gl_cli::bin());
-    cmd.args(["--threads", "1"])
-        .args(args)
-        .arg("--project-dir")
-        .arg(p)
-        .envs(env.iter().copied())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    if let Some(bytes) = limit {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only setrlimit (async-signal-safe) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: bytes,
-                    rlim_max: bytes,
-                };
-                match libc::setrlimit(libc::RLIMIT_AS, &lim) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            });
-        }
-    }
-    cmd.spawn().expect("starting gl")
-}
-
-fn log(p: &Path, name: &str) -> String {
-    std::fs::read_to_string(p.join(name)).unwrap_or_default()
-}
-
-/// Polls `probe` every 100 ms until it returns something, for at most `secs` seconds.
-fn wait_for<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < end, "waited {secs} s for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Whether process `pid` still runs (a zombie awaiting its reaper does not).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
-        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
+use tiny_pipeline::{
+    crops_file, flip, gl, gl_env, inside_first_jpeg, prepared, project, run_statuses, train_args,
+    ONE_RUN_PROFILE, SLOW_PROFILE,
+};
 
 /// The writer lock of the first started run (its `config.json` written) that a process holds
 /// now, and that process's pid ("pid N on HOST since T").
 fn training(p: &Path) -> Option<(PathBuf, u32)> {
-    let runs = std::fs::read_dir(p.join("data/runs")).ok()?;
-    let lock = runs
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|d| d.join("config.json").is_file())
-        .map(|d| d.join("writer.lock"))
-        .find(|l| grouploss::writer_lock::WriterLock::held(l).unwrap_or(false))?;
-    let text = std::fs::read_to_string(&lock).ok()?;
-    let pid = text.strip_prefix("pid ")?.split_whitespace().next()?;
-    Some((lock, pid.parse().ok()?))
+    let lock = held_run_lock(p)?;
+    let pid = holder(&lock)?;
+    Some((lock, pid))
 }
 
 /// Waits until `pid` has exited and `lock` is free.
@@ -137,16 +31,8 @@ fn gone(pid: u32, lock: &Path, what: &str) {
         (!alive(pid)).then_some(())
     });
     wait_for(10, &format!("{what}'s lock to be free"), || {
-        (!grouploss::writer_lock::WriterLock::held(lock).unwrap()).then_some(())
+        (!held(lock)).then_some(())
     });
-}
-
-/// `runs.status` of every run, as "run_id status" lines, read as the catalogue is now.
-fn statuses(p: &Path) -> String {
-    let q = "select run_id || ' ' || status as s from runs order by run_id";
-    let (code, out, err) = gl(p, &["sql", q, "--format", "csv"]);
-    assert_eq!(code, 0, "{out}{err}");
-    out
 }
 
 /// Issue 36, fault 3: `gl run` killed (SIGKILL), or stopped (SIGTERM, SIGINT) mid-training. The
@@ -158,12 +44,12 @@ fn a_stopped_coordinator_leaves_its_run_interrupted_in_the_catalogue_at_once() {
     for (sig, code) in [("KILL", None), ("TERM", Some(143)), ("INT", Some(130))] {
         let dir = prepared("slow", SLOW_PROFILE);
         let p = dir.path();
-        let mut coordinator = spawn(p, &["run", "--profile", "slow"], "run.log", &[], None);
+        let mut coordinator = spawn_gl(p, &["run", "--profile", "slow"], "run.log");
         let (lock, task) = wait_for(120, "gl train to take its run directory", || training(p));
         signal(coordinator.id(), sig);
         let status = coordinator.wait().unwrap();
         gone(task, &lock, &format!("gl train after SIG{sig} to gl run"));
-        let statuses = statuses(p);
+        let statuses = run_statuses(p);
         assert!(
             statuses.contains(" interrupted") && !statuses.contains(" running"),
             "SIG{sig}: {statuses}{}",
@@ -179,7 +65,7 @@ fn a_stopped_coordinator_leaves_its_run_interrupted_in_the_catalogue_at_once() {
             "{out}"
         );
         if sig == "TERM" {
-            let mut next = spawn(p, &["run", "--profile", "slow"], "next.log", &[], None);
+            let mut next = spawn_gl(p, &["run", "--profile", "slow"], "next.log");
             wait_for(120, "the next gl run to say what it resumes", || {
                 log(p, "next.log").contains("resumes run ").then_some(())
             });
@@ -201,18 +87,18 @@ fn a_failed_or_killed_train_task_reads_failed_or_interrupted_without_reindexing(
     let nan = [(grouploss::env_vars::FAULT_NAN_AT_EPOCH, "1")];
     let (code, out, err) = gl_env(p, &["run", "--profile", "slow"], &nan);
     assert_ne!(code, 0, "{out}{err}");
-    let st = statuses(p);
+    let st = run_statuses(p);
     assert!(st.contains(" failed"), "NaN at epoch 1: {st}\n{out}{err}");
 
     let dir = prepared("slow", SLOW_PROFILE);
     let p = dir.path();
-    let mut coordinator = spawn(p, &["run", "--profile", "slow"], "run.log", &[], None);
+    let mut coordinator = spawn_gl(p, &["run", "--profile", "slow"], "run.log");
     let (lock, task) = wait_for(120, "gl train to take its run directory", || training(p));
     signal(task, "KILL");
     let status = coordinator.wait().unwrap();
     gone(task, &lock, "the killed gl train");
     assert!(!status.success(), "{}", log(p, "run.log"));
-    let st = statuses(p);
+    let st = run_statuses(p);
     assert!(st.contains(" interrupted"), "task killed: {st}");
 }
 
@@ -223,24 +109,10 @@ fn a_failed_or_killed_train_task_reads_failed_or_interrupted_without_reindexing(
 fn gl_train_stopped_by_sigint_reads_interrupted_and_keeps_its_checkpoint() {
     let dir = prepared("tiny", tiny_pipeline::TINY_PROFILE);
     let p = dir.path();
-    let args = [
-        "train",
-        "--dataset",
-        "tiny_synth",
-        "--profile",
-        "tiny",
-        "--run-id",
-        "x",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--set=epochs=500",
-    ];
-    let mut train = spawn(p, &args, "train.log", &[], None);
+    let args = train_args("x", &["--device", "cpu", "--set=epochs=500"]);
+    let mut train = spawn_gl(p, &args, "train.log");
     let run = p.join("data/runs/x");
-    let state = || -> Option<serde_json::Value> {
-        serde_json::from_slice(&std::fs::read(run.join("state.json")).ok()?).ok()
-    };
+    let state = || tiny_pipeline::run_state(&run);
     wait_for(120, "the first checkpoint", || {
         state().filter(|s| s["epoch"].as_u64() >= Some(2))
     });
@@ -253,7 +125,7 @@ fn gl_train_stopped_by_sigint_reads_interrupted_and_keeps_its_checkpoint() {
         !out.contains("loss "),
         "--quiet prints no epoch line: {out}"
     );
-    assert!(statuses(p).contains("x interrupted"), "{out}");
+    assert!(run_statuses(p).contains("x interrupted"), "{out}");
     assert!(!run.join("failed.json").exists());
     let st = state().unwrap();
     for (rel, sha) in st["sha256"].as_object().unwrap() {
@@ -270,20 +142,11 @@ fn gl_train_stopped_by_sigint_reads_interrupted_and_keeps_its_checkpoint() {
 fn running_out_of_memory_is_an_error_naming_the_keys_and_the_run_reads_failed() {
     let dir = prepared("tiny", tiny_pipeline::TINY_PROFILE);
     let p = dir.path();
-    let args = [
-        "train",
-        "--dataset",
-        "tiny_synth",
-        "--profile",
-        "tiny",
-        "--run-id",
+    let args = train_args(
         "oom",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--set=embedding_dim=200000000000",
-    ];
-    let mut train = spawn(p, &args, "oom.log", &[], Some(16 << 30));
+        &["--device", "cpu", "--set=embedding_dim=200000000000"],
+    );
+    let mut train = spawn_gl_limited(p, &args, "oom.log", 16 << 30);
     let status = train.wait().unwrap();
     let out = log(p, "oom.log");
     assert_eq!(status.code(), Some(2), "{out}");
@@ -302,7 +165,7 @@ fn running_out_of_memory_is_an_error_naming_the_keys_and_the_run_reads_failed() 
     );
     let failed = std::fs::read_to_string(p.join("data/runs/oom/failed.json")).unwrap();
     assert!(failed.contains("out of memory"), "{failed}");
-    assert!(statuses(p).contains("oom failed"));
+    assert!(run_statuses(p).contains("oom failed"));
 }
 
 /// Issue 36, fault 11: `gl report` regenerated the report from stale results with exit code 0
@@ -311,7 +174,7 @@ fn running_out_of_memory_is_an_error_naming_the_keys_and_the_run_reads_failed() 
 /// still works.
 #[test]
 fn gl_report_refuses_stale_results_unless_allowed_and_then_says_so() {
-    let dir = prepared("small", SMALL_PROFILE);
+    let dir = prepared("small", ONE_RUN_PROFILE);
     let p = dir.path();
     let (code, out, err) = gl(p, &["run", "--profile", "small"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -325,16 +188,8 @@ fn gl_report_refuses_stale_results_unless_allowed_and_then_says_so() {
     assert!(!std::fs::read_to_string(&readme).unwrap().contains("stale"));
 
     // The crop cache damaged: prepare and everything after it is stale.
-    let cache = p.join("data/cache/tiny_synth");
-    let key = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap();
-    let crops = key.path().join("crops.parquet");
-    let mut bytes = std::fs::read(&crops).unwrap();
-    let soi = bytes
-        .windows(3)
-        .position(|w| w == [0xff, 0xd8, 0xff])
-        .unwrap();
-    bytes[soi + 200] ^= 0xff;
-    std::fs::write(&crops, bytes).unwrap();
+    let crops = crops_file(p);
+    flip(&crops, inside_first_jpeg(&std::fs::read(&crops).unwrap()));
     let before = std::fs::read(&readme).unwrap();
     let (code, out, err) = gl(p, &["report", "--profile", "small"]);
     assert_ne!(code, 0, "stale: {out}{err}");

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{gl_cli, tiny_pipeline};
+use crate::common::processes::{log, spawn_gl, wait_for};
+use crate::common::tiny_pipeline;
 
 use tiny_pipeline::{gl, project};
 
@@ -25,30 +26,7 @@ impl Drop for Child {
 
 /// `gl sql SLOW` started in the background, its output in `P/<log>`.
 fn spawn_slow_sql(p: &Path, log: &str) -> Child {
-    let out = std::fs::File::create(p.join(log)).unwrap();
-    let child = std::process::Command::new(gl_cli::bin())
-        .args(["--threads", "1", "sql", SLOW, "--project-dir"])
-        .arg(p)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("starting gl sql");
-    Child(child)
-}
-
-/// Polls `probe` every 100 ms until it returns something, for at most `secs` seconds.
-fn wait_for<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "waited {secs} s for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    Child(spawn_gl(p, &["sql", SLOW], log))
 }
 
 /// The entries of `dir` (sorted; none when it does not exist).
@@ -85,14 +63,13 @@ fn a_killed_readers_snapshot_is_cleaned_and_a_live_readers_is_not() {
     let p = dir.path();
     ok(p, &["run", "fetch", "--profile", "tiny"]);
     let mut killed = spawn_slow_sql(p, "killed.log");
-    let log = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
     let dead = wait_for(30, "the snapshot of gl sql in data/tmp/", || {
         let ended = killed.0.try_wait().unwrap();
         assert!(
             ended.is_none(),
             "gl sql ended ({ended:?}) with no snapshot in data/tmp/: {:?}\n{}",
             entries(&p.join("data/tmp")),
-            log("killed.log")
+            log(p, "killed.log")
         );
         new_snapshot(p, &[])
     });
@@ -116,7 +93,11 @@ fn a_killed_readers_snapshot_is_cleaned_and_a_live_readers_is_not() {
         kept.join("catalog.duckdb").is_file(),
         "the live reader's snapshot was removed"
     );
-    assert!(live.0.try_wait().unwrap().is_none(), "{}", log("live.log"));
+    assert!(
+        live.0.try_wait().unwrap().is_none(),
+        "{}",
+        log(p, "live.log")
+    );
     drop(live);
     ok(p, &["run", "fetch", "--profile", "tiny"]);
     assert_eq!(entries(&p.join("data/tmp")), Vec::<PathBuf>::new());

@@ -5,7 +5,7 @@
 //! pinned to another level computes other numbers.
 
 use crate::common::gl_cli;
-use crate::common::tiny_pipeline::{files, gl, gl_env, project_with, ran, status};
+use crate::common::tiny_pipeline::{files, gl, gl_env, project_with, ran, status, train_args};
 use grouploss::numerics::{Execution, Kernels};
 use std::path::Path;
 
@@ -195,16 +195,7 @@ fn a_numerics_bump_makes_training_stale_and_trains_under_new_ids_beside_the_old(
 fn a_resume_in_another_environment_warns_and_another_execution_is_refused() {
     let dir = project_with("");
     let p = dir.path();
-    let train = [
-        "train",
-        "--dataset",
-        "tiny_synth",
-        "--profile",
-        "tiny",
-        "--run-id",
-        "r",
-        "--quiet",
-    ];
+    let train = train_args("r", &[]);
     let (code, out, err) = gl(p, &["fetch", "tiny_synth", "--quiet"]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = gl(p, &train);

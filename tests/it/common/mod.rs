@@ -1,12 +1,14 @@
 //! What the integration tests share: a deterministic payload and temp dirs (fetch, archive),
-//! the loopback HTTP server, running the `gl` binary, two throw-away projects (the demo set;
-//! the tiny synthetic pipeline), and reading golden cases.
+//! the loopback HTTP server, running the `gl` binary (also in the background, to be stopped),
+//! two throw-away projects (the demo set; the tiny synthetic pipeline), and reading golden
+//! cases.
 #![allow(dead_code)] // each helper serves some of the test modules
 
 pub mod demo_project;
 pub mod gl_cli;
 pub mod golden_cases;
 pub mod http_server;
+pub mod processes;
 pub mod reference_npz;
 pub mod tiny_pipeline;
 

@@ -1,14 +1,16 @@
 //! A tiny pipeline project for the stage-runner tests: a synthetic dataset (`gl synth`; 48
 //! classes whose colours are jittered per image, so retrieval is far from perfect), a tiny
 //! CNN for 1 epoch, a `tiny` profile with two seeds, a softmax baseline and an ensemble; and
-//! helpers to run `gl` in it and read `gl run` / `gl status`.
+//! helpers to run `gl` in it and read `gl run` / `gl status` / the catalogue's runs; and what
+//! the fault tests add to it: smaller profiles, the project with its crops prepared, and the
+//! crop cache file to damage.
 #![allow(dead_code)]
 
 use super::gl_cli;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const TINY_PROFILE: &str = r#"
 description = "tests: synthetic data, tiny CNN, 1 epoch"
@@ -47,6 +49,35 @@ epochs = 1
 lr = 1e-3
 lr_milestones = []
 val_fraction = 0.25
+"#;
+
+/// One Group Loss run of the tiny recipe (500 epochs), long enough to be stopped mid-training.
+pub const SLOW_PROFILE: &str = r#"
+description = "tests: one long tiny run"
+datasets = ["tiny_synth"]
+seeds = [0]
+device = "cpu"
+ensemble = false
+
+[train]
+recipe = "tiny"
+set = ['epochs=500']
+"#;
+
+/// One seed, no fine-tuning, no ensemble: fetch, prepare, train, embed, evaluate and report,
+/// quickly — the smallest whole pipeline.
+pub const ONE_RUN_PROFILE: &str = r#"
+description = "tests: one tiny run"
+datasets = ["tiny_synth"]
+seeds = [0]
+device = "cpu"
+ensemble = false
+
+[train]
+recipe = "tiny"
+
+[evaluate]
+kmeans_restarts = 1
 "#;
 
 /// A project with the tiny profile (`extra` appended to it) and its dataset fetched.
@@ -151,5 +182,72 @@ pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             }
         }
     }
+    out
+}
+
+/// The tiny project with profile `name` (`text` in `pipeline/profiles/<name>.toml`), its
+/// dataset fetched and its crops prepared by `gl run fetch|prepare --profile <name>`.
+pub fn prepared(name: &str, text: &str) -> tempfile::TempDir {
+    let dir = project();
+    let p = dir.path();
+    std::fs::write(p.join(format!("pipeline/profiles/{name}.toml")), text).unwrap();
+    for stage in ["fetch", "prepare"] {
+        let (code, out, err) = gl(p, &["run", stage, "--profile", name]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    dir
+}
+
+/// The crop cache file of the tiny dataset (the only one).
+pub fn crops_file(p: &Path) -> PathBuf {
+    let cache = p.join("data/cache/tiny_synth");
+    let key = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap();
+    key.path().join("crops.parquet")
+}
+
+/// An offset inside the first JPEG stored in `bytes` (its SOI marker, plus 200 bytes): a byte
+/// to damage that leaves a crop cache a valid Parquet file.
+pub fn inside_first_jpeg(bytes: &[u8]) -> usize {
+    let soi = bytes
+        .windows(3)
+        .position(|w| w == [0xff, 0xd8, 0xff])
+        .expect("a JPEG in the cache");
+    soi + 200
+}
+
+/// Flips every bit of the byte at `offset` of `path` (in place, same length).
+pub fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `gl train` of the tiny dataset with the tiny profile as run `run_id`, quiet, `extra` after.
+pub fn train_args<'a>(run_id: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "train",
+        "--dataset",
+        "tiny_synth",
+        "--profile",
+        "tiny",
+        "--run-id",
+        run_id,
+        "--quiet",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// The `state.json` a run directory's last committed checkpoint wrote (none before the first).
+pub fn run_state(run: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(run.join("state.json")).ok()?).ok()
+}
+
+/// `runs.status` of every run, as "run_id status" lines, read from the catalogue as it is now
+/// (`gl sql`; no `gl index-runs` first).
+pub fn run_statuses(p: &Path) -> String {
+    let q = "select run_id || ' ' || status as s from runs order by run_id";
+    let (code, out, err) = gl(p, &["sql", q, "--format", "csv"]);
+    assert_eq!(code, 0, "{out}{err}");
     out
 }
