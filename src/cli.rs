@@ -50,6 +50,10 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Run one read-only SQL query on a snapshot of the catalogue (data/catalog.duckdb).
     Sql(SqlArgs),
+    /// Copies for other tools: `gl export catalog PATH` (a snapshot of the catalogue for
+    /// notebooks).
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Write a synthetic dataset in the SOP layout (tiny images) and register it for `gl fetch`.
     Synth(SynthArgs),
     /// List the registered backbones.
@@ -392,6 +396,24 @@ pub struct SqlArgs {
     pub query: String,
     #[arg(long, value_enum, default_value = "table")]
     pub format: SqlFormat,
+}
+
+/// What `gl export` writes.
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Write a consistent, read-only copy of the catalogue (data/catalog.duckdb) to PATH for
+    /// notebooks: DuckDB, polars or pandas may hold it open as long as they like without ever
+    /// making a `gl` writer wait, which the live file would (docs/python.md). Run it again for
+    /// newer numbers: the copy is replaced atomically.
+    Catalog(ExportCatalogArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportCatalogArgs {
+    /// The snapshot's file, e.g. notebooks/catalog.duckdb, in a directory that exists: a new
+    /// file or an earlier snapshot, never the live catalogue, a directory, a symlink or another
+    /// kind of file.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -65,6 +65,12 @@ fn main() -> ExitCode {
         Command::Sql(args) => project().and_then(|p| grouploss::commands::sql::run(args, p)),
         #[cfg(not(feature = "catalog"))]
         Command::Sql(_) => Err(no_catalog()),
+        #[cfg(feature = "catalog")]
+        Command::Export(grouploss::cli::ExportCommand::Catalog(args)) => {
+            project().and_then(|p| grouploss::commands::export::catalog(args, p))
+        }
+        #[cfg(not(feature = "catalog"))]
+        Command::Export(_) => Err(no_catalog()),
         Command::Synth(args) => project().and_then(|p| synth::run(args, p)),
         Command::Models(args) => models::run(args),
         #[cfg(feature = "catalog")]

@@ -21,6 +21,7 @@ pub mod query;
 pub mod records;
 pub mod runs;
 pub mod schema;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,11 +64,8 @@ impl Catalog {
             })?;
         }
         let config = config(AccessMode::ReadWrite, &path)?;
-        let mut conn =
-            Connection::open_with_flags(&path, config).map_err(|source| CatalogError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let mut conn = Connection::open_with_flags(&path, config)
+            .map_err(|source| CatalogError::opening(&path, source))?;
         let schema_version = schema::migrate(&mut conn, &path)?;
         Ok(Self {
             conn,
@@ -89,11 +87,8 @@ impl Catalog {
             return Err(CatalogError::Missing { path });
         }
         let config = config(AccessMode::ReadOnly, &path)?;
-        let conn =
-            Connection::open_with_flags(&path, config).map_err(|source| CatalogError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let conn = Connection::open_with_flags(&path, config)
+            .map_err(|source| CatalogError::opening(&path, source))?;
         let schema_version = schema::current_version(&conn, &path)?;
         schema::check_not_newer(schema_version, &path)?;
         Ok(Self {
@@ -130,12 +125,16 @@ impl Catalog {
                 false => Self::open(path),
             };
             match opened {
-                Err(e @ CatalogError::Open { .. }) if start.elapsed() + delay < patience => {
+                Err(e @ (CatalogError::Held { .. } | CatalogError::Open { .. }))
+                    if start.elapsed() + delay < patience =>
+                {
                     if start.elapsed() >= told + Duration::from_secs(5) {
                         told = start.elapsed();
                         tracing::warn!(
-                            "waiting for the catalogue {} (held by another process): {e}",
-                            path.display()
+                            "waiting for the catalogue {} ({}s of at most {}s): {e}",
+                            path.display(),
+                            told.as_secs(),
+                            patience.as_secs()
                         );
                     }
                     std::thread::sleep(delay);
@@ -155,47 +154,10 @@ impl Catalog {
     /// killed reader's copy is removed by the next `gl` that cleans up.
     pub fn open_snapshot(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
         let path = path.as_ref();
-        if !path.is_file() {
-            return Err(CatalogError::Missing {
-                path: path.to_path_buf(),
-            });
-        }
-        let data_dir = path.parent().unwrap_or(Path::new("."));
-        let snapshot_err = |source| CatalogError::Snapshot {
-            path: crate::tempfiles::scratch_root(data_dir),
-            source,
-        };
-        let dir = crate::tempfiles::Scratch::new(data_dir)
-            .or_else(|e| {
-                // A data directory this user may only read: the system's temporary directory.
-                let root = std::env::temp_dir().join("gl-scratch");
-                tracing::warn!(
-                    "{e:#}; copying the catalogue into {} instead",
-                    root.display()
-                );
-                crate::tempfiles::Scratch::new_in(&root)
-            })
-            .map_err(|e| snapshot_err(std::io::Error::other(format!("{e:#}"))))?;
-        let copy = dir.path().join("catalog.duckdb");
-        let mut last = None;
-        for _ in 0..5 {
-            let _ = std::fs::remove_file(copy.with_extension("duckdb.wal"));
-            std::fs::copy(path, &copy).map_err(snapshot_err)?;
-            let wal = PathBuf::from(format!("{}.wal", path.display()));
-            if wal.is_file() {
-                std::fs::copy(&wal, copy.with_extension("duckdb.wal")).map_err(snapshot_err)?;
-            }
-            match Self::open_read_only(&copy) {
-                Ok(mut cat) => {
-                    cat.path = path.to_path_buf();
-                    cat._snapshot = Some(dir);
-                    return Ok(cat);
-                }
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Err(last.expect("tried at least once"))
+        let (dir, mut cat) = snapshot::take(path)?;
+        cat.path = path.to_path_buf();
+        cat._snapshot = Some(dir);
+        Ok(cat)
     }
 
     /// Runs `f` inside one DuckDB transaction: commits when it returns `Ok`, rolls back when it

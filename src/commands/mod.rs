@@ -11,6 +11,8 @@ pub mod bench_optimizer;
 pub mod bench_train;
 pub mod env;
 pub mod evaluate;
+#[cfg(feature = "catalog")]
+pub mod export;
 pub mod fetch;
 #[cfg(feature = "catalog")]
 pub mod index_runs;

@@ -14,6 +14,7 @@ mod cli;
 mod datasets;
 mod efficientnet_lite;
 mod evaluate;
+mod export;
 mod faults;
 mod faults_data;
 mod faults_runs;
