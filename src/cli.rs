@@ -164,6 +164,10 @@ pub struct EmbedTarget {
     pub split: Vec<crate::stages::embed::EvalSplit>,
     #[arg(long, default_value = "auto")]
     pub device: DeviceArg,
+    /// No progress bars (embedding batches, exact search, k-means restarts); they show only
+    /// on a terminal anyway.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -20,6 +20,10 @@ pub const CATALOG: &str = "GL_CATALOG";
 /// Set by `gl run` on every task it starts (to the task's id): `gl report` then skips its
 /// freshness check, since the coordinator starts the report only once its tasks are fresh.
 pub const RUN_TASK: &str = "GL_RUN_TASK";
+/// The GPUs `gl run`'s local tasks are spread over (`0,1,2`), instead of every device libtorch
+/// sees; set, it also gives one to tasks on `cpu` (how the tests fake a machine with several
+/// GPUs). See [`crate::pipeline::gpus`].
+pub const GPUS: &str = "GL_GPUS";
 /// Prefix of training-recipe keys (`GL_TRAIN_EPOCHS=3`), above `pipeline/train.toml`.
 pub const TRAIN_PREFIX: &str = "GL_TRAIN_";
 /// Prefix of pipeline-profile keys (`GL_PIPELINE_SEEDS=[0]`, `__` for nesting).

@@ -85,6 +85,7 @@ fn print_metrics(label: &str, m: &Metrics, format: Format) -> Result<()> {
 }
 
 pub fn embed(args: EmbedArgs, project: Project) -> Result<ExitCode> {
+    crate::progress::set_shown(!args.target.quiet);
     let s = embed_settings(&project, &args.run, &args.target, args.force)?;
     if let (Some(weights), Some(dataset)) = (&args.weights, &args.dataset) {
         create_released(&project, &args.run, dataset, weights, &s)?;
@@ -155,6 +156,7 @@ fn writer_lock(dir: &std::path::Path) -> Result<Option<crate::writer_lock::Write
 }
 
 pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
+    crate::progress::set_shown(!args.target.quiet);
     let p = params(&args.metrics)?;
     if let Some(file) = &args.embeddings {
         let set = embeddings_file::read(file)?;
@@ -185,6 +187,7 @@ pub fn evaluate(args: EvaluateArgs, project: Project) -> Result<ExitCode> {
 }
 
 pub fn ensemble(args: EnsembleArgs, project: Project) -> Result<ExitCode> {
+    crate::progress::set_shown(!args.target.quiet);
     let name = &args.name;
     ensure!(
         !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..",

@@ -4,7 +4,9 @@
 use crate::cli::{CancelArgs, Format, ProfileArgs, RunArgs, StatusArgs};
 use crate::pipeline::dag::{Plan, Stages};
 use crate::pipeline::executor::{Executor, Local};
+use crate::pipeline::gpus::Gpus;
 use crate::pipeline::profile::Profile;
+use crate::pipeline::progress::{Live, Mode};
 use crate::pipeline::runner::{self, Action, RunOptions};
 use crate::pipeline::slurm::{self, Slurm};
 use crate::pipeline::state::{states, Status};
@@ -12,6 +14,7 @@ use crate::pipeline::task::Task;
 use crate::project::Project;
 use anyhow::{bail, Result};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The plan of a profile; `threads` and `jobs` from the command line win over the profile's
 /// (each task's thread count is part of its arguments, and of a CPU run's identity).
@@ -46,6 +49,11 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
     // are in its own arguments (Profile::compute_args), so they are part of its fingerprint.
     let mut local = Local::current(global, runner::logs_dir(&project))?;
     local.jobs = jobs;
+    let live = (!args.dry_run).then(|| Arc::new(Live::new(Mode::for_stderr(), jobs)));
+    local.live = live.clone();
+    if !args.dry_run {
+        local.gpus = gpus(&plan.profile)?;
+    }
     let executor = args.executor.unwrap_or(plan.profile.executor.clone());
     let exec: Box<dyn Executor> = match executor.as_str() {
         "local" => Box::new(local),
@@ -67,6 +75,7 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         force: args.force,
         dry_run: args.dry_run,
         matching: args.matching,
+        live: live.clone(),
     };
     crate::interrupt::install();
     let mut stopped: Vec<String> = Vec::new();
@@ -84,8 +93,14 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
             Action::Blocked { upstream } => format!("not run: {upstream}"),
             Action::NotSelected => return,
         };
-        println!("{}", line(t, &what));
+        match &live {
+            Some(live) => live.println(&line(t, &what)),
+            None => println!("{}", line(t, &what)),
+        }
     });
+    if let Some(live) = &live {
+        live.finish();
+    }
     let actions = match actions {
         Ok(a) => a,
         Err(e) => return interrupted(e, &stopped, &plan.profile.name),
@@ -106,6 +121,27 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The GPUs the local tasks are spread over: `GL_GPUS` or the devices libtorch sees (asked only
+/// when it matters: several jobs or a `gpus` key), narrowed to the profile's `gpus`.
+fn gpus(profile: &Profile) -> Result<Gpus> {
+    let env = std::env::var(crate::env_vars::GPUS).ok();
+    let gpus = crate::pipeline::gpus::resolve(
+        env.as_deref(),
+        || tch::Cuda::device_count().max(0) as usize,
+        profile.gpus.as_deref(),
+        profile.tasks_per_gpu,
+        profile.jobs,
+    )?;
+    if !gpus.devices.is_empty() {
+        tracing::info!(
+            "local tasks spread over GPUs {:?}, {} task(s) per GPU",
+            gpus.devices,
+            gpus.per_device
+        );
+    }
+    Ok(gpus)
 }
 
 /// `gl run` stopped by SIGTERM/SIGINT: says which tasks it stopped (their runs read

@@ -30,6 +30,7 @@ pub fn embed(
         .into_iter()
         .map(|b| b.into_iter().map(|i| indices[i]).collect())
         .collect();
+    let bar = crate::progress::bar(batches.len() as u64, "embed batches");
     let stream = loader::stream(Arc::clone(rows), batches, Mode::Eval, loader_params)?;
     let mut parts = Vec::new();
     let (mut labels, mut image_ids) = (Vec::new(), Vec::new());
@@ -40,9 +41,11 @@ pub fn embed(
             parts.push(f.to_device(Device::Cpu));
             labels.extend(batch.labels);
             image_ids.extend(batch.image_ids);
+            bar.inc(1);
         }
         Ok(())
     })?;
+    bar.finish_and_clear();
     let features = if parts.is_empty() {
         Tensor::zeros([0, net.feature_dim()], (tch::Kind::Float, Device::Cpu))
     } else {

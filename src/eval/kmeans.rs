@@ -84,13 +84,16 @@ pub fn kmeans(x: &Tensor, p: &KMeansParams, rng: &mut impl Rng) -> Result<Cluste
             .mean(Kind::Double);
         let tol = p.tol * f64::try_from(variance)?;
         let mut best: Option<Clustering> = None;
+        let bar = crate::progress::bar(p.restarts as u64, "k-means restarts");
         for _ in 0..p.restarts {
             let centers = seed_plus_plus(&x, &sq, p, rng)?;
             let c = lloyd(&x, &sq, centers, p, tol)?;
             if best.as_ref().is_none_or(|b| c.inertia < b.inertia) {
                 best = Some(c);
             }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
         Ok(best.expect("restarts ≥ 1"))
     })
 }

@@ -202,9 +202,11 @@ impl Index {
             if running {
                 return self.search_running(k, chunks, &mut visit);
             }
+            let bar = crate::progress::bar(self.n as u64, "exact search (queries)");
             let mut start = 0;
             while start < self.n {
                 let len = chunks.queries.min(self.n - start);
+                bar.inc(len as u64);
                 let keys = self.chunk_keys(start, len, k, chunks.gallery)?;
                 let (indices, similarities) = decode(&keys);
                 visit(Neighbours {
@@ -214,6 +216,7 @@ impl Index {
                 })?;
                 start += len;
             }
+            bar.finish_and_clear();
             Ok(())
         })
     }
@@ -245,6 +248,7 @@ impl Index {
             sq.as_ref()
                 .map(|v| &v[start as usize..(start + len) as usize])
         };
+        let bar = crate::progress::bar(n as u64, "exact search (queries)");
         let mut i0 = 0;
         while i0 < n {
             let bi = side.min(n - i0);
@@ -276,7 +280,9 @@ impl Index {
                 j0 += bj;
             }
             i0 += bi;
+            bar.inc(bi as u64);
         }
+        bar.finish_and_clear();
         let mut start = 0;
         while start < n {
             let len = chunks.queries.min(n - start);

@@ -4,11 +4,14 @@
 //! a cluster scheduler plugs into ([`super::slurm`]).
 
 use crate::pipeline::dag::Plan;
+use crate::pipeline::gpus::Gpus;
+use crate::pipeline::progress::Live;
 use crate::pipeline::task::Task;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How one task of a batch ended.
@@ -87,6 +90,10 @@ pub struct Local {
     pub logs: PathBuf,
     /// Tasks run at once (a task starts once every batch task it needs has succeeded).
     pub jobs: usize,
+    /// The GPUs tasks are spread over (none: no task gets `CUDA_VISIBLE_DEVICES`).
+    pub gpus: Gpus,
+    /// The live progress line, told of every start (`None`: no progress).
+    pub live: Option<Arc<Live>>,
 }
 
 /// A task of the batch while its process runs.
@@ -95,6 +102,8 @@ struct Running {
     child: Child,
     started: SystemTime,
     clock: Instant,
+    /// Its position in [`Gpus::devices`], when it was given a device.
+    gpu: Option<usize>,
 }
 
 /// A task still running when the batch is abandoned (an error on the way out) is killed, so no
@@ -116,27 +125,36 @@ impl Local {
             global,
             logs,
             jobs: 1,
+            gpus: Gpus::default(),
+            live: None,
         })
     }
 
     /// Runs one task to completion, its output in its log.
     pub fn run(&self, task: &Task) -> Result<()> {
         let status = self
-            .spawn(task)?
+            .spawn(task, None)?
             .wait()
             .with_context(|| format!("waiting for {}", self.gl.display()))?;
         self.check(task, status)
     }
 
-    /// Starts one task, its output in its log.
-    fn spawn(&self, task: &Task) -> Result<Child> {
+    /// Starts one task, its output in its log; on GPU `gpu` (a device index) when given one,
+    /// which the log's first line names.
+    fn spawn(&self, task: &Task, gpu: Option<usize>) -> Result<Child> {
+        use std::io::Write;
         let log = log_path(&self.logs, task);
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let out =
+        let mut out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(&self.gl);
+        if let Some(g) = gpu {
+            writeln!(out, "gl run: CUDA_VISIBLE_DEVICES={g}")
+                .with_context(|| format!("writing {}", log.display()))?;
+            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+        }
         cmd.args(&self.global)
             .args(&task.argv)
             .env(crate::env_vars::RUN_TASK, task.id())
@@ -146,6 +164,15 @@ impl Local {
         dies_with_parent(&mut cmd);
         cmd.spawn()
             .with_context(|| format!("starting {}", self.gl.display()))
+    }
+
+    /// Tasks running on each device (per position of [`Gpus::devices`]).
+    fn load(&self, running: &[Running]) -> Vec<usize> {
+        let mut load = vec![0; self.gpus.devices.len()];
+        for p in running.iter().filter_map(|r| r.gpu) {
+            load[p] += 1;
+        }
+        load
     }
 
     /// The error of a task that exited with `status`, naming its log.
@@ -198,6 +225,7 @@ impl Executor for Local {
         let mut ok: HashMap<usize, bool> = HashMap::new();
         let mut pending: Vec<usize> = batch.to_vec();
         let mut running: Vec<Running> = Vec::new();
+        let mut cursor = 0;
         while !pending.is_empty() || !running.is_empty() {
             if let Some(sig) = crate::interrupt::received() {
                 return stop(running, crate::interrupt::Interrupted(sig), done);
@@ -214,6 +242,16 @@ impl Executor for Local {
                     k += 1;
                     continue;
                 }
+                let gpu = match self.gpus.wants(&plan.tasks[i].argv) {
+                    true => match self.gpus.pick(&self.load(&running), cursor) {
+                        Some(p) => Some(p),
+                        None => {
+                            k += 1; // every device is busy: a task without one may start
+                            continue;
+                        }
+                    },
+                    false => None,
+                };
                 pending.remove(k);
                 if let Some(up) = failed_dep(plan, i, &ok) {
                     let good = done(i, Ended::cancelled(format!("{up} did not succeed")))?;
@@ -221,13 +259,23 @@ impl Executor for Local {
                     continue;
                 }
                 let (started, clock) = (SystemTime::now(), Instant::now());
-                match self.spawn(&plan.tasks[i]) {
-                    Ok(child) => running.push(Running {
-                        index: i,
-                        child,
-                        started,
-                        clock,
-                    }),
+                let device = gpu.map(|p| self.gpus.devices[p]);
+                match self.spawn(&plan.tasks[i], device) {
+                    Ok(child) => {
+                        if let Some(p) = gpu {
+                            cursor = p + 1;
+                        }
+                        if let Some(live) = &self.live {
+                            live.started(i, device);
+                        }
+                        running.push(Running {
+                            index: i,
+                            child,
+                            started,
+                            clock,
+                            gpu,
+                        })
+                    }
                     Err(e) => {
                         let ended = Ended {
                             outcome: Outcome::Failed(format!("{e:#}")),
@@ -261,7 +309,12 @@ impl Executor for Local {
                     (None, Some(sig)) => {
                         return stop(running, crate::interrupt::Interrupted(sig), done)
                     }
-                    (None, None) => std::thread::sleep(Duration::from_millis(50)),
+                    (None, None) => {
+                        if let Some(live) = &self.live {
+                            live.tick();
+                        }
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                 }
             };
             let r = running.remove(pos);
@@ -372,6 +425,8 @@ mod tests {
             global: Vec::new(),
             logs: dir.path().join("logs"),
             jobs: 2,
+            gpus: Gpus::default(),
+            live: None,
         };
         let p = plan(vec![
             task("a", vec![]),
@@ -409,10 +464,70 @@ mod tests {
             global: Vec::new(),
             logs: dir.path().join("logs"),
             jobs: 1,
+            gpus: Gpus::default(),
+            live: None,
         };
         let p = plan(vec![task("a", vec![]), task("b", vec![])]);
         local.execute(&p, &[0, 1], &mut |_, _| Ok(true)).unwrap();
         let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap();
         assert_eq!(journal, "start a\nend a\nstart b\nend b\n");
+    }
+
+    /// A fake `gl` that journals `start|end <task> <CUDA_VISIBLE_DEVICES or ->`.
+    fn device_gl(dir: &Path) -> PathBuf {
+        let gl = dir.join("gl");
+        let j = dir.join("journal").display().to_string();
+        let line = |w: &str| format!("echo \"{w} $1 ${{CUDA_VISIBLE_DEVICES:--}}\" >> {j}\n");
+        let script = format!("#!/bin/sh\n{}sleep 0.3\n{}", line("start"), line("end"));
+        std::fs::write(&gl, script).unwrap();
+        std::fs::set_permissions(&gl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        gl
+    }
+
+    /// Six computing tasks and one that computes nothing on 3 fake GPUs with 4 jobs: a device
+    /// runs one task at a time, every device is used, the task without `--device` gets none.
+    #[test]
+    fn tasks_are_spread_over_the_gpus_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Local {
+            gl: device_gl(dir.path()),
+            global: Vec::new(),
+            logs: dir.path().join("logs"),
+            jobs: 4,
+            gpus: Gpus {
+                devices: vec![0, 1, 2],
+                per_device: 1,
+                cpu_tasks: true,
+            },
+            live: None,
+        };
+        let mut tasks: Vec<Task> = (0..6).map(|k| task(&format!("t{k}"), vec![])).collect();
+        for t in &mut tasks {
+            t.argv.extend(["--device".to_string(), "cpu".to_string()]);
+        }
+        tasks.push(task("plain", vec![]));
+        let p = plan(tasks);
+        local
+            .execute(&p, &[0, 1, 2, 3, 4, 5, 6], &mut |_, _| Ok(true))
+            .unwrap();
+        let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap();
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        let mut used = std::collections::BTreeSet::new();
+        for l in journal.lines() {
+            let w: Vec<&str> = l.split(' ').collect();
+            let (what, key, dev) = (w[0], w[1], w[2].to_string());
+            assert_eq!(dev == "-", key == "plain", "{journal}");
+            if dev == "-" {
+                continue;
+            }
+            used.insert(dev.clone());
+            let n = busy.entry(dev).or_default();
+            match what {
+                "start" => *n += 1,
+                _ => *n -= 1,
+            }
+            assert!(*n <= 1, "two tasks at once on one device: {journal}");
+        }
+        assert_eq!(used.len(), 3, "{journal}");
     }
 }

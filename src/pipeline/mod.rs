@@ -7,8 +7,10 @@
 pub mod dag;
 pub mod digest_cache;
 pub mod executor;
+pub mod gpus;
 pub mod lock;
 pub mod profile;
+pub mod progress;
 pub mod runner;
 pub mod slurm;
 pub mod slurm_config;

@@ -109,6 +109,15 @@ pub struct Profile {
     /// stored profile at 1.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub jobs: usize,
+    /// The GPUs local tasks are spread over (`[0, 2]`; see [`crate::pipeline::gpus`]), each
+    /// computing task given one as `CUDA_VISIBLE_DEVICES`; unset: every device libtorch sees
+    /// (`GL_GPUS` overrides that list), spread only with several devices and several jobs.
+    /// Where tasks run, not what they compute: left out of the stored profile when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<usize>>,
+    /// Tasks at once on one GPU when tasks are spread. Left out of the stored profile at 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub tasks_per_gpu: usize,
     /// libtorch threads of every local task (`--threads` wins). libtorch's results depend on
     /// it, so a profile whose report is committed pins it: the same bytes on any machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]

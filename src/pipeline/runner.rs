@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Only the tasks whose key contains this ([`matching`]).
     pub matching: Option<String>,
+    /// The live progress line, told of the batch and of every end (`None`: none).
+    pub live: Option<std::sync::Arc<crate::pipeline::progress::Live>>,
 }
 
 /// Which tasks of `tasks` (in plan order, every task after the tasks it needs) a `--match`
@@ -184,10 +186,26 @@ pub fn run(
         save_cache(&mut cache);
         return Ok(actions);
     }
+    if let Some(live) = &opts.live {
+        live.begin(
+            batch
+                .iter()
+                .map(|&i| (i, plan.tasks[i].id(), plan.tasks[i].stage.clone()))
+                .collect(),
+            &history(&latest),
+        );
+    }
     let executed = exec.execute(plan, &batch, &mut |i, ended| {
         let t = &plan.tasks[i];
+        let (seconds, ran) = (
+            ended.seconds,
+            !matches!(ended.outcome, Outcome::Cancelled(_)),
+        );
         let (action, st) = finish(project, plan, i, &states, ended, &mut cache)?;
         let ok = st.status == Status::Fresh;
+        if let Some(live) = &opts.live {
+            live.ended(i, seconds, ran, ok);
+        }
         report(t, &action);
         states[i] = st;
         actions[i] = action;
@@ -196,6 +214,19 @@ pub fn run(
     save_cache(&mut cache);
     executed?;
     Ok(actions)
+}
+
+/// (stage, seconds) of every succeeded task run the catalogue holds (the latest of each
+/// fingerprint): what the progress line's ETA starts from.
+fn history(latest: &HashMap<(String, String), Vec<LatestRecord>>) -> Vec<(String, f64)> {
+    latest
+        .iter()
+        .flat_map(|((stage, _), recs)| {
+            recs.iter()
+                .filter(|r| r.succeeded)
+                .map(move |r| (stage.clone(), r.seconds))
+        })
+        .collect()
 }
 
 fn save_cache(cache: &mut DigestCache) {

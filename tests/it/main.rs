@@ -29,6 +29,7 @@ mod numerics;
 mod pair_losses_golden;
 mod pipeline;
 mod prepare_loader;
+mod progress;
 mod proxy_losses_golden;
 mod radam;
 mod released;
