@@ -51,6 +51,25 @@ pub fn eta(
     Some((work / parallel).max(longest))
 }
 
+/// The stages of the tasks left that have no mean duration yet, whose share of [`eta`] is a
+/// guess from the other stages' (shown, so a fast fetch does not pass for a training's ETA).
+pub fn unmeasured(
+    means: &BTreeMap<String, f64>,
+    remaining: &BTreeMap<String, usize>,
+    running: &[(String, f64)],
+) -> Vec<String> {
+    let mut out: Vec<String> = remaining
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(s, _)| s.clone())
+        .chain(running.iter().map(|(s, _)| s.clone()))
+        .filter(|s| !means.contains_key(s))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// `h:mm:ss`, or `m:ss` under an hour.
 pub fn clock(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -280,6 +299,10 @@ impl Live {
             })
             .collect();
         let eta = eta(&means, &st.remaining, &running, self.jobs).map_or("?".into(), clock);
+        let eta = match unmeasured(&means, &st.remaining, &running) {
+            g if g.is_empty() || eta == "?" => eta,
+            g => format!("~{eta} (guessed: no durations yet for {})", g.join(", ")),
+        };
         let names: Vec<String> = st
             .running
             .iter()
@@ -332,6 +355,19 @@ mod tests {
     }
 
     /// More jobs than tasks left do not shorten one task: one 10 s task on 4 jobs is 10 s.
+    #[test]
+    fn stages_without_a_duration_are_named_as_guessed() {
+        let means = map(&[("fetch", 1.0)]);
+        let left = map(&[("train", 2usize), ("fetch", 0), ("embed", 1)]);
+        let running = [("finetune".to_string(), 3.0)];
+        assert_eq!(
+            unmeasured(&means, &left, &running),
+            ["embed", "finetune", "train"]
+        );
+        let means = map(&[("train", 9.0), ("embed", 1.0), ("finetune", 5.0)]);
+        assert!(unmeasured(&means, &left, &running).is_empty());
+    }
+
     #[test]
     fn one_long_task_bounds_the_eta() {
         let means = map(&[("train", 10.0), ("embed", 2.0)]);
