@@ -419,6 +419,7 @@ fn our_round(
                 epoch: e,
                 step_offset: steps,
                 progress: false,
+                on_step: None,
             },
             &mut t.opt,
         )?;

@@ -153,6 +153,21 @@ pub struct StepValues {
     pub loss_ce: f64,
 }
 
+/// One completed training step, as [`train_epoch`] reports it to its caller (the run's
+/// TensorBoard log): nothing here feeds back into training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// The run's step count (1-based, across epochs).
+    pub step: usize,
+    pub values: StepValues,
+    /// γ of each optimiser group during the step.
+    pub lrs: Vec<f64>,
+    /// Wall seconds of the step (forward, loss read back, backward, update).
+    pub seconds: f64,
+    /// Wall seconds the step waited for its batch.
+    pub loader_wait: f64,
+}
+
 /// Wall seconds of one step's phases, each closed by a device synchronisation: what
 /// `gl bench train` prints beside the same phases of the PyTorch-eager step.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -306,8 +321,9 @@ impl Stepper<'_> {
     }
 }
 
-/// Everything one epoch reads.
-pub struct EpochInputs<'a> {
+/// Everything one epoch reads (`'f`: the step observer's borrow, apart from the inputs' so
+/// that a caller can lend a closure of its own).
+pub struct EpochInputs<'a, 'f> {
     pub cfg: &'a TrainConfig,
     pub net: &'a EmbeddingNet,
     pub criterion: &'a Criterion,
@@ -321,11 +337,13 @@ pub struct EpochInputs<'a> {
     /// Steps completed before this epoch (step numbers in messages count the whole run).
     pub step_offset: usize,
     pub progress: bool,
+    /// Hears of every completed step (after its update), if set.
+    pub on_step: Option<&'f mut dyn FnMut(&StepRecord)>,
 }
 
 /// Trains one epoch. A non-finite loss stops it with an error naming the epoch and step,
 /// before that step touches the weights.
-pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses> {
+pub fn train_epoch(mut inp: EpochInputs<'_, '_>, opt: &mut RAdam) -> Result<EpochLosses> {
     let start = Instant::now();
     let cfg = inp.cfg;
     let mode = match cfg.batchnorm {
@@ -343,6 +361,9 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
         &format!("epoch {}", inp.epoch),
     );
     let lr = opt.group_lr(0)?;
+    let lrs = (0..opt.num_groups())
+        .map(|g| opt.group_lr(g))
+        .collect::<Result<Vec<f64>, _>>()?;
     let stream = loader::stream(
         Arc::clone(inp.rows),
         inp.batches,
@@ -366,7 +387,8 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
         crate::interrupt::check().with_context(|| format!("epoch {}", inp.epoch))?;
         let waited = Instant::now();
         let next = stream.next();
-        sums.loader_wait += waited.elapsed().as_secs_f64();
+        let wait = waited.elapsed().as_secs_f64();
+        sums.loader_wait += wait;
         let Some((b, batch)) = next else { break };
         let batch = batch.with_context(|| format!("epoch {}: loading batch {b}", inp.epoch))?;
         if b == 0 {
@@ -383,6 +405,7 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
             })
             .collect::<Result<Vec<i64>>>()?;
         let step = inp.step_offset + b + 1;
+        let step_start = Instant::now();
         let v = stepper.step(
             opt,
             &batch.images,
@@ -400,6 +423,15 @@ pub fn train_epoch(inp: EpochInputs<'_>, opt: &mut RAdam) -> Result<EpochLosses>
                 inp.epoch,
                 b + 1
             );
+        }
+        if let Some(f) = inp.on_step.as_deref_mut() {
+            f(&StepRecord {
+                step,
+                values: v,
+                lrs: lrs.clone(),
+                seconds: step_start.elapsed().as_secs_f64(),
+                loader_wait: wait,
+            });
         }
         sums.loss += value;
         sums.loss_group += v.loss_group;

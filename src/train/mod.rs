@@ -16,4 +16,5 @@ pub mod run_dir;
 pub mod schedule;
 pub mod selection;
 pub mod split;
+pub mod tensorboard;
 pub mod trajectory;

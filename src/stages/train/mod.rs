@@ -20,8 +20,10 @@ use crate::project::Project;
 use crate::train::checkpoint::Checkpointer;
 use crate::train::config::{CheckedConfig, TrainConfig};
 use crate::train::criterion::Criterion;
+use crate::train::epoch::StepRecord;
 use crate::train::run_dir::{EpochRecord, RunDir, RunState, RunSummary, Untrained};
 use crate::train::selection::{self, Rule};
+use crate::train::tensorboard::Board;
 use anyhow::Result;
 use inputs::Inputs;
 use std::path::PathBuf;
@@ -100,10 +102,33 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
     if let Some(done) = finished(run_dir, state.as_ref(), cfg)? {
         return Ok(done);
     }
-    let mut t = Trainee::build(s, &inputs, run_dir, state)?;
+    let parts = cfg.objective == crate::train::objective::Objective::GroupLoss;
+    let mut board = Board::open(&run_dir.root, parts, &cfg.recall_ks);
+    let out = train_epochs(s, run_dir, obs, &inputs, state, started, board.as_mut());
+    // Only a completed run ends its HParams session: TensorBoard keeps the first session end
+    // of a run's files, so a failure recorded here would outlive the resume that completes it.
+    if let (Some(b), Ok(o)) = (board.as_mut(), &out) {
+        b.completed(o.epochs.len());
+    }
+    out
+}
+
+/// The epochs still to train, each committed, then `run.json`; every step and committed epoch
+/// also goes to the run's TensorBoard log `board`.
+fn train_epochs(
+    s: &Settings,
+    run_dir: &RunDir,
+    obs: &mut dyn Observer,
+    inputs: &Inputs,
+    state: Option<RunState>,
+    started: Instant,
+    mut board: Option<&mut Board>,
+) -> Result<Outcome> {
+    let cfg = &s.config;
+    let mut t = Trainee::build(s, inputs, run_dir, state)?;
     let criterion = Criterion::new(cfg)?;
     if t.state.epoch == 0 && cfg.eval_untrained && !run_dir.untrained_path().exists() {
-        let rec = t.untrained(s, &inputs)?;
+        let rec = t.untrained(s, inputs)?;
         obs.untrained(&rec, &cfg.recall_ks);
         run_dir.write_json(&run_dir.untrained_path(), &rec)?;
     }
@@ -116,7 +141,12 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
             break;
         }
         crate::interrupt::check()?;
-        let record = t.epoch(s, &inputs, run_dir, &criterion, e)?;
+        let mut log_step = |r: &StepRecord| {
+            if let Some(b) = board.as_deref_mut() {
+                b.step(r);
+            }
+        };
+        let record = t.epoch(s, inputs, run_dir, &criterion, e, Some(&mut log_step))?;
         tracing::info!(?record, "epoch done");
         obs.epoch(&record, &cfg.recall_ks);
         checkpointer.commit(&t.vs, &t.opt, rule, &mut t.state, &record)?;
@@ -124,6 +154,9 @@ fn run_locked(s: &Settings, run_dir: &RunDir, obs: &mut dyn Observer) -> Result<
         run_dir.write_epochs(&t.records)?;
         run_dir.write_json(&run_dir.state_path(), &t.state)?;
         run_dir.prune(&t.state)?;
+        if let (Some(b), Some(r)) = (board.as_deref_mut(), t.records.last()) {
+            b.epoch(r);
+        }
         obs.committed(run_dir)?;
     }
     let summary = summarise(run_dir, cfg, &t.records, &t.state, started)?;

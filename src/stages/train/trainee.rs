@@ -13,7 +13,7 @@ use crate::loss::proxy_anchor::ProxyAnchorLoss;
 use crate::model::net::EmbeddingNet;
 use crate::train::config::{AugmentChoice, Objective, OptimizerChoice, TrainConfig};
 use crate::train::criterion::Criterion;
-use crate::train::epoch::{self, EpochInputs};
+use crate::train::epoch::{self, EpochInputs, StepRecord};
 use crate::train::init;
 use crate::train::radam::{RAdam, RAdamParams};
 use crate::train::run_dir::{EpochRecord, RunDir, RunState, Untrained};
@@ -101,7 +101,8 @@ impl Trainee {
     }
 
     /// Epoch `e`: the official reload of the selected model at an lr drop, the epoch's lr,
-    /// seed and batches, training, then validation and test Recall@K where due.
+    /// seed and batches, training (each step reported to `on_step`), then validation and test
+    /// Recall@K where due.
     pub fn epoch(
         &mut self,
         s: &Settings,
@@ -109,6 +110,7 @@ impl Trainee {
         dir: &RunDir,
         criterion: &Criterion,
         e: usize,
+        on_step: Option<&mut dyn FnMut(&StepRecord)>,
     ) -> Result<EpochRecord> {
         let cfg = &s.config;
         let mut reloaded_from = None;
@@ -139,6 +141,7 @@ impl Trainee {
                 epoch: e,
                 step_offset: self.steps,
                 progress: s.progress,
+                on_step,
             },
             &mut self.opt,
         )
