@@ -11,39 +11,15 @@ gl's own code: a recipe that goes wrong, or a page that drifts from the code, fa
 import json
 import os
 import pathlib
-import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from gl_tiny import REPO, gl_binary, tiny_project
+from gl_tiny import gl as run_gl
+
 DOC = REPO / "docs" / "python.md"
-TINY_RS = REPO / "tests" / "it" / "common" / "tiny_pipeline.rs"
-
-
-def gl_binary():
-    """This build's `gl`: GL_TEST_BIN, else $CARGO_TARGET_DIR/debug/gl (what `just test` built
-    before running pytest), else the shared target directory's."""
-    target = os.environ.get("CARGO_TARGET_DIR") or str(
-        pathlib.Path.home() / ".cache" / "grouploss" / "target"
-    )
-    for cand in (os.environ.get("GL_TEST_BIN"), os.path.join(target, "debug", "gl")):
-        if cand and os.access(cand, os.X_OK):
-            return pathlib.Path(cand)
-    pytest.fail(
-        f"no gl binary (GL_TEST_BIN, {target}/debug/gl): build it first with "
-        "`cargo build --bin gl` (`just test` does)"
-    )
-
-
-def rust_str(name):
-    """The raw string constant `name` of tests/it/common/tiny_pipeline.rs."""
-    text = TINY_RS.read_text()
-    m = re.search(rf'pub const {name}: &str = r#"(.*?)"#;', text, re.S)
-    assert m, f"{TINY_RS}: no constant {name}"
-    return m.group(1)
 
 
 def blocks():
@@ -74,13 +50,7 @@ def sections():
 
 
 def gl(project, *args):
-    run = subprocess.run(
-        [str(gl_binary()), "--threads", "1", "--project-dir", str(project), *args],
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, f"gl {' '.join(args)}:\n{run.stdout}{run.stderr}"
-    return run.stdout
+    return run_gl(project, *args).stdout
 
 
 def gl_sql(project, query):
@@ -91,15 +61,7 @@ def gl_sql(project, query):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """The tiny pipeline run to its report, then the page's shell blocks run in it."""
-    p = tmp_path_factory.mktemp("recipes")
-    (p / "pipeline" / "profiles").mkdir(parents=True)
-    for f in ("datasets.toml", "stages.toml", "published.toml"):
-        shutil.copy(REPO / "pipeline" / f, p / "pipeline" / f)
-    train = (REPO / "pipeline" / "train.toml").read_text() + rust_str("TINY_RECIPE")
-    (p / "pipeline" / "train.toml").write_text(train)
-    (p / "pipeline" / "profiles" / "tiny.toml").write_text(rust_str("TINY_PROFILE"))
-    gl(p, "synth", "--name", "tiny_synth", "--classes", "48", "--per-class", "8",
-       "--size", "16", "--jitter", "60")
+    p = tiny_project(tmp_path_factory.mktemp("recipes"))
     gl(p, "run", "--profile", "tiny")
     env = dict(os.environ, PATH=f"{gl_binary().parent}:{os.environ['PATH']}",
                GL_PROJECT_DIR=str(p), GL_THREADS="1")

@@ -6,71 +6,22 @@ epoch's loss, the learning rates are the epoch's, and the HParams session start 
 
 import json
 import math
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-REPO = Path(__file__).resolve().parents[2]
-
-TINY_RECIPE = """
-[datasets.tiny_synth]
-backbone = "tiny_cnn"
-init = "none"
-classes_per_batch = 4
-samples_per_class = 3
-input_size = 24
-resize = 32
-crop_scale_min = 0.5
-loader_threads = 1
-eval_batch = 64
-
-[profiles.tiny]
-epochs = 2
-lr = 1e-3
-lr_milestones = [2]
-val_fraction = 0.25
-"""
-
-
-def gl_bin() -> Path:
-    """The ``gl`` under test: ``GL_TEST_BIN``, else this build's (``$CARGO_TARGET_DIR``)."""
-    if os.environ.get("GL_TEST_BIN"):
-        return Path(os.environ["GL_TEST_BIN"])
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    path = target / "debug" / "gl"
-    assert path.is_file(), f"{path} is missing: build gl first (`just build` or `cargo build`)"
-    return path
-
-
-def gl(project: Path, *args: str, env=None, ok=True) -> subprocess.CompletedProcess:
-    run = subprocess.run(
-        [str(gl_bin()), "--threads", "1", *args, "--project-dir", str(project)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-    )
-    if ok:
-        assert run.returncode == 0, f"gl {' '.join(args)}:\n{run.stdout}{run.stderr}"
-    return run
+from gl_tiny import gl, rust_str, tiny_project
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A project with the repository's pipeline files, the tiny recipe and a synthetic set."""
-    p = tmp_path_factory.mktemp("tb")
-    (p / "pipeline/profiles").mkdir(parents=True)
-    for f in ["datasets.toml", "stages.toml", "published.toml"]:
-        shutil.copy(REPO / "pipeline" / f, p / "pipeline" / f)
-    train = (REPO / "pipeline/train.toml").read_text()
-    (p / "pipeline/train.toml").write_text(train + TINY_RECIPE)
-    gl(p, "synth", "--name", "tiny_synth", "--classes", "48", "--per-class", "8",
-       "--size", "16", "--jitter", "60")
+    """The tiny project of the Rust tests, trained 2 epochs (a milestone at 2: two learning
+    rates to log), its synthetic set fetched."""
+    recipe = rust_str("TINY_RECIPE").replace("epochs = 1", "epochs = 2")
+    recipe = recipe.replace("lr_milestones = []", "lr_milestones = [2]")
+    p = tiny_project(tmp_path_factory.mktemp("tb"), recipe)
     gl(p, "fetch", "tiny_synth")
     return p
 
