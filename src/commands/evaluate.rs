@@ -207,10 +207,17 @@ pub fn ensemble(args: EnsembleArgs, project: Project) -> Result<ExitCode> {
     };
     // The ensemble directory has one writer at a time, like a run directory.
     let dir = project.ensembles_dir().join(name);
+    let created = !dir.exists();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let writer = writer_lock(&dir)?;
-    let (record, evals) = ensemble::run(&s)?;
+    let out = ensemble::run(&s);
     drop(writer);
+    if out.is_err() && created {
+        // A refused ensemble leaves no directory behind: only its lock file was made.
+        let _ = std::fs::remove_file(dir.join("writer.lock"));
+        let _ = std::fs::remove_dir(&dir);
+    }
+    let (record, evals) = out?;
     index(&project, &dir);
     for r in &evals {
         let label = format!(

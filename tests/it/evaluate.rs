@@ -338,4 +338,6 @@ fn embed_evaluate_and_ensemble_a_trained_run() {
     let (code, _, err) = gl_cli::run(p, &["ensemble", "--name", "x", "tiny-s0", "missing"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("missing"), "{err}");
+    // A refused ensemble leaves no directory behind (issue 36: its lock's directory stayed).
+    assert!(!p.join("data/ensembles/x").exists(), "{err}");
 }
