@@ -2,9 +2,9 @@
 //! in the exact CUB, CARS196 (.mat and class-folder CSV) and SOP layouts that the tests build,
 //! plus a user's image folder. Each test gets its own project directory (registry + data).
 
-use crate::common::gl_cli;
 #[allow(dead_code)] // not every route kind is needed here
 use crate::common::http_server;
+use crate::common::{gl_cli, png};
 
 use http_server::{Route, Server};
 use std::io::Write;
@@ -40,18 +40,6 @@ impl Project {
         assert_eq!(code, 0, "gl fetch {dataset}:\n{out}\n{err}");
         out
     }
-}
-
-/// A tiny valid PNG whose pixels depend on `seed`.
-fn png(seed: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, 2, 2);
-    enc.set_color(png::ColorType::Grayscale);
-    let mut w = enc.write_header().unwrap();
-    w.write_image_data(&[seed, seed.wrapping_add(1), seed.wrapping_mul(3), 7])
-        .unwrap();
-    w.finish().unwrap();
-    out
 }
 
 fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {

@@ -4,6 +4,7 @@
 //! command line and the profiles. Each is refused with an error naming where it came from and
 //! the name, and nothing outside the data directory (nor the data directory itself) changes.
 
+use crate::common::png;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,17 +97,6 @@ fn changes(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>
             .filter(|(k, v)| before.get(*k) != Some(v))
             .map(|(k, _)| format!("+ {k}")),
     );
-    out
-}
-
-/// A tiny valid PNG.
-fn png(seed: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, 2, 2);
-    enc.set_color(png::ColorType::Grayscale);
-    let mut w = enc.write_header().unwrap();
-    w.write_image_data(&[seed, 1, 2, 3]).unwrap();
-    w.finish().unwrap();
     out
 }
 

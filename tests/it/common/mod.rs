@@ -12,6 +12,19 @@ pub mod processes;
 pub mod reference_npz;
 pub mod tiny_pipeline;
 
+/// A tiny valid PNG (2×2 grayscale) whose pixels depend on `seed`: the images of the dataset
+/// fixtures in their real layouts.
+pub fn png(seed: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, 2, 2);
+    enc.set_color(png::ColorType::Grayscale);
+    let mut w = enc.write_header().unwrap();
+    w.write_image_data(&[seed, seed.wrapping_add(1), seed.wrapping_mul(3), 7])
+        .unwrap();
+    w.finish().unwrap();
+    out
+}
+
 /// Deterministic, non-repeating-looking test payload.
 pub fn payload(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x9e37_79b9;
