@@ -40,7 +40,10 @@ pub fn run(args: SynthArgs, project: Project) -> Result<ExitCode> {
         }
         // The old archive's pin and its downloaded copy go: `gl fetch` then takes the new one.
         let file = format!("{}.tar", spec.name);
-        Lock::load(&project.root)?.unpin(spec.name.as_str(), &file)?;
+        let mut lock = Lock::load(&project.root)?;
+        lock.unpin(spec.name.as_str(), &file)?;
+        // The new set's images differ: its content is pinned anew on the next fetch.
+        lock.unpin_content(spec.name.as_str())?;
         let copy = project.downloads(&spec.name).join(&file);
         match std::fs::remove_file(&copy) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

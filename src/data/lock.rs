@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 pub const LOCK_FILE: &str = "pipeline/datasets.lock";
 
 const DATASETS_HEADER: &str =
-    "# Pinned sha256 of dataset files, written by `gl fetch` on first download and\n\
+    "# Pinned sha256 of dataset files and each dataset's content digest (per-class table in\n\
+                               # pipeline/content/), written by `gl fetch` on first download and\n\
                                # verified on every later use. Commit it.";
 
 /// One pinned file.
@@ -23,11 +24,24 @@ pub struct Pin {
     pub bytes: u64,
 }
 
+/// A dataset's pinned content digest ([`crate::data::content`]); its per-class counts and
+/// digests are in `pipeline/content/<dataset>.tsv`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentPin {
+    pub dataset: String,
+    pub digest: String,
+    pub images: u64,
+    pub classes: u64,
+}
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LockDoc {
     #[serde(default, rename = "file")]
     files: Vec<Pin>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    content: Vec<ContentPin>,
 }
 
 /// The lock file in memory.
@@ -75,6 +89,34 @@ impl Lock {
         self.doc
             .files
             .sort_by(|a, b| (&a.dataset, &a.file).cmp(&(&b.dataset, &b.file)));
+        self.save()
+    }
+
+    /// The pinned content of `dataset`, if any.
+    pub fn content(&self, dataset: &str) -> Option<&ContentPin> {
+        self.doc.content.iter().find(|p| p.dataset == dataset)
+    }
+
+    /// Records a dataset's content pin and rewrites the file atomically.
+    pub fn pin_content(&mut self, pin: ContentPin) -> Result<()> {
+        self.doc.content.retain(|p| p.dataset != pin.dataset);
+        self.doc.content.push(pin);
+        self.doc.content.sort_by(|a, b| a.dataset.cmp(&b.dataset));
+        self.save()
+    }
+
+    /// Drops the content pin of `dataset`; whether there was one.
+    pub fn unpin_content(&mut self, dataset: &str) -> Result<bool> {
+        let before = self.doc.content.len();
+        self.doc.content.retain(|p| p.dataset != dataset);
+        if self.doc.content.len() == before {
+            return Ok(false);
+        }
+        self.save()?;
+        Ok(true)
+    }
+
+    fn save(&self) -> Result<()> {
         let body = toml::to_string(&self.doc).context("serialising the lock file")?;
         let text = format!("{}\n\n{body}", self.header);
         crate::fsutil::write_atomic(&self.path, text.as_bytes())
@@ -90,9 +132,7 @@ impl Lock {
         if self.doc.files.len() == before {
             return Ok(false);
         }
-        let body = toml::to_string(&self.doc).context("serialising the lock file")?;
-        let text = format!("{}\n\n{body}", self.header);
-        crate::fsutil::write_atomic(&self.path, text.as_bytes())?;
+        self.save()?;
         Ok(true)
     }
 

@@ -3,6 +3,7 @@
 //! synthetic SOP-scale generator.
 
 pub mod archive;
+pub mod content;
 pub mod crop_cache;
 pub mod fetch;
 pub mod index;

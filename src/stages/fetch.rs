@@ -1,8 +1,10 @@
 //! The fetch stage: download (or take from `--from`) every file of a dataset, verify its
-//! checksum, extract it safely, parse the layout, check the published counts and write the
-//! index (`images.parquet`) and a summary (`dataset.json`) beside the extracted data.
+//! checksum, extract it safely, parse the layout, check the published counts, put the images
+//! in their canonical order and paths with the content digest checked against the lock, and
+//! write the index (`images.parquet`) and a summary (`dataset.json`) beside them.
 
 use crate::data::archive::{self, ArchiveKind};
+use crate::data::content::{self, Content, Paths};
 use crate::data::fetch::{self as download, Checksum, FetchOptions, Fetched, FileSpec};
 use crate::data::index::{Counts, DatasetIndex};
 use crate::data::index_file;
@@ -11,7 +13,6 @@ use crate::data::registry::{resolve_url, DatasetSpec, Registry};
 use crate::names::Name;
 use crate::project::Project;
 use anyhow::{bail, ensure, Context, Result};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Validated settings of one fetch.
@@ -49,7 +50,8 @@ pub struct Outcome {
     pub root: PathBuf,
     pub files: Vec<FileRecord>,
     pub counts: Counts,
-    /// sha256 over the files' checksums, the layout and the expected counts.
+    /// The dataset's identity: the digest of its content ([`crate::data::content`]), the same
+    /// whichever source it came from.
     pub fingerprint: String,
     pub extracted: bool,
     #[serde(skip)]
@@ -65,86 +67,121 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         &format!("the dataset `{}`", s.dataset),
     )?;
     crate::tempfiles::clean_scratch_or_warn(&s.project.data_dir);
-    let (root, files, staged) = match &spec.local_root {
+    let dir = s.project.dataset_dir(&s.dataset);
+    let (root, files, content, extracted) = match &spec.local_root {
         Some(local) => {
             ensure!(
                 s.from.is_none(),
                 "dataset `{}` is a local folder: --from does not apply",
                 s.dataset
             );
-            (s.project.root.join(local), Vec::new(), None)
+            // A user's own folder is indexed where it is: ids in the canonical order, paths
+            // kept. Its identity is its content, so an image added, removed or rewritten gives
+            // a new fingerprint (and crop cache) instead of stale labels.
+            let root = s.project.root.join(local);
+            let index = parse_checked(s, &spec, &root)?;
+            let (content, _) = Content::of(&root, index, Paths::Keep)?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            index_file::write(&dir.join(INDEX), &content.index, &content.sha256)?;
+            (root, Vec::new(), content, false)
         }
         None => {
             let files = fetch_files(s, &spec)?;
-            let dir = s.project.dataset_dir(&s.dataset);
-            let staged = stage(&dir, &files, &spec.limits, s.force)
-                .with_context(|| format!("extracting `{}` into {}", s.dataset, dir.display()))?;
-            let base = staged.as_ref().map_or(dir, |t| t.path().to_path_buf());
-            (base.join(&spec.root), files, staged)
+            let (content, extracted) = match reuse(s, &dir, &files)? {
+                Some(content) => (content, false),
+                None => (build(s, &spec, &dir, &files)?, true),
+            };
+            (dir.clone(), files, content, extracted)
         }
     };
+    let counts = content.index.counts();
+    let outcome = Outcome {
+        dataset: s.dataset.to_string(),
+        title: spec.title.clone(),
+        license: spec.license.clone(),
+        layout: serde_json::to_value(&spec.layout)?["kind"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string(),
+        root,
+        files,
+        counts,
+        fingerprint: content.digest.clone(),
+        extracted,
+        index: content.index,
+    };
+    crate::fsutil::write_atomic(
+        &dir.join("dataset.json"),
+        &serde_json::to_vec_pretty(&outcome)?,
+    )?;
+    Ok(outcome)
+}
+
+/// The index file in the dataset directory.
+const INDEX: &str = "images.parquet";
+
+/// Parses the layout under `root` and checks it: the published counts, every indexed image
+/// present.
+fn parse_checked(s: &Settings, spec: &DatasetSpec, root: &Path) -> Result<DatasetIndex> {
     ensure!(
         root.is_dir(),
         "{}: dataset root {} does not exist",
         s.dataset,
         root.display()
     );
-    // Parsed and checked where it was extracted: a tree that fails here is removed with its
-    // staging directory and the dataset that was there before stays.
     let index = spec
         .layout
-        .parse(&root)
+        .parse(root)
         .with_context(|| format!("parsing `{}`", s.dataset))?;
-    let counts = index.verify(&s.dataset, &spec.expect)?;
-    check_files_exist(&root, &index)?;
-    let extracted = staged.is_some();
-    let root = match staged {
-        Some(t) => {
-            let dir = s.project.dataset_dir(&s.dataset);
-            swap_in(t, &dir)?;
-            dir.join(&spec.root)
-        }
-        None => root,
-    };
+    index.verify(&s.dataset, &spec.expect)?;
+    check_files_exist(root, &index)?;
+    Ok(index)
+}
 
-    let layout = serde_json::to_value(&spec.layout)?;
-    let fingerprint = {
-        let mut h = Sha256::new();
-        h.update(serde_json::to_vec(&(
-            &files.iter().map(|f| &f.sha256).collect::<Vec<_>>(),
-            &layout,
-            &spec.root,
-            &spec.expect,
-            env!("CARGO_PKG_VERSION"),
-        ))?);
-        if spec.local_root.is_some() {
-            // A local folder has no archive checksum: its file list stands in for one, so the
-            // crop cache (keyed by this fingerprint) is rebuilt instead of reused with stale
-            // labels when an image is added, removed or rewritten.
-            h.update(crate::fsutil::tree_digest(&root)?.as_bytes());
-        }
-        hex::encode(h.finalize())
-    };
-    let outcome = Outcome {
-        dataset: s.dataset.to_string(),
-        title: spec.title.clone(),
-        license: spec.license.clone(),
-        layout: layout["kind"].as_str().unwrap_or("?").to_string(),
-        root,
-        files,
-        counts,
-        fingerprint,
-        extracted,
-        index,
-    };
-    let out_dir = s.project.dataset_dir(&s.dataset);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    index_file::write(&out_dir.join("images.parquet"), &outcome.index)?;
-    crate::fsutil::write_atomic(
-        &out_dir.join("dataset.json"),
-        &serde_json::to_vec_pretty(&outcome)?,
+/// Builds the dataset anew in a staging directory beside `dir` and swaps it in: archives
+/// extracted under `source/`, the layout parsed and checked there, the content digest
+/// verified against (or pinned in) the lock, the images moved to their canonical paths under
+/// `images/` and the index written. Anything that fails leaves the dataset that was there.
+fn build(s: &Settings, spec: &DatasetSpec, dir: &Path, files: &[FileRecord]) -> Result<Content> {
+    let staged = stage(dir, files, &spec.limits)
+        .with_context(|| format!("extracting `{}` into {}", s.dataset, dir.display()))?;
+    let root = staged.path().join(SOURCE_DIR).join(&spec.root);
+    let index = parse_checked(s, spec, &root)?;
+    let (content, moves) = Content::of(&root, index, Paths::Canonical)?;
+    let mut lock = Lock::load(&s.project.root)?;
+    content::verify_or_pin(&mut lock, s.dataset.as_str(), &content)?;
+    Content::place(&moves, &root, staged.path())?;
+    index_file::write(&staged.path().join(INDEX), &content.index, &content.sha256)?;
+    std::fs::write(
+        staged.path().join(MARKER),
+        source_marker(files)?,
     )?;
-    Ok(outcome)
+    swap_in(staged, dir)?;
+    Ok(content)
+}
+
+/// The dataset already in `dir` when it was built from the same files by this index format
+/// (`.gl-source.json`) and unless `--force`: its images re-read against the digests of its
+/// index and its content checked against the lock. `None` (with a warning when something was
+/// there) means build anew.
+fn reuse(s: &Settings, dir: &Path, files: &[FileRecord]) -> Result<Option<Content>> {
+    let same = std::fs::read(dir.join(MARKER)).ok().as_deref() == Some(&source_marker(files)?[..]);
+    if s.force || !same {
+        return Ok(None);
+    }
+    let reread = index_file::read_with_digests(&dir.join(INDEX))
+        .and_then(|(index, shas)| Content::reread(dir, index, shas));
+    let content = match reread {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("{}: rebuilding the dataset: {e:#}", dir.display());
+            return Ok(None);
+        }
+    };
+    let mut lock = Lock::load(&s.project.root)?;
+    content::verify_or_pin(&mut lock, s.dataset.as_str(), &content)?;
+    Ok(Some(content))
 }
 
 /// Fetches and verifies every file; pins the sha256 of files without a published checksum.
@@ -224,21 +261,22 @@ fn local_source(s: &Settings, spec: &DatasetSpec, name: &str) -> Result<Option<P
     Ok(None)
 }
 
-/// Builds the next `dir` from the fetched files in a staging directory beside it (archives
-/// extracted within `limits`, other files copied), or `None` when `dir/.gl-source.json`
-/// records the same checksums. The staging directory is removed on every failure, and
-/// leftovers of a fetch that was killed are removed first (the caller holds the dataset's
+/// Where the fetched files are extracted inside the dataset directory (the images move out
+/// of it to their canonical paths; the annotations stay).
+const SOURCE_DIR: &str = "source";
+
+/// What records the files a dataset directory was built from (and the index format).
+const MARKER: &str = ".gl-source.json";
+
+/// Extracts the fetched files into `source/` of a staging directory beside `dir` (archives
+/// within `limits`, other files copied). The staging directory is removed on every failure,
+/// and leftovers of a fetch that was killed are removed first (the caller holds the dataset's
 /// writer lock, so they are nobody's).
 fn stage(
     dir: &Path,
     files: &[FileRecord],
     limits: &archive::Limits,
-    force: bool,
-) -> Result<Option<tempfile::TempDir>> {
-    let marker = source_marker(files)?;
-    if !force && std::fs::read(dir.join(".gl-source.json")).ok().as_deref() == Some(&marker[..]) {
-        return Ok(None);
-    }
+) -> Result<tempfile::TempDir> {
     let parent = dir.parent().context("dataset directory has no parent")?;
     std::fs::create_dir_all(parent)?;
     let name = dir
@@ -250,6 +288,8 @@ fn stage(
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.staging-"))
         .tempdir_in(parent)?;
+    let source = staging.path().join(SOURCE_DIR);
+    std::fs::create_dir(&source)?;
     for (i, f) in files.iter().enumerate() {
         let path = &f.path;
         match ArchiveKind::from_path(path) {
@@ -258,7 +298,7 @@ fn stage(
                 archive::extract_limited(path, kind, &part, limits)?;
                 for e in std::fs::read_dir(&part)? {
                     let e = e?;
-                    let to = staging.path().join(e.file_name());
+                    let to = source.join(e.file_name());
                     ensure!(
                         !to.exists(),
                         "{} and another file both provide `{}`",
@@ -270,23 +310,21 @@ fn stage(
                 std::fs::remove_dir(&part)?;
             }
             Err(_) => {
-                std::fs::copy(path, staging.path().join(&f.name))
+                std::fs::copy(path, source.join(&f.name))
                     .with_context(|| format!("copying {}", path.display()))?;
             }
         }
     }
-    std::fs::write(staging.path().join(".gl-source.json"), &marker)?;
-    Ok(Some(staging))
+    Ok(staging)
 }
 
-/// What `.gl-source.json` records: each file's name and sha256.
+/// What `.gl-source.json` records: the index format and each file's name and sha256.
 fn source_marker(files: &[FileRecord]) -> Result<Vec<u8>> {
-    Ok(serde_json::to_vec_pretty(
-        &files
-            .iter()
-            .map(|f| (&f.name, &f.sha256))
-            .collect::<Vec<_>>(),
-    )?)
+    let files: Vec<_> = files.iter().map(|f| (&f.name, &f.sha256)).collect();
+    Ok(serde_json::to_vec_pretty(&serde_json::json!({
+        "content_format": content::FORMAT,
+        "files": files,
+    }))?)
 }
 
 /// Removes `.<name>.staging-*` and `.<name>.old-*` beside the dataset: what a killed fetch left.
