@@ -37,13 +37,14 @@ fn line(t: &Task, what: &str) -> String {
 }
 
 pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<ExitCode> {
-    let plan = plan(&project, &args.profile, threads, args.jobs)?;
     let global = vec![
         "--project-dir".to_string(),
         project.root.display().to_string(),
         "--data-dir".to_string(),
         project.data_dir.display().to_string(),
     ];
+    fetch_unpinned(&project, &args, &global)?;
+    let plan = plan(&project, &args.profile, threads, args.jobs)?;
     let jobs = plan.profile.jobs;
     // Tasks at once share the CPUs: each computing task's --threads, --kernels and --device
     // are in its own arguments (Profile::compute_args), so they are part of its fingerprint.
@@ -121,6 +122,38 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches, before planning, each dataset of the profile whose content is not pinned yet: a
+/// run id names its data by the pinned content digest, which only a fetch can pin. A dry run
+/// fetches nothing and says which ids are provisional.
+fn fetch_unpinned(project: &Project, args: &RunArgs, global: &[String]) -> Result<()> {
+    let profile = Profile::resolve(
+        &project.root,
+        &args.profile.profile,
+        &args.profile.overrides,
+    )?;
+    for d in &profile.datasets {
+        if crate::data::content::planned(project, d)? != crate::data::content::UNPINNED {
+            continue;
+        }
+        if args.dry_run {
+            eprintln!(
+                "note: `{d}` has no content pin in pipeline/datasets.lock yet, so the run ids \
+                 below are provisional; `gl fetch {d}` pins it (a real `gl run` fetches it first)"
+            );
+            continue;
+        }
+        eprintln!("fetching `{d}` first: run ids name a dataset by its pinned content");
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(global)
+            .args(["fetch", d, "--quiet"])
+            .status()?;
+        if !status.success() {
+            bail!("`gl fetch {d}` failed ({status}); the profile's runs need its content pinned");
+        }
+    }
+    Ok(())
 }
 
 /// The GPUs the local tasks are spread over: `GL_GPUS` or the devices libtorch sees (asked only

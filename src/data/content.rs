@@ -104,11 +104,7 @@ impl Content {
     /// archives did not change verifies before it reuses the tree.
     pub fn reread(root: &Path, index: DatasetIndex, sha256: Vec<String>) -> Result<Content> {
         if sha256.len() != index.images.len() {
-            bail!(
-                "{} digests for {} images",
-                sha256.len(),
-                index.images.len()
-            );
+            bail!("{} digests for {} images", sha256.len(), index.images.len());
         }
         for (im, want) in index.images.iter().zip(&sha256) {
             let path = root.join(&im.rel_path);
@@ -150,7 +146,9 @@ impl Content {
     pub fn classes(&self) -> Vec<ClassContent> {
         let mut by_class: BTreeMap<i64, (Split, Vec<&str>)> = BTreeMap::new();
         for (im, sha) in self.index.images.iter().zip(&self.sha256) {
-            let e = by_class.entry(im.class_id).or_insert((im.split, Vec::new()));
+            let e = by_class
+                .entry(im.class_id)
+                .or_insert((im.split, Vec::new()));
             e.1.push(sha);
         }
         by_class
@@ -253,14 +251,23 @@ pub fn read_classes(path: &Path) -> Result<Vec<ClassContent>> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
-        let bad = || format!("{}: line {}: expected {CLASSES_HEADER}", path.display(), n + 1);
+        let bad = || {
+            format!(
+                "{}: line {}: expected {CLASSES_HEADER}",
+                path.display(),
+                n + 1
+            )
+        };
         let f: Vec<&str> = line.split('\t').collect();
         let [class_id, split, images, digest] = f[..] else {
             bail!(bad())
         };
         out.push(ClassContent {
             class_id: class_id.parse().with_context(bad)?,
-            split: split.parse().map_err(anyhow::Error::msg).with_context(bad)?,
+            split: split
+                .parse()
+                .map_err(anyhow::Error::msg)
+                .with_context(bad)?,
             images: images.parse().with_context(bad)?,
             digest: digest.to_string(),
         });
@@ -334,7 +341,10 @@ pub fn verify_or_pin(lock: &mut Lock, dataset: &str, content: &Content) -> Resul
                 images: content.index.images.len() as u64,
                 classes: classes.len() as u64,
             })?;
-            tracing::info!("pinned the content of `{dataset}` in {}", lock.path().display());
+            tracing::info!(
+                "pinned the content of `{dataset}` in {}",
+                lock.path().display()
+            );
             Ok(())
         }
         Some(pin) if pin.digest == content.digest => Ok(()),
@@ -364,6 +374,34 @@ pub fn verify_or_pin(lock: &mut Lock, dataset: &str, content: &Content) -> Resul
         }
     }
 }
+
+/// What a run id knows of its dataset before anything runs ([`crate::numerics::RunIdentity`]):
+/// the content digest pinned in the lock; for a user's own folder (never pinned: it is theirs
+/// to change), `local:` and a digest of its listing; `unpinned` for a registry dataset whose
+/// content is not pinned yet (`gl run` fetches those before it plans, so this stays the
+/// exception of a dry run).
+pub fn planned(project: &crate::project::Project, dataset: &str) -> Result<String> {
+    let lock = Lock::load(&project.root)?;
+    if let Some(pin) = lock.content(dataset) {
+        return Ok(pin.digest.clone());
+    }
+    let registry = crate::data::registry::Registry::load(&project.root, &project.data_dir)?;
+    let local = registry
+        .datasets
+        .iter()
+        .find(|(name, _)| name.as_str() == dataset)
+        .and_then(|(_, spec)| spec.local_root.as_ref());
+    Ok(match local {
+        Some(root) => format!(
+            "local:{}",
+            crate::fsutil::tree_digest(&project.root.join(root))?
+        ),
+        None => UNPINNED.to_string(),
+    })
+}
+
+/// [`planned`] of a registry dataset whose content is not pinned yet.
+pub const UNPINNED: &str = "unpinned";
 
 #[cfg(test)]
 #[path = "content_tests.rs"]

@@ -12,7 +12,11 @@ fn tree(root: &Path, images: &[(&str, i64, &str)]) -> DatasetIndex {
             image_id: 100 + i as i64,
             rel_path: rel.to_string(),
             class_id: *class_id,
-            split: if *class_id <= 2 { Split::Train } else { Split::Test },
+            split: if *class_id <= 2 {
+                Split::Train
+            } else {
+                Split::Test
+            },
             bbox: None,
         });
     }
@@ -44,7 +48,11 @@ fn two_packagings_of_the_same_images_give_the_same_index_and_digest() {
     assert_eq!(c1.sha256, c2.sha256);
     assert_eq!(c1.digest, c2.digest);
     assert_eq!(
-        c1.index.images.iter().map(|i| i.image_id).collect::<Vec<_>>(),
+        c1.index
+            .images
+            .iter()
+            .map(|i| i.image_id)
+            .collect::<Vec<_>>(),
         [1, 2, 3, 4]
     );
     assert!(c1.index.images[0].rel_path.starts_with("images/1/"));
@@ -80,7 +88,11 @@ fn a_relabelled_image_changes_the_digest_and_is_named_per_class() {
     let d3 = tempfile::tempdir().unwrap();
     let (c3, _) = Content::of(d3.path(), tree(d3.path(), &swapped), Paths::Keep).unwrap();
     let diff = differences(&c1.classes(), &c3.classes(), 10);
-    assert!(diff.iter().any(|d| d.starts_with("class 1: 2 images as pinned, but other")), "{diff:?}");
+    assert!(
+        diff.iter()
+            .any(|d| d.starts_with("class 1: 2 images as pinned, but other")),
+        "{diff:?}"
+    );
 }
 
 #[test]
@@ -100,12 +112,19 @@ fn the_pin_is_written_then_enforced_with_what_differs() {
     let d2 = tempfile::tempdir().unwrap();
     let (bad, _) = Content::of(d2.path(), tree(d2.path(), dropped), Paths::Keep).unwrap();
     let e = format!("{:#}", verify_or_pin(&mut lock, "tiny", &bad).unwrap_err());
-    assert!(e.contains("4 images in 3 classes pinned, 3 in 2 found"), "{e}");
+    assert!(
+        e.contains("4 images in 3 classes pinned, 3 in 2 found"),
+        "{e}"
+    );
     assert!(e.contains("classes missing: 3"), "{e}");
     assert!(e.contains("datasets.lock"), "{e}");
     // The pin is unchanged by the refusal.
     assert_eq!(
-        Lock::load(project.path()).unwrap().content("tiny").unwrap().digest,
+        Lock::load(project.path())
+            .unwrap()
+            .content("tiny")
+            .unwrap()
+            .digest,
         good.digest
     );
 }
@@ -115,7 +134,10 @@ fn a_changed_file_fails_the_reread() {
     let d = tempfile::tempdir().unwrap();
     let (c, _) = Content::of(d.path(), tree(d.path(), IMAGES), Paths::Keep).unwrap();
     std::fs::write(d.path().join("b/z.jpg"), b"\xFF\xD8\xFFtampered").unwrap();
-    let e = format!("{:#}", Content::reread(d.path(), c.index, c.sha256).unwrap_err());
+    let e = format!(
+        "{:#}",
+        Content::reread(d.path(), c.index, c.sha256).unwrap_err()
+    );
     assert!(e.contains("b/z.jpg") && e.contains("differs"), "{e}");
 }
 

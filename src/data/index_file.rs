@@ -160,7 +160,11 @@ fn attach_boxes(path: &Path, images: &mut [ImageEntry]) -> Result<()> {
             .collect::<Result<_>>()?;
         for r in 0..b.num_rows() {
             let Some(&i) = at.get(&ids.value(r)) else {
-                bail!("{}: row {r}: no image {} in the index", path.display(), ids.value(r));
+                bail!(
+                    "{}: row {r}: no image {} in the index",
+                    path.display(),
+                    ids.value(r)
+                );
             };
             images[i].bbox = Some(BBox {
                 x1: c[0].value(r),
@@ -230,11 +234,21 @@ mod tests {
         let p = d.path().join("images.parquet");
         let shas = vec!["aa".to_string(), "bb".to_string()];
         write(&p, &index, &shas).unwrap();
-        assert_eq!(read_with_digests(&p).unwrap(), (index.clone(), shas.clone()));
+        assert_eq!(
+            read_with_digests(&p).unwrap(),
+            (index.clone(), shas.clone())
+        );
         assert!(bboxes_path(&p).is_file());
         // Without boxes, no boxes file (a stale one goes).
         let plain = DatasetIndex {
-            images: index.images.iter().map(|i| ImageEntry { bbox: None, ..i.clone() }).collect(),
+            images: index
+                .images
+                .iter()
+                .map(|i| ImageEntry {
+                    bbox: None,
+                    ..i.clone()
+                })
+                .collect(),
         };
         write(&p, &plain, &shas).unwrap();
         assert!(!bboxes_path(&p).exists());

@@ -94,10 +94,13 @@ impl Execution {
     }
 }
 
-/// The identity a run id digests: the resolved recipe, [`TRAINING`] and the execution.
+/// The identity a run id digests: the resolved recipe, the data it trains on (the dataset's
+/// content digest as pinned: [`crate::data::content::planned`]), [`TRAINING`] and the
+/// execution.
 #[derive(serde::Serialize)]
 pub struct RunIdentity<'a, C: serde::Serialize> {
     pub recipe: &'a C,
+    pub data: &'a str,
     pub numerics: u32,
     pub execution: &'a Execution,
 }
@@ -126,6 +129,7 @@ mod tests {
         let at = |numerics| {
             RunIdentity {
                 recipe: &recipe,
+                data: "content",
                 numerics,
                 execution: &e,
             }
@@ -141,11 +145,29 @@ mod tests {
     }
 
     #[test]
+    fn the_datas_content_joins_the_identity() {
+        let recipe = serde_json::json!({"lr": 1e-4});
+        let e = cpu();
+        let at = |data| {
+            RunIdentity {
+                recipe: &recipe,
+                data,
+                numerics: TRAINING,
+                execution: &e,
+            }
+            .short_digest()
+            .unwrap()
+        };
+        assert_ne!(at("c523"), at("c524"));
+    }
+
+    #[test]
     fn execution_joins_a_cpu_runs_identity() {
         let recipe = serde_json::json!({"lr": 1e-4});
         let digest = |e: &Execution| {
             RunIdentity {
                 recipe: &recipe,
+                data: "content",
                 numerics: TRAINING,
                 execution: e,
             }

@@ -7,7 +7,7 @@
 //! untrained --dataset D --weights W`), then evaluated like any run's initial weights.
 
 use crate::data::registry::Registry;
-use crate::numerics::{Execution, RunIdentity};
+use crate::numerics::RunIdentity;
 use crate::pipeline::profile::Profile;
 use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
@@ -133,7 +133,9 @@ struct RunSpec {
 
 /// Run id: `<dataset>-<profile>-s<seed>-<h>` for Group Loss, `<dataset>-<profile>-softmax-
 /// s<seed>-<h>` for the softmax baseline, where `<h>` is 8 hex digits of the sha256 of the run's
-/// identity: the resolved recipe, the training numerics version
+/// identity: the resolved recipe, the dataset's content digest as pinned
+/// ([`crate::data::content::planned`]: the same data from any source is the same run), the
+/// training numerics version
 /// ([`crate::numerics::TRAINING`]) and the execution (device kind, kernel pin, threads). Another
 /// recipe — or code that computes other numbers, or another execution — is another run
 /// directory, so changing a key and changing it back finds the earlier run, a run directory
@@ -143,24 +145,18 @@ pub fn run_id(
     dataset: &str,
     seed: u64,
     finetune: bool,
-    cfg: &TrainConfig,
-    numerics: u32,
-    execution: &Execution,
+    identity: &RunIdentity<'_, TrainConfig>,
 ) -> Result<String> {
-    let h = RunIdentity {
-        recipe: cfg,
-        numerics,
-        execution,
-    }
-    .short_digest()?;
+    let h = identity.short_digest()?;
     let kind = if finetune { "-softmax" } else { "" };
     Ok(format!("{dataset}-{profile}{kind}-s{seed}-{h}"))
 }
 
+/// The resolved run of `recipe` + `set` on `dataset` (whose planned content digest is `data`).
 fn spec(
     p: &Profile,
     project: &Project,
-    dataset: &str,
+    (dataset, data): (&str, &str),
     seed: u64,
     finetune: bool,
     recipe: &str,
@@ -177,9 +173,12 @@ fn spec(
             dataset,
             seed,
             finetune,
-            &config,
-            crate::numerics::training(),
-            &execution,
+            &RunIdentity {
+                recipe: &config,
+                data,
+                numerics: crate::numerics::training(),
+                execution: &execution,
+            },
         )?,
         recipe: recipe.to_string(),
         set,
@@ -190,10 +189,11 @@ fn spec(
 fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>> {
     let mut out = Vec::new();
     for d in &p.datasets {
+        let data = crate::data::content::planned(project, d)?;
         let finetuned = |seed| -> Result<Option<RunSpec>> {
             p.finetune
                 .as_ref()
-                .map(|f| spec(p, project, d, seed, true, &f.recipe, f.set.clone()))
+                .map(|f| spec(p, project, (d, &data), seed, true, &f.recipe, f.set.clone()))
                 .transpose()
         };
         match kind {
@@ -224,11 +224,11 @@ fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>>
                         if point.start() == Some("finetuned") {
                             set.push(format!("init=\"run:{}\"", start(seed)?.run_id));
                         }
-                        let mut r = spec(p, project, d, seed, false, &train.recipe, set)
+                        let mut r = spec(p, project, (d, &data), seed, false, &train.recipe, set)
                             .with_context(|| match point.values.is_empty() {
-                                true => format!("dataset {d}, seed {seed}"),
-                                false => format!("sweep point {}", point.label()),
-                            })?;
+                            true => format!("dataset {d}, seed {seed}"),
+                            false => format!("sweep point {}", point.label()),
+                        })?;
                         r.point = point.label();
                         out.push(r);
                     }

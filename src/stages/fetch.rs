@@ -81,8 +81,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
             let root = s.project.root.join(local);
             let index = parse_checked(s, &spec, &root)?;
             let (content, _) = Content::of(&root, index, Paths::Keep)?;
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             index_file::write(&dir.join(INDEX), &content.index, &content.sha256)?;
             (root, Vec::new(), content, false)
         }
@@ -153,10 +152,7 @@ fn build(s: &Settings, spec: &DatasetSpec, dir: &Path, files: &[FileRecord]) -> 
     content::verify_or_pin(&mut lock, s.dataset.as_str(), &content)?;
     Content::place(&moves, &root, staged.path())?;
     index_file::write(&staged.path().join(INDEX), &content.index, &content.sha256)?;
-    std::fs::write(
-        staged.path().join(MARKER),
-        source_marker(files)?,
-    )?;
+    std::fs::write(staged.path().join(MARKER), source_marker(files)?)?;
     swap_in(staged, dir)?;
     Ok(content)
 }
@@ -272,11 +268,7 @@ const MARKER: &str = ".gl-source.json";
 /// within `limits`, other files copied). The staging directory is removed on every failure,
 /// and leftovers of a fetch that was killed are removed first (the caller holds the dataset's
 /// writer lock, so they are nobody's).
-fn stage(
-    dir: &Path,
-    files: &[FileRecord],
-    limits: &archive::Limits,
-) -> Result<tempfile::TempDir> {
+fn stage(dir: &Path, files: &[FileRecord], limits: &archive::Limits) -> Result<tempfile::TempDir> {
     let parent = dir.parent().context("dataset directory has no parent")?;
     std::fs::create_dir_all(parent)?;
     let name = dir
