@@ -134,7 +134,9 @@ fn fetch_unpinned(project: &Project, args: &RunArgs, global: &[String]) -> Resul
         &args.profile.overrides,
     )?;
     for d in &profile.datasets {
-        if crate::data::content::planned(project, d)? != crate::data::content::UNPINNED {
+        if crate::data::content::planned(&project.root, &project.data_dir, d)?
+            != crate::data::content::UNPINNED
+        {
             continue;
         }
         if args.dry_run {
@@ -217,6 +219,7 @@ pub fn status(args: StatusArgs, project: Project, threads: Option<i32>) -> Resul
                         "stage": t.stage, "task": t.key, "status": shown(t, s.status),
                         "seconds": s.last.as_ref().map(|r| r.seconds),
                         "finished_at": s.last.as_ref().map(|r| r.finished_at.clone()),
+                        "run_dir": t.run_dir,
                     })
                 })
                 .collect();

@@ -380,12 +380,13 @@ pub fn verify_or_pin(lock: &mut Lock, dataset: &str, content: &Content) -> Resul
 /// to change), `local:` and a digest of its listing; `unpinned` for a registry dataset whose
 /// content is not pinned yet (`gl run` fetches those before it plans, so this stays the
 /// exception of a dry run).
-pub fn planned(project: &crate::project::Project, dataset: &str) -> Result<String> {
-    let lock = Lock::load(&project.root)?;
+/// (`project_root` holds `pipeline/`, `data_dir` the local registry files.)
+pub fn planned(project_root: &Path, data_dir: &Path, dataset: &str) -> Result<String> {
+    let lock = Lock::load(project_root)?;
     if let Some(pin) = lock.content(dataset) {
         return Ok(pin.digest.clone());
     }
-    let registry = crate::data::registry::Registry::load(&project.root, &project.data_dir)?;
+    let registry = crate::data::registry::Registry::load(project_root, data_dir)?;
     let local = registry
         .datasets
         .iter()
@@ -394,7 +395,7 @@ pub fn planned(project: &crate::project::Project, dataset: &str) -> Result<Strin
     Ok(match local {
         Some(root) => format!(
             "local:{}",
-            crate::fsutil::tree_digest(&project.root.join(root))?
+            crate::fsutil::tree_digest(&project_root.join(root))?
         ),
         None => UNPINNED.to_string(),
     })

@@ -189,7 +189,7 @@ fn spec(
 fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>> {
     let mut out = Vec::new();
     for d in &p.datasets {
-        let data = crate::data::content::planned(project, d)?;
+        let data = crate::data::content::planned(&project.root, &project.data_dir, d)?;
         let finetuned = |seed| -> Result<Option<RunSpec>> {
             p.finetune
                 .as_ref()

@@ -24,6 +24,7 @@ mod fetch;
 mod group_loss_golden;
 mod group_loss_properties;
 mod hostile_names;
+mod identity;
 mod linear_init;
 mod numerics;
 mod pair_losses_golden;

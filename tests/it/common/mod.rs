@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each helper serves some of the test modules
 
 pub mod demo_project;
+pub mod fixture_archives;
 pub mod gl_cli;
 pub mod golden_cases;
 pub mod http_server;
