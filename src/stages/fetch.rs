@@ -93,7 +93,7 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     // staging directory and the dataset that was there before stays.
     let index = spec
         .layout
-        .parse(&root)
+        .parse_in(&root, Some(&s.project.root))
         .with_context(|| format!("parsing `{}`", s.dataset))?;
     let counts = index.verify(&s.dataset, &spec.expect)?;
     check_files_exist(&root, &index)?;
