@@ -192,6 +192,10 @@ fn parquet_and_class_folder_mirrors_give_the_official_content() {
         official,
         "class-folder mirror"
     );
+    // A rerun over unchanged files unpacks nothing new and gives the same index.
+    let again = p.fetch_ok("hf");
+    assert!(again.contains("files unchanged"), "{again}");
+    assert_eq!(content(p.path(), "hf"), official, "Parquet mirror, rerun");
 }
 
 #[test]
