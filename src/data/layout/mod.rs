@@ -12,6 +12,7 @@ mod cars;
 mod class_folders;
 pub mod classes;
 mod cub;
+mod file_patterns;
 mod image_folder;
 mod parquet_images;
 mod sop;

@@ -42,7 +42,7 @@ pub fn parse(
     project_root: Option<&Path>,
 ) -> Result<DatasetIndex, LayoutError> {
     let resolver = class_ids.resolve(project_root)?;
-    let files = match_files(root, patterns)?;
+    let files = super::file_patterns::match_files(root, patterns, "Parquet file")?;
     let limits = Limits::default();
     let mut budget = Budget {
         bytes_left: limits.max_bytes,
@@ -86,78 +86,6 @@ pub fn parse(
 struct Budget {
     bytes_left: u64,
     files_left: u64,
-}
-
-/// The files the patterns name, relative to `root`: each pattern a path whose last component
-/// may hold `*` (any run of characters), matches in name order, every pattern matching at least
-/// one file; a file matched twice is read once.
-fn match_files(root: &Path, patterns: &[String]) -> Result<Vec<String>, LayoutError> {
-    if patterns.is_empty() {
-        return Err(LayoutError::Invalid {
-            path: root.to_path_buf(),
-            message: "parquet_images lists no files".into(),
-        });
-    }
-    let mut out: Vec<String> = Vec::new();
-    for pattern in patterns {
-        let (dir, name) = match pattern.rsplit_once('/') {
-            Some((d, n)) => (d, n),
-            None => ("", pattern.as_str()),
-        };
-        if dir.contains('*') {
-            return Err(LayoutError::Invalid {
-                path: root.join(pattern),
-                message: "only the file name of a pattern may hold `*`".into(),
-            });
-        }
-        let base = root.join(dir);
-        let mut found = Vec::new();
-        if base.is_dir() {
-            for e in super::image_folder::entries(&base)? {
-                let n = super::image_folder::utf8_name(&e)?;
-                if e.path().is_file() && wildcard(name, &n) {
-                    found.push(if dir.is_empty() {
-                        n
-                    } else {
-                        format!("{dir}/{n}")
-                    });
-                }
-            }
-        }
-        if found.is_empty() {
-            return Err(LayoutError::Invalid {
-                path: root.join(pattern),
-                message: "no Parquet file matches this pattern".into(),
-            });
-        }
-        found.sort();
-        for f in found {
-            if !out.contains(&f) {
-                out.push(f);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// `*` matches any run of characters (none included); everything else matches itself.
-fn wildcard(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// Reads one Parquet file: writes its images under `unpacked/` and appends (class id, rel path)
@@ -613,15 +541,5 @@ pub(crate) mod tests {
             got,
             [(2, "unpacked/x/000000.jpg"), (1, "unpacked/x/000001.jpg")]
         );
-    }
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard("train-*.parquet", "train-00000-of-00002.parquet"));
-        assert!(!wildcard("train-*.parquet", "test-00000-of-00002.parquet"));
-        assert!(wildcard("*", "x"));
-        assert!(wildcard("a*b*c", "a-b-c"));
-        assert!(!wildcard("a*b*c", "a-c"));
-        assert!(!wildcard("ab*ba", "aba"));
     }
 }
