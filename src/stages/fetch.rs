@@ -131,7 +131,7 @@ fn parse_checked(s: &Settings, spec: &DatasetSpec, root: &Path) -> Result<Datase
     );
     let index = spec
         .layout
-        .parse(root)
+        .parse_in(root, Some(&s.project.root))
         .with_context(|| format!("parsing `{}`", s.dataset))?;
     index.verify(&s.dataset, &spec.expect)?;
     check_files_exist(root, &index)?;

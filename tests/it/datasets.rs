@@ -10,21 +10,21 @@ use http_server::{Route, Server};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-struct Project {
+pub(crate) struct Project {
     dir: tempfile::TempDir,
 }
 
 impl Project {
-    fn new(registry: &str) -> Project {
+    pub(crate) fn new(registry: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("pipeline")).unwrap();
         std::fs::write(dir.path().join("pipeline/datasets.toml"), registry).unwrap();
         Project { dir }
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
-    fn gl(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn gl(&self, args: &[&str]) -> (i32, String, String) {
         self.gl_env(args, &[])
     }
     fn gl_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -35,14 +35,14 @@ impl Project {
         assert_eq!(code, 0, "gl sql {q}: {err}");
         out
     }
-    fn fetch_ok(&self, dataset: &str) -> String {
+    pub(crate) fn fetch_ok(&self, dataset: &str) -> String {
         let (code, out, err) = self.gl(&["fetch", dataset, "--quiet"]);
         assert_eq!(code, 0, "gl fetch {dataset}:\n{out}\n{err}");
         out
     }
 }
 
-fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (path, bytes) in entries {
@@ -57,7 +57,7 @@ fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
-fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (path, bytes) in entries {
         w.start_file(path.as_str(), zip::write::SimpleFileOptions::default())
@@ -222,7 +222,7 @@ fn archive_escaping_its_root_is_rejected_with_the_entry_name() {
     );
 }
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)

@@ -12,6 +12,7 @@ mod bn_inception;
 mod catalog;
 mod cli;
 mod datasets;
+mod datasets_mirrors;
 mod efficientnet_lite;
 mod evaluate;
 mod export;

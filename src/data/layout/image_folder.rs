@@ -93,7 +93,7 @@ pub fn parse(
     Ok(DatasetIndex { images })
 }
 
-fn is_image(name: &std::ffi::OsStr) -> bool {
+pub(super) fn is_image(name: &std::ffi::OsStr) -> bool {
     Path::new(name)
         .extension()
         .and_then(|e| e.to_str())
@@ -102,7 +102,7 @@ fn is_image(name: &std::ffi::OsStr) -> bool {
 
 /// A directory entry's name as UTF-8, or an error naming the entry (a mangled name would be
 /// indexed under a path that does not exist).
-fn utf8_name(entry: &std::fs::DirEntry) -> Result<String, LayoutError> {
+pub(super) fn utf8_name(entry: &std::fs::DirEntry) -> Result<String, LayoutError> {
     entry
         .file_name()
         .into_string()
@@ -113,7 +113,7 @@ fn utf8_name(entry: &std::fs::DirEntry) -> Result<String, LayoutError> {
 }
 
 /// The entries of `dir`, each error naming it.
-fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, LayoutError> {
+pub(super) fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, LayoutError> {
     let io = |source| LayoutError::Io {
         path: dir.to_path_buf(),
         source,

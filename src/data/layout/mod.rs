@@ -1,19 +1,28 @@
 //! Dataset layouts: how the extracted files of a dataset become a [`DatasetIndex`].
 //!
 //! One parser per published layout (CUB-200-2011, CARS196 as the official `.mat` or the common
-//! class-folder mirror, Stanford Online Products) plus `image_folder` for a user's own images.
+//! class-folder mirror, Stanford Online Products), one per mirror packaging (`class_folders`
+//! with the classification split, `parquet_images` with the images inside Parquet files) plus
+//! `image_folder` for a user's own images. Every layout gives class ids in the dataset's
+//! OFFICIAL numbering (1-based; see [`classes`] for how mirror labels are mapped).
 //! Class-disjoint splits follow the paper: the first half of the classes trains, the second half
 //! tests (SOP ships that split in its two files).
 
 mod cars;
+mod class_folders;
+pub mod classes;
 mod cub;
+mod file_patterns;
 mod image_folder;
+mod parquet_images;
 mod sop;
 
 use crate::data::index::DatasetIndex;
 use std::path::{Path, PathBuf};
 
+pub use classes::ClassIds;
 pub use image_folder::SplitRule;
+pub use parquet_images::image_extension;
 
 /// The layout of a dataset's extracted root, as a registry entry declares it
 /// (`[datasets.<name>.layout]`, tagged by `kind`).
@@ -50,6 +59,37 @@ pub enum Layout {
         #[serde(default)]
         split: SplitRule,
     },
+    /// A mirror's class folders with the classification split: `<train_dir>/<class>/<image>`
+    /// and `<test_dir>/<class>/<image>`, folder names mapped to official ids by `class_ids`
+    /// (a class list with the alias rule, or a `NNN.` prefix). Both halves are merged and the
+    /// classes split in halves by official id.
+    ClassFolders {
+        #[serde(default = "default_train_dir")]
+        train_dir: String,
+        #[serde(default = "default_test_dir")]
+        test_dir: String,
+        class_ids: ClassIds,
+    },
+    /// A mirror's Parquet files with the images inside (Hugging Face `datasets`: an `image`
+    /// struct `{bytes, path}` and an integer `label`): `files` are paths relative to the root
+    /// whose file name may hold `*`. Images are unpacked to `unpacked/…` under the root; labels
+    /// mapped to official ids by `class_ids` (`{ from = "index", base = 0 }` for a
+    /// `ClassLabel` in the official order); classes split in halves by official id.
+    ParquetImages {
+        files: Vec<String>,
+        #[serde(default = "default_image_column")]
+        image_column: String,
+        #[serde(default = "default_label_column")]
+        label_column: String,
+        class_ids: ClassIds,
+    },
+}
+
+fn default_image_column() -> String {
+    "image".into()
+}
+fn default_label_column() -> String {
+    "label".into()
 }
 
 fn default_cars_mat() -> String {
@@ -92,14 +132,28 @@ impl Layout {
     /// must stay inside `root` ([`check_inside`]): the archive extractor's rule for entry names
     /// holds for the paths a parser produces too, whatever the layout.
     pub fn parse(&self, root: &Path) -> Result<DatasetIndex, LayoutError> {
-        let index = self.parse_unchecked(root)?;
+        self.parse_in(root, None)
+    }
+
+    /// [`Layout::parse`] with the project root that a layout's own files (a class list) are
+    /// relative to; without one they are relative to the working directory.
+    pub fn parse_in(
+        &self,
+        root: &Path,
+        project_root: Option<&Path>,
+    ) -> Result<DatasetIndex, LayoutError> {
+        let index = self.parse_unchecked(root, project_root)?;
         for e in &index.images {
             check_inside(root, &e.rel_path)?;
         }
         Ok(index)
     }
 
-    fn parse_unchecked(&self, root: &Path) -> Result<DatasetIndex, LayoutError> {
+    fn parse_unchecked(
+        &self,
+        root: &Path,
+        project_root: Option<&Path>,
+    ) -> Result<DatasetIndex, LayoutError> {
         match self {
             Layout::Cub => cub::parse(root),
             Layout::CarsMat { annotations } => cars::parse_mat(root, annotations),
@@ -111,6 +165,26 @@ impl Layout {
             } => cars::parse_csv(root, [train_csv, test_csv], [train_dir, test_dir]),
             Layout::Sop => sop::parse(root),
             Layout::ImageFolder { csv, split } => image_folder::parse(root, csv.as_deref(), split),
+            Layout::ClassFolders {
+                train_dir,
+                test_dir,
+                class_ids,
+            } => class_folders::parse(root, [train_dir, test_dir], class_ids, project_root),
+            Layout::ParquetImages {
+                files,
+                image_column,
+                label_column,
+                class_ids,
+            } => parquet_images::parse(
+                root,
+                files,
+                &parquet_images::Columns {
+                    image: image_column,
+                    label: label_column,
+                },
+                class_ids,
+                project_root,
+            ),
         }
     }
 }
