@@ -1,26 +1,37 @@
-//! The fetch stage: download (or take from `--from`) every file of a dataset, verify its
-//! checksum, extract it safely, parse the layout, check the published counts and write the
-//! index (`images.parquet`) and a summary (`dataset.json`) beside the extracted data.
+//! The fetch stage: try the dataset's sources in order; for each, download (or take from
+//! `--from`) every file, verify its checksum, extract it safely, parse the source's layout and
+//! check the published counts — any error there moves on to the next source, leaving nothing
+//! behind — then write the index (`images.parquet`) and a summary (`dataset.json`, naming the
+//! source used) beside the extracted data. When no source answers, the error is the way out
+//! ([`way_out`]): every source's error, the files to get by hand and the command that takes them.
+
+mod files;
+mod way_out;
 
 use crate::data::archive::{self, ArchiveKind};
-use crate::data::fetch::{self as download, Checksum, FetchOptions, Fetched, FileSpec};
+use crate::data::fetch::FetchOptions;
 use crate::data::index::{Counts, DatasetIndex};
 use crate::data::index_file;
-use crate::data::lock::{Lock, Pin};
-use crate::data::registry::{resolve_url, DatasetSpec, Registry};
+use crate::data::registry::{DatasetSpec, Registry};
+use crate::data::sources::{self, SourceSpec};
 use crate::names::Name;
 use crate::project::Project;
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+pub use way_out::Failure;
+
 /// Validated settings of one fetch.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub project: Project,
     pub dataset: Name,
-    /// A file downloaded by hand (`gl fetch cub --from /path/CUB_200_2011.tgz`).
-    pub from: Option<PathBuf>,
+    /// Files downloaded by hand (`gl fetch cub --from /path/CUB_200_2011.tgz`): only the
+    /// sources they can belong to are tried ([`sources::for_local_files`]).
+    pub from: Vec<PathBuf>,
+    /// Only this source (`--source`).
+    pub source: Option<Name>,
     pub options: FetchOptions,
     /// Re-extract even when the files are unchanged.
     pub force: bool,
@@ -33,8 +44,9 @@ pub struct FileRecord {
     pub sha256: String,
     pub md5: String,
     pub bytes: u64,
+    /// The URL (or local path) the bytes came from.
     pub source: String,
-    /// Where the verified file is (`data/downloads/<dataset>/<name>`).
+    /// Where the verified file is (`data/downloads/<dataset>/<source>/<name>`).
     pub path: PathBuf,
 }
 
@@ -44,6 +56,10 @@ pub struct Outcome {
     pub dataset: String,
     pub title: String,
     pub license: String,
+    /// The source (`[[datasets.<name>.sources]]`) the dataset came from.
+    pub source: String,
+    /// The sources tried before it, with their errors.
+    pub failed_sources: Vec<Failure>,
     pub layout: String,
     /// Directory the images' `rel_path`s are relative to.
     pub root: PathBuf,
@@ -56,6 +72,16 @@ pub struct Outcome {
     pub index: DatasetIndex,
 }
 
+/// A source's dataset, parsed and checked where it was extracted, not yet in place.
+struct Candidate {
+    /// Where the layout was parsed (inside the staging directory when `staged`).
+    root: PathBuf,
+    files: Vec<FileRecord>,
+    staged: Option<tempfile::TempDir>,
+    index: DatasetIndex,
+    counts: Counts,
+}
+
 /// Runs the stage.
 pub fn run(s: &Settings) -> Result<Outcome> {
     let registry = Registry::load(&s.project.root, &s.project.data_dir)?;
@@ -65,24 +91,55 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         &format!("the dataset `{}`", s.dataset),
     )?;
     crate::tempfiles::clean_scratch_or_warn(&s.project.data_dir);
-    let (root, files, staged) = match &spec.local_root {
-        Some(local) => {
-            ensure!(
-                s.from.is_none(),
-                "dataset `{}` is a local folder: --from does not apply",
-                s.dataset
-            );
-            (s.project.root.join(local), Vec::new(), None)
+    let dir = s.project.dataset_dir(&s.dataset);
+    let previous = previous_source(&dir);
+    let mut order = sources::order(&spec, s.source.as_deref(), previous.as_deref())?;
+    if !s.from.is_empty() {
+        ensure!(
+            spec.local_root.is_none(),
+            "dataset `{}` is a local folder: --from does not apply",
+            s.dataset
+        );
+        order = sources::for_local_files(order, &s.from)?;
+    }
+    let mut failed = Vec::new();
+    for src in &order {
+        match try_source(s, &spec, src) {
+            Ok(c) => return finish(s, &spec, src, c, failed),
+            Err(e) => {
+                tracing::warn!("{}: source `{}` failed: {e:#}", s.dataset, src.name);
+                failed.push(Failure {
+                    source: src.name.to_string(),
+                    error: format!("{e:#}"),
+                });
+            }
         }
+    }
+    Err(way_out::all_failed(s, &order, &failed))
+}
+
+/// The source the dataset in place came from (its `dataset.json`), if any.
+fn previous_source(dir: &Path) -> Option<String> {
+    let text = std::fs::read(dir.join("dataset.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    v.get("source")?.as_str().map(str::to_owned)
+}
+
+/// One source, from fetching its files to the accepted index; on any error its staging
+/// directory is removed and the dataset in place stays.
+fn try_source(s: &Settings, spec: &DatasetSpec, src: &SourceSpec) -> Result<Candidate> {
+    let (base, files, staged) = match &spec.local_root {
+        Some(local) => (s.project.root.join(local), Vec::new(), None),
         None => {
-            let files = fetch_files(s, &spec)?;
+            let files = files::fetch_files(s, src)?;
             let dir = s.project.dataset_dir(&s.dataset);
             let staged = stage(&dir, &files, &spec.limits, s.force)
                 .with_context(|| format!("extracting `{}` into {}", s.dataset, dir.display()))?;
             let base = staged.as_ref().map_or(dir, |t| t.path().to_path_buf());
-            (base.join(&spec.root), files, staged)
+            (base.join(&src.root), files, staged)
         }
     };
+    let root = base;
     ensure!(
         root.is_dir(),
         "{}: dataset root {} does not exist",
@@ -91,29 +148,53 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     );
     // Parsed and checked where it was extracted: a tree that fails here is removed with its
     // staging directory and the dataset that was there before stays.
-    let index = spec
+    let index = src
         .layout
         .parse(&root)
-        .with_context(|| format!("parsing `{}`", s.dataset))?;
+        .with_context(|| format!("parsing `{}` (source `{}`)", s.dataset, src.name))?;
     let counts = index.verify(&s.dataset, &spec.expect)?;
     check_files_exist(&root, &index)?;
-    let extracted = staged.is_some();
-    let root = match staged {
+    let index = accept(index, &root)?;
+    Ok(Candidate {
+        root,
+        files,
+        staged,
+        index,
+        counts,
+    })
+}
+
+/// The last check of a source's parsed index before it is put in place: the place for the
+/// content identity of issue 38 (digest of the images and classes, pinned per dataset), which
+/// may also rewrite the index into its canonical form. For now it accepts the index as it is.
+fn accept(index: DatasetIndex, _root: &Path) -> Result<DatasetIndex> {
+    Ok(index)
+}
+
+/// Puts the accepted candidate in place and writes `images.parquet` and `dataset.json`.
+fn finish(
+    s: &Settings,
+    spec: &DatasetSpec,
+    src: &SourceSpec,
+    c: Candidate,
+    failed: Vec<Failure>,
+) -> Result<Outcome> {
+    let extracted = c.staged.is_some();
+    let root = match c.staged {
         Some(t) => {
             let dir = s.project.dataset_dir(&s.dataset);
             swap_in(t, &dir)?;
-            dir.join(&spec.root)
+            dir.join(&src.root)
         }
-        None => root,
+        None => c.root,
     };
-
-    let layout = serde_json::to_value(&spec.layout)?;
+    let layout = serde_json::to_value(&src.layout)?;
     let fingerprint = {
         let mut h = Sha256::new();
         h.update(serde_json::to_vec(&(
-            &files.iter().map(|f| &f.sha256).collect::<Vec<_>>(),
+            &c.files.iter().map(|f| &f.sha256).collect::<Vec<_>>(),
             &layout,
-            &spec.root,
+            &src.root,
             &spec.expect,
             env!("CARGO_PKG_VERSION"),
         ))?);
@@ -129,13 +210,15 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         dataset: s.dataset.to_string(),
         title: spec.title.clone(),
         license: spec.license.clone(),
+        source: src.name.to_string(),
+        failed_sources: failed,
         layout: layout["kind"].as_str().unwrap_or("?").to_string(),
         root,
-        files,
-        counts,
+        files: c.files,
+        counts: c.counts,
         fingerprint,
         extracted,
-        index,
+        index: c.index,
     };
     let out_dir = s.project.dataset_dir(&s.dataset);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -145,83 +228,6 @@ pub fn run(s: &Settings) -> Result<Outcome> {
         &serde_json::to_vec_pretty(&outcome)?,
     )?;
     Ok(outcome)
-}
-
-/// Fetches and verifies every file; pins the sha256 of files without a published checksum.
-fn fetch_files(s: &Settings, spec: &DatasetSpec) -> Result<Vec<FileRecord>> {
-    ensure!(
-        !spec.files.is_empty(),
-        "dataset `{}` lists no files",
-        s.dataset
-    );
-    let mut lock = Lock::load(&s.project.root)?;
-    let dest = s.project.downloads(&s.dataset);
-    let mut out = Vec::new();
-    for entry in &spec.files {
-        let pinned = lock.get(&s.dataset, &entry.name).cloned();
-        let checksum = match (&entry.sha256, &entry.md5, &pinned) {
-            (Some(sha), _, _) => Some(Checksum::Sha256(sha.to_ascii_lowercase())),
-            (None, Some(md5), _) => Some(Checksum::Md5(md5.to_ascii_lowercase())),
-            (None, None, Some(pin)) => Some(Checksum::Sha256(pin.sha256.clone())),
-            (None, None, None) => None,
-        };
-        let file = FileSpec {
-            name: entry.name.clone(),
-            urls: entry
-                .urls
-                .iter()
-                .map(|u| resolve_url(u, &s.project.root))
-                .collect(),
-            checksum,
-            size: entry.size,
-        };
-        let fetched: Fetched = match local_source(s, spec, &entry.name)? {
-            Some(local) => download::fetch_from_local(&file, &local, &dest)?,
-            None => download::fetch(&file, &dest, &s.options)?,
-        };
-        lock.verify_or_pin(
-            Pin {
-                dataset: s.dataset.to_string(),
-                file: entry.name.clone(),
-                sha256: fetched.sha256.clone(),
-                bytes: fetched.bytes,
-            },
-            &fetched.path,
-            true,
-        )?;
-        out.push(FileRecord {
-            name: entry.name.clone(),
-            sha256: fetched.sha256,
-            md5: fetched.md5,
-            bytes: fetched.bytes,
-            source: fetched.source,
-            path: fetched.path,
-        });
-    }
-    Ok(out)
-}
-
-/// The `--from` file for `name`: the only file of the dataset, or the one with that file name.
-fn local_source(s: &Settings, spec: &DatasetSpec, name: &str) -> Result<Option<PathBuf>> {
-    let Some(from) = &s.from else { return Ok(None) };
-    let matches = from.file_name().is_some_and(|f| f == name);
-    if spec.files.len() == 1 || matches {
-        return Ok(Some(from.clone()));
-    }
-    if !spec
-        .files
-        .iter()
-        .any(|f| from.file_name().is_some_and(|n| n == f.name.as_str()))
-    {
-        let names: Vec<&str> = spec.files.iter().map(|f| f.name.as_str()).collect();
-        bail!(
-            "--from {}: `{}` has several files ({}); name the file like one of them",
-            from.display(),
-            s.dataset,
-            names.join(", ")
-        );
-    }
-    Ok(None)
 }
 
 /// Builds the next `dir` from the fetched files in a staging directory beside it (archives

@@ -10,21 +10,21 @@ use http_server::{Route, Server};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-struct Project {
+pub(crate) struct Project {
     dir: tempfile::TempDir,
 }
 
 impl Project {
-    fn new(registry: &str) -> Project {
+    pub(crate) fn new(registry: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("pipeline")).unwrap();
         std::fs::write(dir.path().join("pipeline/datasets.toml"), registry).unwrap();
         Project { dir }
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
-    fn gl(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn gl(&self, args: &[&str]) -> (i32, String, String) {
         self.gl_env(args, &[])
     }
     fn gl_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -35,14 +35,14 @@ impl Project {
         assert_eq!(code, 0, "gl sql {q}: {err}");
         out
     }
-    fn fetch_ok(&self, dataset: &str) -> String {
+    pub(crate) fn fetch_ok(&self, dataset: &str) -> String {
         let (code, out, err) = self.gl(&["fetch", dataset, "--quiet"]);
         assert_eq!(code, 0, "gl fetch {dataset}:\n{out}\n{err}");
         out
     }
 }
 
-fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (path, bytes) in entries {
@@ -67,13 +67,13 @@ fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
+pub(crate) fn md5_hex(bytes: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(bytes))
 }
 
 /// CUB layout: `classes` × `per` images, classes numbered 1..; images.txt in id order.
-fn cub_archive(classes: usize, per: usize) -> Vec<u8> {
+pub(crate) fn cub_archive(classes: usize, per: usize) -> Vec<u8> {
     let (mut images, mut labels, mut boxes, mut files) =
         (String::new(), String::new(), String::new(), Vec::new());
     for c in 1..=classes {
