@@ -320,15 +320,24 @@ pub struct WeightsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Dataset name from pipeline/datasets.toml (or data/registry.d/).
-    #[arg(value_parser = arg::dataset)]
-    pub dataset: Name,
-    /// Use a file you downloaded by hand instead of the network.
+    /// Dataset name from pipeline/datasets.toml (or data/registry.d/); with --check, every
+    /// dataset when left out.
+    #[arg(value_parser = arg::dataset, required_unless_present = "check")]
+    pub dataset: Option<Name>,
+    /// Use a file you downloaded by hand instead of the network (once per file of a source
+    /// with several files); only the sources with a file of that name are tried.
     #[arg(long)]
-    pub from: Option<PathBuf>,
+    pub from: Vec<PathBuf>,
+    /// Try only this source of the dataset (its `[[datasets.<name>.sources]]` name).
+    #[arg(long, value_parser = arg::source)]
+    pub source: Option<Name>,
     /// Re-extract even when the files are unchanged.
     #[arg(long)]
     pub force: bool,
+    /// Download nothing: ask every source (HEAD, else a one-byte ranged GET) whether its files
+    /// answer, with their sizes; fails when no source of a dataset answers.
+    #[arg(long, conflicts_with_all = ["from", "force"])]
+    pub check: bool,
     #[command(flatten)]
     pub download: DownloadArgs,
 }

@@ -28,6 +28,8 @@ pub enum Kind {
     Profile,
     Synth,
     Weights,
+    /// A source of a dataset (`[[datasets.<name>.sources]]`): `data/downloads/<dataset>/<source>/`.
+    Source,
 }
 
 impl fmt::Display for Kind {
@@ -38,6 +40,7 @@ impl fmt::Display for Kind {
             Kind::Profile => "profile name",
             Kind::Synth => "synthetic set name",
             Kind::Weights => "weights entry name",
+            Kind::Source => "source name",
         })
     }
 }
@@ -105,6 +108,9 @@ pub mod arg {
     }
     pub fn weights(s: &str) -> Result<Name, NameError> {
         Name::new(Kind::Weights, s)
+    }
+    pub fn source(s: &str) -> Result<Name, NameError> {
+        Name::new(Kind::Source, s)
     }
 }
 

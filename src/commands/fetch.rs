@@ -1,32 +1,74 @@
-//! `gl fetch <dataset>`: run the fetch stage, then index its outputs into the catalogue.
+//! `gl fetch <dataset>`: run the fetch stage, then index its outputs into the catalogue;
+//! `gl fetch [<dataset>] --check`: ask the sources, download nothing ([`super::fetch_check`]).
 
 use crate::cli::FetchArgs;
+use crate::data::fetch::FetchOptions;
+use crate::names::Name;
 use crate::project::Project;
 use crate::stages::fetch::{self, Settings};
 use anyhow::{ensure, Result};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
-pub fn resolve(args: FetchArgs, project: Project) -> Result<Settings> {
+/// What `gl fetch` was asked to do.
+pub enum Request {
+    Fetch(Settings),
+    Check {
+        project: Project,
+        dataset: Option<Name>,
+        options: FetchOptions,
+    },
+}
+
+pub fn resolve(args: FetchArgs, project: Project) -> Result<Request> {
     let FetchArgs {
         dataset,
         from,
+        source,
         force,
+        check,
         download,
     } = args;
-    if let Some(f) = &from {
+    if check {
+        return Ok(Request::Check {
+            project,
+            dataset,
+            options: FetchOptions {
+                retries: 0,
+                progress: false,
+                ..download.options()
+            },
+        });
+    }
+    let dataset = dataset.ok_or_else(|| anyhow::anyhow!("name the dataset to fetch"))?;
+    for f in &from {
         ensure!(f.is_file(), "--from {}: no such file", f.display());
     }
-    Ok(Settings {
+    Ok(Request::Fetch(Settings {
         project,
         dataset,
-        from: from.map(std::path::absolute).transpose()?,
+        from: from
+            .into_iter()
+            .map(std::path::absolute)
+            .collect::<std::io::Result<_>>()?,
+        source,
         options: download.options(),
         force,
-    })
+    }))
 }
 
-pub fn run(s: Settings) -> Result<ExitCode> {
+pub fn run(request: Request) -> Result<ExitCode> {
+    match request {
+        Request::Fetch(s) => fetch(s),
+        Request::Check {
+            project,
+            dataset,
+            options,
+        } => super::fetch_check::run(&project, dataset.as_ref(), &options),
+    }
+}
+
+fn fetch(s: Settings) -> Result<ExitCode> {
     let (started_at, clock) = (SystemTime::now(), Instant::now());
     let result = fetch::run(&s);
     #[cfg(not(feature = "catalog"))]
@@ -44,7 +86,7 @@ pub fn run(s: Settings) -> Result<ExitCode> {
     let outcome = result?;
     let c = outcome.counts;
     println!(
-        "{}: {} images, {} classes (train {} images / {} classes, test {} / {}){} in {:.1} s",
+        "{}: {} images, {} classes (train {} images / {} classes, test {} / {}) from source `{}`{} in {:.1} s",
         outcome.dataset,
         c.images,
         c.classes,
@@ -52,6 +94,7 @@ pub fn run(s: Settings) -> Result<ExitCode> {
         c.train_classes,
         c.test_images,
         c.test_classes,
+        outcome.source,
         if outcome.extracted {
             ", extracted"
         } else {

@@ -14,6 +14,7 @@ pub mod evaluate;
 #[cfg(feature = "catalog")]
 pub mod export;
 pub mod fetch;
+pub mod fetch_check;
 #[cfg(feature = "catalog")]
 pub mod index_runs;
 pub mod models;

@@ -102,6 +102,9 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
     if let Some(live) = &live {
         live.finish();
     }
+    if args.dry_run {
+        print_sources(&project, &plan)?;
+    }
     let actions = match actions {
         Ok(a) => a,
         Err(e) => return interrupted(e, &stopped, &plan.profile.name),
@@ -153,6 +156,27 @@ fn fetch_unpinned(project: &Project, args: &RunArgs, global: &[String]) -> Resul
             .status()?;
         if !status.success() {
             bail!("`gl fetch {d}` failed ({status}); the profile's runs need its content pinned");
+        }
+    }
+    Ok(())
+}
+
+/// In a dry run, after the tasks: the sources each fetch task will try, in order.
+fn print_sources(project: &Project, plan: &Plan) -> Result<()> {
+    let datasets: Vec<&str> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.stage == "fetch")
+        .map(|t| t.key.as_str())
+        .collect();
+    if datasets.is_empty() {
+        return Ok(());
+    }
+    let registry = crate::data::registry::Registry::load(&project.root, &project.data_dir)?;
+    println!("\nsources each fetch tries, in order:");
+    for d in datasets {
+        for line in crate::data::sources::listing(&registry, d) {
+            println!("  {line}");
         }
     }
     Ok(())

@@ -19,6 +19,10 @@ const DATASETS_HEADER: &str =
 #[serde(deny_unknown_fields)]
 pub struct Pin {
     pub dataset: String,
+    /// The dataset's source the file is of; absent for the single-source form's `default`
+    /// (and for weights), so a lock written before there were sources keeps its meaning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub file: String,
     pub sha256: String,
     pub bytes: u64,
@@ -71,24 +75,29 @@ impl Lock {
         Ok(Lock { path, header, doc })
     }
 
-    /// The pin of `dataset`/`file`, if any.
+    /// The pin of `dataset`/`file` (no source: weights, or a dataset's `default` source), if any.
     pub fn get(&self, dataset: &str, file: &str) -> Option<&Pin> {
+        self.get_in(dataset, None, file)
+    }
+
+    /// The pin of `file` of `dataset`'s `source` (`None`: the `default` source), if any.
+    pub fn get_in(&self, dataset: &str, source: Option<&str>, file: &str) -> Option<&Pin> {
         self.doc
             .files
             .iter()
-            .find(|p| p.dataset == dataset && p.file == file)
+            .find(|p| p.dataset == dataset && p.source.as_deref() == source && p.file == file)
     }
 
     /// Records a pin and rewrites the file atomically (temp file + rename), sorted by
     /// dataset and file so diffs stay small.
     pub fn pin(&mut self, pin: Pin) -> Result<()> {
-        self.doc
-            .files
-            .retain(|p| !(p.dataset == pin.dataset && p.file == pin.file));
+        self.doc.files.retain(|p| {
+            !(p.dataset == pin.dataset && p.source == pin.source && p.file == pin.file)
+        });
         self.doc.files.push(pin);
-        self.doc
-            .files
-            .sort_by(|a, b| (&a.dataset, &a.file).cmp(&(&b.dataset, &b.file)));
+        self.doc.files.sort_by(|a, b| {
+            (&a.dataset, &a.source, &a.file).cmp(&(&b.dataset, &b.source, &b.file))
+        });
         self.save()
     }
 
@@ -128,7 +137,7 @@ impl Lock {
         let before = self.doc.files.len();
         self.doc
             .files
-            .retain(|p| !(p.dataset == dataset && p.file == file));
+            .retain(|p| !(p.dataset == dataset && p.source.is_none() && p.file == file));
         if self.doc.files.len() == before {
             return Ok(false);
         }
@@ -144,7 +153,7 @@ impl Lock {
     /// the sha256 differs (the file changed upstream or is corrupt); without a pin, pins it when
     /// `pin_new` (files without a published checksum).
     pub fn verify_or_pin(&mut self, found: Pin, stored: &Path, pin_new: bool) -> Result<()> {
-        match self.get(&found.dataset, &found.file) {
+        match self.get_in(&found.dataset, found.source.as_deref(), &found.file) {
             Some(pin) if pin.sha256 != found.sha256 => anyhow::bail!(
                 "{}: sha256 {} differs from the one pinned in {} ({}); the file changed upstream or is corrupt",
                 stored.display(),
@@ -174,6 +183,7 @@ mod tests {
         assert!(lock.get("cars", "car_ims.tgz").is_none());
         let pin = |sha: &str| Pin {
             dataset: "cars".into(),
+            source: None,
             file: "car_ims.tgz".into(),
             sha256: sha.into(),
             bytes: 3,
@@ -183,6 +193,22 @@ mod tests {
         let again = Lock::load(d.path()).unwrap();
         assert_eq!(again.get("cars", "car_ims.tgz"), Some(&pin("bb")));
         assert_eq!(again.doc.files.len(), 1);
+        // Another source's file of the same name is another pin.
+        let mut lock = again;
+        lock.pin(Pin {
+            source: Some("mirror".into()),
+            ..pin("cc")
+        })
+        .unwrap();
+        let again = Lock::load(d.path()).unwrap();
+        assert_eq!(again.get("cars", "car_ims.tgz"), Some(&pin("bb")));
+        assert_eq!(
+            again
+                .get_in("cars", Some("mirror"), "car_ims.tgz")
+                .unwrap()
+                .sha256,
+            "cc"
+        );
     }
 
     #[test]

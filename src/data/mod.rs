@@ -14,5 +14,6 @@ pub mod loader;
 pub mod lock;
 pub mod registry;
 pub mod sampler;
+pub mod sources;
 pub mod synth;
 pub mod transform;

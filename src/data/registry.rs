@@ -4,6 +4,7 @@
 
 use crate::data::index::ExpectedCounts;
 use crate::data::layout::Layout;
+use crate::data::sources::{Forms, SourceSpec};
 use crate::names::{Kind, Name};
 use anyhow::{bail, Context, Result};
 use figment::providers::{Format, Toml};
@@ -27,44 +28,83 @@ pub struct Registry {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
-    datasets: BTreeMap<String, DatasetSpec>,
+    datasets: BTreeMap<String, RawDatasetSpec>,
 }
 
-/// One dataset: where its files come from, how they are laid out, what they must contain.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// One dataset as written: the sources form (`[[datasets.<name>.sources]]`) or the
+/// single-source form (`layout`, `root`, `files` at the top), not yet checked.
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDatasetSpec {
+    title: String,
+    license: String,
+    #[serde(default)]
+    sources: Option<Vec<crate::data::sources::RawSource>>,
+    #[serde(default)]
+    files: Option<Vec<FileEntry>>,
+    #[serde(default)]
+    local_root: Option<PathBuf>,
+    #[serde(default)]
+    root: Option<String>,
+    #[serde(default)]
+    layout: Option<Layout>,
+    #[serde(default)]
+    expect: ExpectedCounts,
+    #[serde(default)]
+    train: Option<figment::value::Dict>,
+    #[serde(default)]
+    limits: crate::data::archive::Limits,
+}
+
+/// One dataset: where its files come from (its sources, tried in order), what it must contain.
+#[derive(Debug, Clone)]
 pub struct DatasetSpec {
     pub title: String,
     /// Who may use the data and how (shown in the catalogue; the datasets are research-only).
     pub license: String,
-    /// Files to fetch; archives are extracted, other files copied beside them.
-    #[serde(default)]
-    pub files: Vec<FileEntry>,
+    /// Where the files come from, in the order a fetch tries them; at least one. The
+    /// single-source form is one source named `default`.
+    pub sources: Vec<SourceSpec>,
     /// An existing local directory instead of files to fetch (`image_folder` datasets);
-    /// relative paths are relative to the project root.
-    #[serde(default)]
+    /// relative paths are relative to the project root. Its one source has no files.
     pub local_root: Option<PathBuf>,
-    /// Directory inside the extracted files where the layout's files are.
-    #[serde(default)]
-    pub root: String,
-    pub layout: Layout,
-    /// Published counts; the fetch stage fails when the parsed dataset differs.
-    #[serde(default)]
+    /// Published counts; the fetch stage fails when the parsed dataset differs, whatever the
+    /// source.
     pub expect: ExpectedCounts,
     /// Training recipe values for this dataset, for a dataset that `pipeline/train.toml` has
     /// no `[datasets.<name>]` section for (one's own data: declared beside the dataset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train: Option<figment::value::Dict>,
     /// How much its archives may write when extracted (decompression bombs stop there).
-    #[serde(default)]
     pub limits: crate::data::archive::Limits,
+}
+
+impl RawDatasetSpec {
+    /// Checks the sources (see [`crate::data::sources`]).
+    fn check(self) -> Result<DatasetSpec> {
+        let sources = crate::data::sources::from_forms(Forms {
+            sources: self.sources,
+            layout: self.layout,
+            root: self.root,
+            files: self.files,
+            local_root: self.local_root.is_some(),
+        })?;
+        Ok(DatasetSpec {
+            title: self.title,
+            license: self.license,
+            sources,
+            local_root: self.local_root,
+            expect: self.expect,
+            train: self.train,
+            limits: self.limits,
+        })
+    }
 }
 
 /// One file of a dataset.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
-    /// File name on disk (under `data/downloads/<dataset>/`).
+    /// File name on disk (under `data/downloads/<dataset>/<source>/`).
     pub name: String,
     /// Mirrors, tried in order: `https://…`, `http://…`, `file:///abs/path`, or `file:rel/path`
     /// (relative to the project root, for the embedded demo data).
@@ -113,6 +153,9 @@ impl Registry {
                 if registry.datasets.contains_key(&name) {
                     bail!("{}: dataset `{name}` is already defined", file.display());
                 }
+                let spec = spec
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("{}: [datasets.{key}]: {e:#}", file.display()))?;
                 registry.datasets.insert(name, spec);
             }
         }
@@ -227,6 +270,83 @@ urls = ["file:fixtures/tiny.tgz"]
             e.contains("registry.d/mine.toml: [datasets.\"../../victim\"]: dataset name \"../../victim\" contains the path separator '/'"),
             "{e}"
         );
+    }
+
+    const SOURCES: &str = r#"
+[datasets.tiny]
+title = "Tiny"
+license = "test"
+expect = { images = 4 }
+[[datasets.tiny.sources]]
+name = "first"
+host = "somebody"
+since = "2020"
+root = "tiny"
+layout = { kind = "cub" }
+files = [{ name = "tiny.tgz", urls = ["file:fixtures/tiny.tgz"] }]
+[[datasets.tiny.sources]]
+name = "second"
+host = "somebody else"
+since = "2024"
+layout = { kind = "sop" }
+files = []
+"#;
+
+    fn load_error(text: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), REGISTRY_FILE, text);
+        format!("{:#}", Registry::load(d.path(), d.path()).unwrap_err())
+    }
+
+    #[test]
+    fn sources_read_in_order_and_the_single_form_is_one_default_source() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), REGISTRY_FILE, SOURCES);
+        let r = Registry::load(d.path(), d.path()).unwrap();
+        let names: Vec<&str> = r
+            .get("tiny")
+            .unwrap()
+            .sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(r.get("tiny").unwrap().sources[0].root, "tiny");
+        write(d.path(), REGISTRY_FILE, OK);
+        let r = Registry::load(d.path(), d.path()).unwrap();
+        let s = &r.get("tiny").unwrap().sources;
+        assert_eq!(
+            (s.len(), s[0].name.as_str(), s[0].root.as_str()),
+            (1, "default", "tiny")
+        );
+        assert!(s[0].lock_key().is_none());
+    }
+
+    #[test]
+    fn bad_sources_are_refused_naming_file_key_and_why() {
+        let e = load_error(&SOURCES.replace("since = \"2020\"", "since = \"2020\"\nmirror = 1"));
+        assert!(e.contains("mirror") && e.contains("datasets.toml"), "{e}");
+        let e = load_error(&SOURCES.replace("name = \"second\"", "name = \"first\""));
+        assert!(
+            e.contains(
+                "datasets.toml: [datasets.tiny]: sources[1]: source `first` is listed twice"
+            ),
+            "{e}"
+        );
+        let e = load_error(&SOURCES.replace(
+            "expect = { images = 4 }",
+            "expect = { images = 4 }\nroot = \"x\"",
+        ));
+        assert!(
+            e.contains("[datasets.tiny]: `sources` and top-level `root` at once"),
+            "{e}"
+        );
+        let e = load_error(&SOURCES.replace("name = \"second\"", "name = \"../up\""));
+        assert!(e.contains("sources[1]: source name \"../up\""), "{e}");
+        let e = load_error(&OK.replace("layout = { kind = \"cub\" }\n", ""));
+        assert!(e.contains("[datasets.tiny]: missing `layout`"), "{e}");
+        let e = load_error(&SOURCES.replace("host = \"somebody\"\n", ""));
+        assert!(e.contains("host") && e.contains("datasets.toml"), "{e}");
     }
 
     #[test]

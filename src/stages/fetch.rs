@@ -1,27 +1,39 @@
-//! The fetch stage: download (or take from `--from`) every file of a dataset, verify its
-//! checksum, extract it safely, parse the layout, check the published counts, put the images
-//! in their canonical order and paths with the content digest checked against the lock, and
-//! write the index (`images.parquet`) and a summary (`dataset.json`) beside them.
+//! The fetch stage: try the dataset's sources in order; for each, download (or take from
+//! `--from`) every file, verify its checksum, extract it safely, parse the source's layout,
+//! check the published counts, put the images in their canonical order and paths and check the
+//! content digest against the lock ([`crate::data::content`]) — any error there moves on to the
+//! next source, leaving nothing behind — then write the index (`images.parquet`) and a summary
+//! (`dataset.json`, naming the source used) beside the images. When no source answers, the error is the way out
+//! ([`way_out`]): every source's error, the files to get by hand and the command that takes them.
+
+mod files;
+mod way_out;
 
 use crate::data::archive::{self, ArchiveKind};
 use crate::data::content::{self, Content, Paths};
-use crate::data::fetch::{self as download, Checksum, FetchOptions, Fetched, FileSpec};
+use crate::data::fetch::FetchOptions;
 use crate::data::index::{Counts, DatasetIndex};
 use crate::data::index_file;
-use crate::data::lock::{Lock, Pin};
-use crate::data::registry::{resolve_url, DatasetSpec, Registry};
+use crate::data::lock::Lock;
+use crate::data::registry::{DatasetSpec, Registry};
+use crate::data::sources::{self, SourceSpec};
 use crate::names::Name;
 use crate::project::Project;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
+
+pub use way_out::Failure;
 
 /// Validated settings of one fetch.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub project: Project,
     pub dataset: Name,
-    /// A file downloaded by hand (`gl fetch cub --from /path/CUB_200_2011.tgz`).
-    pub from: Option<PathBuf>,
+    /// Files downloaded by hand (`gl fetch cub --from /path/CUB_200_2011.tgz`): only the
+    /// sources they can belong to are tried ([`sources::for_local_files`]).
+    pub from: Vec<PathBuf>,
+    /// Only this source (`--source`).
+    pub source: Option<Name>,
     pub options: FetchOptions,
     /// Re-extract even when the files are unchanged.
     pub force: bool,
@@ -34,8 +46,9 @@ pub struct FileRecord {
     pub sha256: String,
     pub md5: String,
     pub bytes: u64,
+    /// The URL (or local path) the bytes came from.
     pub source: String,
-    /// Where the verified file is (`data/downloads/<dataset>/<name>`).
+    /// Where the verified file is (`data/downloads/<dataset>/<source>/<name>`).
     pub path: PathBuf,
 }
 
@@ -45,6 +58,10 @@ pub struct Outcome {
     pub dataset: String,
     pub title: String,
     pub license: String,
+    /// The source (`[[datasets.<name>.sources]]`) the dataset came from.
+    pub source: String,
+    /// The sources tried before it, with their errors.
+    pub failed_sources: Vec<Failure>,
     pub layout: String,
     /// Directory the images' `rel_path`s are relative to.
     pub root: PathBuf,
@@ -58,6 +75,13 @@ pub struct Outcome {
     pub index: DatasetIndex,
 }
 
+/// A source's dataset, checked and in place.
+struct Built {
+    content: Content,
+    files: Vec<FileRecord>,
+    extracted: bool,
+}
+
 /// Runs the stage.
 pub fn run(s: &Settings) -> Result<Outcome> {
     let registry = Registry::load(&s.project.root, &s.project.data_dir)?;
@@ -68,71 +92,107 @@ pub fn run(s: &Settings) -> Result<Outcome> {
     )?;
     crate::tempfiles::clean_scratch_or_warn(&s.project.data_dir);
     let dir = s.project.dataset_dir(&s.dataset);
-    let (root, files, content, extracted) = match &spec.local_root {
-        Some(local) => {
-            ensure!(
-                s.from.is_none(),
-                "dataset `{}` is a local folder: --from does not apply",
-                s.dataset
-            );
-            // A user's own folder is indexed where it is: ids in the canonical order, paths
-            // kept. Its identity is its content, so an image added, removed or rewritten gives
-            // a new fingerprint (and crop cache) instead of stale labels.
-            let root = s.project.root.join(local);
-            let index = parse_checked(s, &spec, &root)?;
-            let (content, _) = Content::of(&root, index, Paths::Keep)?;
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            index_file::write(&dir.join(INDEX), &content.index, &content.sha256)?;
-            (root, Vec::new(), content, false)
+    let previous = previous_source(&dir);
+    let mut order = sources::order(&spec, s.source.as_deref(), previous.as_deref())?;
+    if !s.from.is_empty() {
+        ensure!(
+            spec.local_root.is_none(),
+            "dataset `{}` is a local folder: --from does not apply",
+            s.dataset
+        );
+        order = sources::for_local_files(order, &s.from)?;
+    }
+    if let Some(local) = &spec.local_root {
+        let src = order.first().context("a local dataset needs its layout")?;
+        let (root, built) = local_folder(s, &spec, src, &s.project.root.join(local))?;
+        return finish(s, &spec, src, (root, built), Vec::new());
+    }
+    let mut failed = Vec::new();
+    for src in &order {
+        match try_source(s, &spec, src, &dir) {
+            Ok(built) => return finish(s, &spec, src, (dir.clone(), built), failed),
+            Err(e) => {
+                tracing::warn!("{}: source `{}` failed: {e:#}", s.dataset, src.name);
+                failed.push(Failure {
+                    source: src.name.to_string(),
+                    error: format!("{e:#}"),
+                });
+            }
         }
-        None => {
-            let files = fetch_files(s, &spec)?;
-            let (content, extracted) = match reuse(s, &dir, &files)? {
-                Some(content) => (content, false),
-                None => (build(s, &spec, &dir, &files)?, true),
-            };
-            (dir.clone(), files, content, extracted)
-        }
-    };
-    let counts = content.index.counts();
-    let outcome = Outcome {
-        dataset: s.dataset.to_string(),
-        title: spec.title.clone(),
-        license: spec.license.clone(),
-        layout: serde_json::to_value(&spec.layout)?["kind"]
-            .as_str()
-            .unwrap_or("?")
-            .to_string(),
-        root,
+    }
+    Err(way_out::all_failed(s, &order, &failed))
+}
+
+/// The source the dataset in place came from (its `dataset.json`), if any.
+fn previous_source(dir: &Path) -> Option<String> {
+    let text = std::fs::read(dir.join("dataset.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    v.get("source")?.as_str().map(str::to_owned)
+}
+
+/// One source, from fetching its files to the dataset in place: reused when its files did not
+/// change, built anew otherwise. On any error its staging directory is removed and the dataset
+/// in place stays.
+fn try_source(s: &Settings, spec: &DatasetSpec, src: &SourceSpec, dir: &Path) -> Result<Built> {
+    let files = files::fetch_files(s, src)?;
+    if let Some(content) = reuse(s, dir, &files)? {
+        return Ok(Built {
+            content,
+            files,
+            extracted: false,
+        });
+    }
+    let content = build(s, spec, src, dir, &files)?;
+    Ok(Built {
+        content,
         files,
-        counts,
-        fingerprint: content.digest.clone(),
-        extracted,
-        index: content.index,
+        extracted: true,
+    })
+}
+
+/// A user's own folder, indexed where it is: ids in the canonical order, paths kept, never
+/// pinned. Its identity is its content, so an image added, removed or rewritten gives a new
+/// fingerprint (and crop cache) instead of stale labels.
+fn local_folder(
+    s: &Settings,
+    spec: &DatasetSpec,
+    src: &SourceSpec,
+    root: &Path,
+) -> Result<(PathBuf, Built)> {
+    let index = parse_checked(s, spec, src, root)?;
+    let (content, _) = Content::of(root, index, Paths::Keep)?;
+    let dir = s.project.dataset_dir(&s.dataset);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    index_file::write(&dir.join(INDEX), &content.index, &content.sha256)?;
+    let built = Built {
+        content,
+        files: Vec::new(),
+        extracted: false,
     };
-    crate::fsutil::write_atomic(
-        &dir.join("dataset.json"),
-        &serde_json::to_vec_pretty(&outcome)?,
-    )?;
-    Ok(outcome)
+    Ok((root.to_path_buf(), built))
 }
 
 /// The index file in the dataset directory.
 const INDEX: &str = "images.parquet";
 
-/// Parses the layout under `root` and checks it: the published counts, every indexed image
-/// present.
-fn parse_checked(s: &Settings, spec: &DatasetSpec, root: &Path) -> Result<DatasetIndex> {
+/// Parses the source's layout under `root` and checks it: the published counts, every indexed
+/// image present.
+fn parse_checked(
+    s: &Settings,
+    spec: &DatasetSpec,
+    src: &SourceSpec,
+    root: &Path,
+) -> Result<DatasetIndex> {
     ensure!(
         root.is_dir(),
         "{}: dataset root {} does not exist",
         s.dataset,
         root.display()
     );
-    let index = spec
+    let index = src
         .layout
         .parse_in(root, Some(&s.project.root))
-        .with_context(|| format!("parsing `{}`", s.dataset))?;
+        .with_context(|| format!("parsing `{}` (source `{}`)", s.dataset, src.name))?;
     index.verify(&s.dataset, &spec.expect)?;
     check_files_exist(root, &index)?;
     Ok(index)
@@ -142,11 +202,17 @@ fn parse_checked(s: &Settings, spec: &DatasetSpec, root: &Path) -> Result<Datase
 /// extracted under `source/`, the layout parsed and checked there, the content digest
 /// verified against (or pinned in) the lock, the images moved to their canonical paths under
 /// `images/` and the index written. Anything that fails leaves the dataset that was there.
-fn build(s: &Settings, spec: &DatasetSpec, dir: &Path, files: &[FileRecord]) -> Result<Content> {
+fn build(
+    s: &Settings,
+    spec: &DatasetSpec,
+    src: &SourceSpec,
+    dir: &Path,
+    files: &[FileRecord],
+) -> Result<Content> {
     let staged = stage(dir, files, &spec.limits)
         .with_context(|| format!("extracting `{}` into {}", s.dataset, dir.display()))?;
-    let root = staged.path().join(SOURCE_DIR).join(&spec.root);
-    let index = parse_checked(s, spec, &root)?;
+    let root = staged.path().join(SOURCE_DIR).join(&src.root);
+    let index = parse_checked(s, spec, src, &root)?;
     let (content, moves) = Content::of(&root, index, Paths::Canonical)?;
     let mut lock = Lock::load(&s.project.root)?;
     content::verify_or_pin(&mut lock, s.dataset.as_str(), &content)?;
@@ -180,81 +246,37 @@ fn reuse(s: &Settings, dir: &Path, files: &[FileRecord]) -> Result<Option<Conten
     Ok(Some(content))
 }
 
-/// Fetches and verifies every file; pins the sha256 of files without a published checksum.
-fn fetch_files(s: &Settings, spec: &DatasetSpec) -> Result<Vec<FileRecord>> {
-    ensure!(
-        !spec.files.is_empty(),
-        "dataset `{}` lists no files",
-        s.dataset
-    );
-    let mut lock = Lock::load(&s.project.root)?;
-    let dest = s.project.downloads(&s.dataset);
-    let mut out = Vec::new();
-    for entry in &spec.files {
-        let pinned = lock.get(&s.dataset, &entry.name).cloned();
-        let checksum = match (&entry.sha256, &entry.md5, &pinned) {
-            (Some(sha), _, _) => Some(Checksum::Sha256(sha.to_ascii_lowercase())),
-            (None, Some(md5), _) => Some(Checksum::Md5(md5.to_ascii_lowercase())),
-            (None, None, Some(pin)) => Some(Checksum::Sha256(pin.sha256.clone())),
-            (None, None, None) => None,
-        };
-        let file = FileSpec {
-            name: entry.name.clone(),
-            urls: entry
-                .urls
-                .iter()
-                .map(|u| resolve_url(u, &s.project.root))
-                .collect(),
-            checksum,
-            size: entry.size,
-        };
-        let fetched: Fetched = match local_source(s, spec, &entry.name)? {
-            Some(local) => download::fetch_from_local(&file, &local, &dest)?,
-            None => download::fetch(&file, &dest, &s.options)?,
-        };
-        lock.verify_or_pin(
-            Pin {
-                dataset: s.dataset.to_string(),
-                file: entry.name.clone(),
-                sha256: fetched.sha256.clone(),
-                bytes: fetched.bytes,
-            },
-            &fetched.path,
-            true,
-        )?;
-        out.push(FileRecord {
-            name: entry.name.clone(),
-            sha256: fetched.sha256,
-            md5: fetched.md5,
-            bytes: fetched.bytes,
-            source: fetched.source,
-            path: fetched.path,
-        });
-    }
-    Ok(out)
-}
-
-/// The `--from` file for `name`: the only file of the dataset, or the one with that file name.
-fn local_source(s: &Settings, spec: &DatasetSpec, name: &str) -> Result<Option<PathBuf>> {
-    let Some(from) = &s.from else { return Ok(None) };
-    let matches = from.file_name().is_some_and(|f| f == name);
-    if spec.files.len() == 1 || matches {
-        return Ok(Some(from.clone()));
-    }
-    if !spec
-        .files
-        .iter()
-        .any(|f| from.file_name().is_some_and(|n| n == f.name.as_str()))
-    {
-        let names: Vec<&str> = spec.files.iter().map(|f| f.name.as_str()).collect();
-        bail!(
-            "--from {}: `{}` has several files ({}); name the file like one of them",
-            from.display(),
-            s.dataset,
-            names.join(", ")
-        );
-    }
-    Ok(None)
+/// Writes `dataset.json` for the dataset in place (its images and index already are).
+fn finish(
+    s: &Settings,
+    spec: &DatasetSpec,
+    src: &SourceSpec,
+    (root, built): (PathBuf, Built),
+    failed: Vec<Failure>,
+) -> Result<Outcome> {
+    let index = built.content.index;
+    let outcome = Outcome {
+        dataset: s.dataset.to_string(),
+        title: spec.title.clone(),
+        license: spec.license.clone(),
+        source: src.name.to_string(),
+        failed_sources: failed,
+        layout: serde_json::to_value(&src.layout)?["kind"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string(),
+        root,
+        files: built.files,
+        counts: index.counts(),
+        fingerprint: built.content.digest,
+        extracted: built.extracted,
+        index,
+    };
+    crate::fsutil::write_atomic(
+        &s.project.dataset_dir(&s.dataset).join("dataset.json"),
+        &serde_json::to_vec_pretty(&outcome)?,
+    )?;
+    Ok(outcome)
 }
 
 /// Where the fetched files are extracted inside the dataset directory (the images move out

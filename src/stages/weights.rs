@@ -233,6 +233,7 @@ fn fetch_source(s: &Settings, spec: &WeightsSpec, dest: &Path) -> Result<Source>
     lock.verify_or_pin(
         Pin {
             dataset: s.name.to_string(),
+            source: None,
             file: spec.file.clone(),
             sha256: fetched.sha256.clone(),
             bytes: fetched.bytes,

@@ -67,13 +67,13 @@ pub(crate) fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
+pub(crate) fn md5_hex(bytes: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(bytes))
 }
 
 /// CUB layout: `classes` × `per` images, classes numbered 1..; images.txt in id order.
-fn cub_archive(classes: usize, per: usize) -> Vec<u8> {
+pub(crate) fn cub_archive(classes: usize, per: usize) -> Vec<u8> {
     let (mut images, mut labels, mut boxes, mut files) =
         (String::new(), String::new(), String::new(), Vec::new());
     for c in 1..=classes {

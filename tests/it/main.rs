@@ -37,6 +37,7 @@ mod radam;
 mod released;
 #[cfg(feature = "test-slurm")] // installs Slurm from Debian packages: `just test` enables it
 mod slurm;
+mod sources;
 mod tracks;
 mod train;
 mod transform;

@@ -57,6 +57,11 @@ fn gl(p: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// `(stage, task, what)` of each line `gl run` printed.
 fn lines(out: &str) -> Vec<(String, String, String)> {
+    // The plan's lines, not the listing of the fetch tasks' sources after them.
+    let out = out
+        .split("\nsources each fetch tries")
+        .next()
+        .unwrap_or(out);
     out.lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();

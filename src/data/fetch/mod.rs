@@ -20,8 +20,10 @@
 //!
 //! Submodules: `digest` (checksums and streaming hashing), `error` (errors and the retry
 //! plan), `target` (the `.part` and the final file), `source` (URL parsing), `http` (one
-//! HTTP attempt) and `local` (copies of local files).
+//! HTTP attempt), `local` (copies of local files) and `check` (`gl fetch --check`: does a URL
+//! answer, downloading nothing).
 
+pub mod check;
 mod digest;
 mod error;
 mod http;

@@ -22,10 +22,14 @@ pub enum Route {
     /// Answer 503 to the first `n` requests, then behave like `Bytes`.
     FailFirst(usize, Vec<u8>),
     Status(u16),
+    /// Every request gets the headers of the full body, half of it, then a closed socket.
+    AlwaysCut(Vec<u8>),
+    /// `HEAD` is refused with 405; other requests behave like `Bytes`.
+    NoHead(Vec<u8>),
 }
 
-/// Every request seen: (path, Range header).
-type Log = Arc<Mutex<Vec<(String, Option<String>)>>>;
+/// Every request seen: (method, path, Range header).
+type Log = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
 
 /// A sequential HTTP/1.1 server on 127.0.0.1 that records (path, Range header) per request.
 /// It stops after `MAX_CONNECTIONS` connections or when dropped.
@@ -75,8 +79,17 @@ impl Server {
     pub fn requests(&self, path: &str) -> Vec<Option<String>> {
         let log = self.log.lock().expect("log lock");
         log.iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, r)| r.clone())
+            .filter(|(_, p, _)| p == path)
+            .map(|(_, _, r)| r.clone())
+            .collect()
+    }
+
+    /// (method, Range header) of every request for `path`.
+    pub fn requests_with_method(&self, path: &str) -> Vec<(String, Option<String>)> {
+        let log = self.log.lock().expect("log lock");
+        log.iter()
+            .filter(|(_, p, _)| p == path)
+            .map(|(m, _, r)| (m.clone(), r.clone()))
             .collect()
     }
 
@@ -107,6 +120,7 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Route>, log: &Log) -> s
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
+    let method = head.split_whitespace().next().unwrap_or("GET").to_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let range = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
@@ -114,37 +128,47 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Route>, log: &Log) -> s
     });
     let seen = {
         let mut log = log.lock().expect("log lock");
-        log.push((path.clone(), range.clone()));
-        log.iter().filter(|(p, _)| *p == path).count() - 1
+        log.push((method.clone(), path.clone(), range.clone()));
+        log.iter().filter(|(_, p, _)| *p == path).count() - 1
     };
-    let start = range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<usize>().ok());
+    // `bytes=N-` or `bytes=N-M`.
+    let (start, end) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+        Some(r) => match r.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().ok(), b.parse::<usize>().ok()),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
+    let head_only = method == "HEAD";
     let (data, cut, honour_range) = match routes.get(&path) {
         None => return respond(&mut stream, 404, &[], b"no such route"),
         Some(Route::Status(code)) => return respond(&mut stream, *code, &[], b"status route"),
         Some(Route::FailFirst(n, _)) if seen < *n => {
             return respond(&mut stream, 503, &[], b"try later")
         }
-        Some(Route::Bytes(d) | Route::FailFirst(_, d)) => (d, false, true),
+        Some(Route::NoHead(_)) if head_only => return respond(&mut stream, 405, &[], b""),
+        Some(Route::Bytes(d) | Route::FailFirst(_, d) | Route::NoHead(d)) => (d, false, true),
         Some(Route::CutOnce(d)) => (d, seen == 0, true),
+        Some(Route::AlwaysCut(d)) => (d, true, false),
         Some(Route::IgnoreRange(d)) => (d, false, false),
     };
+    if head_only {
+        let cl = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            data.len()
+        );
+        stream.write_all(cl.as_bytes())?;
+        return stream.flush();
+    }
     match start.filter(|_| honour_range) {
         Some(s) if s >= data.len() => {
             let cr = format!("Content-Range: bytes */{}", data.len());
             respond(&mut stream, 416, &[cr], b"")
         }
         Some(s) => {
-            let cr = format!(
-                "Content-Range: bytes {}-{}/{}",
-                s,
-                data.len() - 1,
-                data.len()
-            );
-            respond(&mut stream, 206, &[cr], &data[s..])
+            let last = end.unwrap_or(data.len() - 1).min(data.len() - 1);
+            let cr = format!("Content-Range: bytes {}-{}/{}", s, last, data.len());
+            respond(&mut stream, 206, &[cr], &data[s..=last])
         }
         None if cut => {
             write!(
