@@ -74,7 +74,8 @@ pub enum Command {
     Run(RunArgs),
     /// Every task of a profile: fresh, stale, missing or failed, with its last run.
     Status(StatusArgs),
-    /// A profile's tables and figures, regenerated from the catalogue into reports/<profile>/.
+    /// A profile's tables and figures, regenerated from the catalogue into reports/<profile>/
+    /// (README.md, and index.html: the same as one self-contained page).
     Report(ReportArgs),
     /// Cancel the Slurm jobs a profile's `gl run --executor slurm` submitted (by job id).
     Cancel(CancelArgs),

@@ -537,7 +537,10 @@ fn report(p: &Profile, project: &Project) -> Result<Vec<Task>> {
     consumes.sort();
     consumes.dedup();
     let dir = PathBuf::from("reports").join(&p.name);
-    let mut outputs = vec![Output::Project(dir.join("README.md"))];
+    let mut outputs = vec![
+        Output::Project(dir.join("README.md")),
+        Output::Project(dir.join("index.html")),
+    ];
     for d in &p.datasets {
         outputs.push(Output::Project(dir.join(format!("tables/{d}.md"))));
     }

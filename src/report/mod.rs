@@ -11,6 +11,7 @@ pub mod figures;
 #[cfg(test)]
 mod fixtures;
 pub mod gallery;
+pub mod html;
 pub mod leaderboard;
 pub mod paired;
 pub mod published;
@@ -25,6 +26,7 @@ use crate::fsutil::write_atomic;
 use anyhow::{bail, ensure, Context, Result};
 use data::{DatasetData, EmbeddingsRow, RunRow};
 use figures::ProjectionPanel;
+use html::Doc;
 use published::Published;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -247,7 +249,7 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
     let (data, failed) = data::load(cat, profile)?;
     let published = Published::load(project_root)?;
     let mut files = Vec::new();
-    let mut md = format!("# Report: profile `{}`\n\n", data.profile);
+    let mut md = Doc::new(&format!("# Report: profile `{}`\n\n", data.profile));
     if !data.description.is_empty() {
         md += &format!("{}.\n\n", data.description);
     }
@@ -276,28 +278,27 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
         if let Some(selection) = &selection {
             table_files(&mut files, &format!("{}-selection", d.name), selection);
         }
-        md += &format!(
-            "## {}\n\n{}\n\n{}\n",
-            d.name,
-            metrics.caption,
-            metrics.to_markdown()
-        );
+        md += &format!("## {}\n\n{}\n\n", d.name, metrics.caption);
+        md.table(&metrics, false);
+        md += "\n";
         if pubd.is_none() {
             md += "The paper reports no numbers for this dataset.\n\n";
         }
         if let Some(t) = paired::paired_table(d) {
             table_files(&mut files, &format!("{}-paired", d.name), &t);
+            md += &format!("{}\n\n", t.caption);
+            md.table(&t, false);
             md += &format!(
-                "{}\n\n{}\n{}\n\nLaTeX: [`tables/{3}-paired.tex`](tables/{3}-paired.tex).\n\n",
-                t.caption,
-                t.to_markdown(),
+                "\n{}\n\nLaTeX: [`tables/{1}-paired.tex`](tables/{1}-paired.tex).\n\n",
                 paired::summary(d),
                 d.name
             );
         }
         match &selection {
             Some(selection) => {
-                md += &format!("{}\n\n{}\n", selection.caption, selection.to_markdown());
+                md += &format!("{}\n\n", selection.caption);
+                md.table(selection, false);
+                md += "\n";
                 md += &format!(
                     "LaTeX: [`tables/{0}.tex`](tables/{0}.tex), [`tables/{0}-selection.tex`](tables/{0}-selection.tex).\n\n",
                     d.name
@@ -308,10 +309,10 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
         if let Some(s) = &d.sweep {
             let t = sweep::sweep_table(d, s)?;
             table_files(&mut files, &format!("{}-sweep", d.name), &t);
+            md += &format!("### Sweep\n\n{}\n\n", t.caption);
+            md.table(&t, true);
             md += &format!(
-                "### Sweep\n\n{}\n\n{}\nLaTeX: [`tables/{2}-sweep.tex`](tables/{2}-sweep.tex).\n\n",
-                t.caption,
-                t.to_markdown(),
+                "\nLaTeX: [`tables/{0}-sweep.tex`](tables/{0}-sweep.tex).\n\n",
                 d.name
             );
         }
@@ -327,28 +328,24 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
                 ),
             };
             table_files(&mut files, &name, &t);
+            md += &format!("### {heading}\n\n{}\n\n", t.caption);
+            md.table(&t, true);
             md += &format!(
-                "### {heading}\n\n{}\n\n{}\n{}\n\nLaTeX: [`tables/{name}.tex`](tables/{name}.tex).\n\n",
-                t.caption,
-                t.to_markdown(),
+                "\n{}\n\nLaTeX: [`tables/{name}.tex`](tables/{name}.tex).\n\n",
                 leaderboard::summary(d, &track).unwrap_or_default(),
             );
         }
         for (objective, t) in ablation::tables(d).unwrap_or_default() {
             let name = format!("{}-ablation-{objective}", d.name);
             table_files(&mut files, &name, &t);
-            md += &format!(
-                "### Ablation: {objective}\n\n{}\n\n{}\n\nLaTeX: [`tables/{name}.tex`](tables/{name}.tex).\n\n",
-                t.caption,
-                t.to_markdown(),
-            );
+            md += &format!("### Ablation: {objective}\n\n{}\n\n", t.caption);
+            md.table(&t, true);
+            md += &format!("\n\nLaTeX: [`tables/{name}.tex`](tables/{name}.tex).\n\n");
         }
-        let mut figure = |name: String, bytes: Vec<u8>, alt: &str, md: &mut String| {
-            *md += &format!("![{alt}](figures/{name})\n\n");
-            files.push(File {
-                rel: format!("figures/{name}"),
-                bytes,
-            });
+        let mut figure = |name: String, bytes: Vec<u8>, alt: &str, md: &mut Doc| {
+            let rel = format!("figures/{name}");
+            md.figure(&rel, alt, &bytes);
+            files.push(File { rel, bytes });
         };
         for track in leaderboard::tracks(d) {
             if let Some(svg) = leaderboard::figure(d, &track).transpose()? {
@@ -446,11 +443,16 @@ fn build(cat: &Catalog, project_root: &Path, profile: &str, p: &ReportParams) ->
             Err(why) => md += &format!("No retrieval gallery: {why}.\n\n"),
         }
     }
-    md += &environment::footer(cat, &data, project_root)?;
-    md += &stale_note(&p.stale);
+    let footer = environment::footer(cat, &data, project_root)?;
+    md.footer(&(footer + &stale_note(&p.stale)));
     files.push(File {
         rel: "README.md".into(),
-        bytes: md.into_bytes(),
+        bytes: md.to_markdown().into_bytes(),
+    });
+    let title = format!("Report: profile {}", data.profile);
+    files.push(File {
+        rel: "index.html".into(),
+        bytes: md.to_html(&title).into_bytes(),
     });
     Ok(files)
 }

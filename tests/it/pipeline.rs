@@ -136,6 +136,7 @@ fn check_report(p: &Path) {
     let first = files(&dir);
     for f in [
         "README.md",
+        "index.html",
         "tables/tiny_synth.md",
         "tables/tiny_synth.tex",
         "tables/tiny_synth-selection.md",
@@ -179,6 +180,13 @@ fn check_report(p: &Path) {
             "{method}: {table}"
         );
     }
+    // The page has the same cell, every figure inline, and references nothing on the network.
+    let page = String::from_utf8(first["index.html"].clone()).unwrap();
+    assert!(page.contains(&format!("<td>{expected}</td>")), "{page}");
+    assert_eq!(page.matches("<figure ").count(), 4, "{page}");
+    assert!(page.contains("src=\"data:image/png;base64,"), "{page}");
+    let refs = grouploss::report::html::network_references(&page);
+    assert!(refs.is_empty(), "network references at {refs:?}");
     let svg = String::from_utf8(first["figures/tiny_synth-training.svg"].clone()).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("Group Loss s1"),
