@@ -61,7 +61,15 @@ fn two_numerics_versions_give_two_run_ids_for_one_recipe() {
         .unwrap()
         .into_inner();
     let e = Execution::new("cpu", Kernels::Portable, 1);
-    let id = |n| grouploss::pipeline::tasks::run_id("tiny", "tiny_synth", 0, false, &cfg, n, &e);
+    let id = |numerics| {
+        let identity = grouploss::numerics::RunIdentity {
+            recipe: &cfg,
+            data: "content",
+            numerics,
+            execution: &e,
+        };
+        grouploss::pipeline::tasks::run_id("tiny", "tiny_synth", 0, false, &identity)
+    };
     let (a, b) = (id(2).unwrap(), id(3).unwrap());
     assert_ne!(a, b);
     assert!(a.starts_with("tiny_synth-tiny-s0-") && b.starts_with("tiny_synth-tiny-s0-"));
