@@ -10,7 +10,6 @@
 use crate::data::layout::Layout;
 use crate::data::registry::{DatasetSpec, FileEntry};
 use crate::names::{Kind, Name};
-use crate::project::Project;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -134,9 +133,9 @@ impl SourceSpec {
     }
 
     /// `data/downloads/<dataset>/<source>/`, or `data/downloads/<dataset>/` for `default`
-    /// (where every file was before there were sources).
-    pub fn downloads(&self, project: &Project, dataset: &Name) -> PathBuf {
-        let base = project.downloads(dataset);
+    /// (where every file was before there were sources); `base` is the dataset's
+    /// `data/downloads/<dataset>/`.
+    pub fn downloads(&self, base: PathBuf) -> PathBuf {
         match self.is_default() {
             true => base,
             false => base.join(&self.name),

@@ -61,7 +61,7 @@ const RECIPE: &str = r#"
 backbone = "tiny_cnn"
 init = "none"
 classes_per_batch = 2
-samples_per_class = 2
+samples_per_class = 3
 input_size = 24
 resize = 32
 loader_threads = 1
@@ -218,9 +218,7 @@ fn a_copy_with_one_relabelled_image_is_refused_by_the_pinned_content() {
         index,
         "the dataset stays"
     );
-    assert_eq!(
-        std::fs::read_to_string(p.join("pipeline/datasets.lock")).unwrap(),
-        lock,
-        "the pin stays"
-    );
+    let content = |lock: &str| lock[lock.find("[[content]]").unwrap()..].to_string();
+    let after = std::fs::read_to_string(p.join("pipeline/datasets.lock")).unwrap();
+    assert_eq!(content(&after), content(&lock), "the content pin stays");
 }

@@ -20,7 +20,7 @@ pub(super) fn fetch_files(s: &Settings, src: &SourceSpec) -> Result<Vec<FileReco
         s.dataset
     );
     let mut lock = Lock::load(&s.project.root)?;
-    let dest = src.downloads(&s.project, &s.dataset);
+    let dest = src.downloads(s.project.downloads(&s.dataset));
     let mut out = Vec::new();
     for entry in &src.files {
         migrate_legacy_download(s, src, &dest, &entry.name)?;

@@ -91,7 +91,7 @@ fn by_hand(m: &mut String, s: &Settings, src: &SourceSpec, lock: Option<&Lock>) 
     let _ = writeln!(
         m,
         "    (or put them in {})",
-        src.downloads(&s.project, &s.dataset).display()
+        src.downloads(s.project.downloads(&s.dataset)).display()
     );
 }
 
