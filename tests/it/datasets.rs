@@ -2,12 +2,12 @@
 //! in the exact CUB, CARS196 (.mat and class-folder CSV) and SOP layouts that the tests build,
 //! plus a user's image folder. Each test gets its own project directory (registry + data).
 
+pub(crate) use crate::common::fixture_archives::{tar_gz, zip};
 #[allow(dead_code)] // not every route kind is needed here
 use crate::common::http_server;
 use crate::common::{gl_cli, png};
 
 use http_server::{Route, Server};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub(crate) struct Project {
@@ -40,31 +40,6 @@ impl Project {
         assert_eq!(code, 0, "gl fetch {dataset}:\n{out}\n{err}");
         out
     }
-}
-
-pub(crate) fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    for (path, bytes) in entries {
-        let mut h = tar::Header::new_old();
-        // Raw name bytes: the tar crate refuses to *write* `..`, hostile archives have it.
-        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append(&h, bytes.as_slice()).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap()
-}
-
-pub(crate) fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (path, bytes) in entries {
-        w.start_file(path.as_str(), zip::write::SimpleFileOptions::default())
-            .unwrap();
-        w.write_all(bytes).unwrap();
-    }
-    w.finish().unwrap().into_inner()
 }
 
 pub(crate) fn md5_hex(bytes: &[u8]) -> String {
