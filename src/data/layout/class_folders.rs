@@ -9,7 +9,7 @@
 use super::classes::{ClassIds, Label};
 use super::image_folder::{entries, is_image, utf8_name};
 use super::LayoutError;
-use crate::data::index::{class_halves, DatasetIndex, ImageEntry};
+use crate::data::index::DatasetIndex;
 use std::path::Path;
 
 pub fn parse(
@@ -69,20 +69,7 @@ pub fn parse(
             message: format!("no images under {} or {}", dirs[0], dirs[1]),
         });
     }
-    let split = class_halves(rows.iter().map(|r| r.0).collect::<Vec<_>>());
-    Ok(DatasetIndex {
-        images: rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, (class_id, rel_path))| ImageEntry {
-                image_id: i as i64 + 1,
-                rel_path,
-                class_id,
-                split: split(class_id),
-                bbox: None,
-            })
-            .collect(),
-    })
+    Ok(super::halves_index(rows))
 }
 
 /// Every image file under `dir` (recursively; hidden entries skipped), as paths relative to

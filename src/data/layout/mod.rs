@@ -270,6 +270,25 @@ fn field<T: std::str::FromStr>(
     })
 }
 
+/// The index of `(official class id, rel_path)` rows in their order, ids 1..n, split by class
+/// halves (the paper's rule): what a mirror whose split is the classification one becomes.
+fn halves_index(rows: Vec<(i64, String)>) -> DatasetIndex {
+    let split = crate::data::index::class_halves(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+    DatasetIndex {
+        images: rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (class_id, rel_path))| crate::data::index::ImageEntry {
+                image_id: i as i64 + 1,
+                rel_path,
+                class_id,
+                split: split(class_id),
+                bbox: None,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 use super::classes::{ClassIds, Label, Resolver};
 use super::LayoutError;
 use crate::data::archive::Limits;
-use crate::data::index::{class_halves, DatasetIndex, ImageEntry};
+use crate::data::index::DatasetIndex;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -66,20 +66,7 @@ pub fn parse(
             message: format!("no rows in {}", files.join(", ")),
         });
     }
-    let split = class_halves(rows.iter().map(|r| r.0).collect::<Vec<_>>());
-    Ok(DatasetIndex {
-        images: rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, (class_id, rel_path))| ImageEntry {
-                image_id: i as i64 + 1,
-                rel_path,
-                class_id,
-                split: split(class_id),
-                bbox: None,
-            })
-            .collect(),
-    })
+    Ok(super::halves_index(rows))
 }
 
 /// What unpacking may still write, over all files.
