@@ -44,18 +44,55 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         project.data_dir.display().to_string(),
     ];
     fetch_unpinned(&project, &args, &global)?;
-    let plan = plan(&project, &args.profile, threads, args.jobs)?;
+    let mut plan = plan(&project, &args.profile, threads, args.jobs)?;
+    loop {
+        let code = run_plan(&args, &project, &global, &plan)?;
+        let waiting = plan.waiting();
+        if code != ExitCode::SUCCESS || waiting.is_empty() {
+            return Ok(code);
+        }
+        // A benchmark tuned in two stages: the tuning runs that ran may have settled choices,
+        // whose seeds the next plan has (both executors return once their tasks ended).
+        let next = match args.dry_run {
+            true => None,
+            false => Some(self::plan(&project, &args.profile, threads, args.jobs)?),
+        };
+        match next {
+            Some(next) if next.waiting() != waiting => plan = next,
+            _ => {
+                println!("\ntuning choices that wait for their runs:");
+                for line in &waiting {
+                    println!("  {line}");
+                }
+                if !args.dry_run {
+                    println!(
+                        "(`gl run --profile {}` plans their seeds once the tuning runs are \
+                         evaluated)",
+                        plan.profile.name
+                    );
+                }
+                return Ok(code);
+            }
+        }
+    }
+}
+
+/// Runs one plan (or, with `--dry-run`, says what would run).
+fn run_plan(args: &RunArgs, project: &Project, global: &[String], plan: &Plan) -> Result<ExitCode> {
     let jobs = plan.profile.jobs;
     // Tasks at once share the CPUs: each computing task's --threads, --kernels and --device
     // are in its own arguments (Profile::compute_args), so they are part of its fingerprint.
-    let mut local = Local::current(global, runner::logs_dir(&project))?;
+    let mut local = Local::current(global.to_vec(), runner::logs_dir(project))?;
     local.jobs = jobs;
     let live = (!args.dry_run).then(|| Arc::new(Live::new(Mode::for_stderr(), jobs)));
     local.live = live.clone();
     if !args.dry_run {
         local.gpus = gpus(&plan.profile)?;
     }
-    let executor = args.executor.unwrap_or(plan.profile.executor.clone());
+    let executor = args
+        .executor
+        .clone()
+        .unwrap_or(plan.profile.executor.clone());
     let exec: Box<dyn Executor> = match executor.as_str() {
         "local" => Box::new(local),
         "slurm" => {
@@ -72,15 +109,15 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         other => bail!("--executor {other:?} is not known (local, slurm)"),
     };
     let opts = RunOptions {
-        stage: args.stage,
+        stage: args.stage.clone(),
         force: args.force,
         dry_run: args.dry_run,
-        matching: args.matching,
+        matching: args.matching.clone(),
         live: live.clone(),
     };
     crate::interrupt::install();
     let mut stopped: Vec<String> = Vec::new();
-    let actions = runner::run(&project, &plan, exec.as_ref(), &opts, &mut |t, a| {
+    let actions = runner::run(project, plan, exec.as_ref(), &opts, &mut |t, a| {
         let what = match a {
             Action::Resumes { note } => format!("resumes {note}"),
             Action::Blocked { upstream } if upstream.starts_with("stopped by") => {
@@ -103,7 +140,7 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
         live.finish();
     }
     if args.dry_run {
-        print_sources(&project, &plan)?;
+        print_sources(project, plan)?;
     }
     let actions = match actions {
         Ok(a) => a,

@@ -115,9 +115,20 @@ pub struct Plan {
     pub profile: Profile,
     pub stages: Stages,
     pub tasks: Vec<Task>,
+    /// A benchmark tuned in two stages: per dataset, which choices wait for tuning runs (the
+    /// seeds of those points are not in `tasks` yet). Empty otherwise.
+    pub tuning: Vec<crate::pipeline::tuning::Tuning>,
 }
 
 impl Plan {
+    /// One line per tuning choice that waits for its runs (see [`crate::pipeline::tuning`]).
+    pub fn waiting(&self) -> Vec<String> {
+        self.tuning
+            .iter()
+            .flat_map(|t| t.describe_waiting())
+            .collect()
+    }
+
     /// Expands `stages` for `profile`.
     pub fn build(project: &Project, stages: Stages, profile: Profile) -> Result<Self> {
         let profile_json = serde_json::to_value(&profile)?;
@@ -159,10 +170,12 @@ impl Plan {
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
             bail!("two tasks are both {}", w[0]);
         }
+        let tuning = crate::pipeline::run_specs::tuning(&profile, project)?;
         Ok(Plan {
             profile,
             stages,
             tasks: all,
+            tuning,
         })
     }
 

@@ -412,6 +412,7 @@ mod tests {
             profile,
             stages: Stages { stages: Vec::new() },
             tasks,
+            tuning: Vec::new(),
         }
     }
 

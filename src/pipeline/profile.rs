@@ -94,9 +94,16 @@ pub struct Profile {
     #[serde(default)]
     pub description: String,
     pub datasets: Vec<String>,
-    /// Seeds of the Group Loss runs (needed with `[train]`).
+    /// Seeds of the Group Loss runs (needed with `[train]`). With `tuning_seeds`, the seeds of
+    /// each objective's selected point only: the seeds the leaderboard reports.
     #[serde(default)]
     pub seeds: Vec<u64>,
+    /// A benchmark tuned in two stages ([`crate::pipeline::tuning`]): every grid point runs
+    /// these seeds only; per objective and track the point with the best mean validation MAP@R
+    /// over them then runs `seeds`. Empty (and left out of the stored profile): every point
+    /// runs every seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tuning_seeds: Vec<u64>,
     /// `auto`, `cpu`, `cuda`, `cuda:N` for every task.
     #[serde(default = "auto")]
     pub device: String,
@@ -323,13 +330,16 @@ impl Profile {
         if self.train.is_some() {
             ensure!(!self.seeds.is_empty(), "seeds: at least one seed");
         }
-        let mut s = self.seeds.clone();
-        s.sort_unstable();
-        s.dedup();
+        for (key, seeds) in [("seeds", &self.seeds), ("tuning_seeds", &self.tuning_seeds)] {
+            let mut s = seeds.clone();
+            s.sort_unstable();
+            s.dedup();
+            ensure!(s.len() == seeds.len(), "{key}: {seeds:?} repeats a seed");
+        }
         ensure!(
-            s.len() == self.seeds.len(),
-            "seeds: {:?} repeats a seed",
-            self.seeds
+            self.tuning_seeds.is_empty() || !self.benchmark.is_empty(),
+            "tuning_seeds: only a benchmark ([benchmark.<objective>] tables) is tuned in two \
+             stages; a sweep or an ablation runs every point on `seeds`"
         );
         // Names that become paths: checked here, where they enter from the profile.
         use crate::names::{Kind, Name};
@@ -374,7 +384,7 @@ impl Profile {
                         "train.init_from_finetune, a finetuned track or a swept start needs a \
                          [finetune] table (the fine-tuned runs to start from)",
                     )?;
-                    for &s in &self.seeds {
+                    for &s in self.seeds.iter().chain(&self.tuning_seeds) {
                         f.start_seed_for(s).context("finetune")?;
                     }
                 }

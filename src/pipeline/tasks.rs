@@ -7,15 +7,18 @@
 //! untrained --dataset D --weights W`), then evaluated like any run's initial weights.
 
 use crate::data::registry::Registry;
-use crate::numerics::RunIdentity;
 use crate::pipeline::profile::Profile;
+use crate::pipeline::run_specs::{run_specs, tuning, Kind, RunSpec};
 use crate::pipeline::task::{Output, Task};
 use crate::project::Project;
 use crate::stages::released;
-use crate::train::config::{CheckedConfig, TrainConfig};
+use crate::train::config::CheckedConfig;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+
+/// Run ids are made where runs are planned; re-exported where tests and tools have used them.
+pub use crate::pipeline::run_specs::run_id;
 
 /// Stage names with a builder.
 pub const KNOWN: &[&str] = &[
@@ -111,132 +114,6 @@ fn weights(w: &str) -> Task {
         vec![file(format!("weights/{w}/weights.json"))],
         io(vec![], &format!("weights:{w}")),
     )
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Finetune,
-    GroupLoss,
-}
-
-/// One training run of the profile, its recipe resolved.
-struct RunSpec {
-    dataset: String,
-    /// The sweep point's label (empty without a sweep, and for the softmax baseline).
-    point: String,
-    seed: u64,
-    run_id: String,
-    recipe: String,
-    set: Vec<String>,
-    config: CheckedConfig,
-}
-
-/// Run id: `<dataset>-<profile>-s<seed>-<h>` for Group Loss, `<dataset>-<profile>-softmax-
-/// s<seed>-<h>` for the softmax baseline, where `<h>` is 8 hex digits of the sha256 of the run's
-/// identity: the resolved recipe, the dataset's content digest as pinned
-/// ([`crate::data::content::planned`]: the same data from any source is the same run), the
-/// training numerics version
-/// ([`crate::numerics::TRAINING`]) and the execution (device kind, kernel pin, threads). Another
-/// recipe — or code that computes other numbers, or another execution — is another run
-/// directory, so changing a key and changing it back finds the earlier run, a run directory
-/// never holds two recipes, and a run made by older code is never taken for a current one.
-pub fn run_id(
-    profile: &str,
-    dataset: &str,
-    seed: u64,
-    finetune: bool,
-    identity: &RunIdentity<'_, TrainConfig>,
-) -> Result<String> {
-    let h = identity.short_digest()?;
-    let kind = if finetune { "-softmax" } else { "" };
-    Ok(format!("{dataset}-{profile}{kind}-s{seed}-{h}"))
-}
-
-/// The resolved run of `recipe` + `set` on `dataset` (whose planned content digest is `data`).
-fn spec(
-    p: &Profile,
-    project: &Project,
-    (dataset, data): (&str, &str),
-    seed: u64,
-    finetune: bool,
-    recipe: &str,
-    set: Vec<String>,
-) -> Result<RunSpec> {
-    let config = TrainConfig::resolve(project, dataset, recipe, &set)?;
-    let execution = p.execution()?;
-    Ok(RunSpec {
-        dataset: dataset.to_string(),
-        point: String::new(),
-        seed,
-        run_id: run_id(
-            &p.name,
-            dataset,
-            seed,
-            finetune,
-            &RunIdentity {
-                recipe: &config,
-                data,
-                numerics: crate::numerics::training(),
-                execution: &execution,
-            },
-        )?,
-        recipe: recipe.to_string(),
-        set,
-        config,
-    })
-}
-
-fn run_specs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<RunSpec>> {
-    let mut out = Vec::new();
-    for d in &p.datasets {
-        let data = crate::data::content::planned(&project.root, &project.data_dir, d)?;
-        let finetuned = |seed| -> Result<Option<RunSpec>> {
-            p.finetune
-                .as_ref()
-                .map(|f| spec(p, project, (d, &data), seed, true, &f.recipe, f.set.clone()))
-                .transpose()
-        };
-        match kind {
-            Kind::Finetune => {
-                for &seed in p.finetune.iter().flat_map(|f| &f.seeds) {
-                    out.extend(finetuned(seed)?);
-                }
-            }
-            Kind::GroupLoss => {
-                let Some(train) = &p.train else {
-                    continue;
-                };
-                // The fine-tuned run a run of `seed` starts from (`[finetune] start_seed`).
-                let start = |seed| -> Result<RunSpec> {
-                    let f = p
-                        .finetune
-                        .as_ref()
-                        .context("a fine-tuned start needs [finetune]")?;
-                    finetuned(f.start_seed_for(seed)?)?.context("no fine-tuned run")
-                };
-                for point in p.points() {
-                    for &seed in &p.seeds {
-                        let mut set = train.set.clone();
-                        if train.init_from_finetune {
-                            set.push(format!("init=\"run:{}\"", start(seed)?.run_id));
-                        }
-                        set.extend(point.overrides()?);
-                        if point.start() == Some("finetuned") {
-                            set.push(format!("init=\"run:{}\"", start(seed)?.run_id));
-                        }
-                        let mut r = spec(p, project, (d, &data), seed, false, &train.recipe, set)
-                            .with_context(|| match point.values.is_empty() {
-                            true => format!("dataset {d}, seed {seed}"),
-                            false => format!("sweep point {}", point.label()),
-                        })?;
-                        r.point = point.label();
-                        out.push(r);
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn runs(p: &Profile, project: &Project, kind: Kind) -> Result<Vec<Task>> {
@@ -520,8 +397,15 @@ fn ensembles(p: &Profile, project: &Project) -> Result<Vec<Task>> {
 }
 
 /// The profile's report: reads every evaluation, ensemble and training run of the profile (all
-/// through the catalogue), writes `reports/<profile>/`.
+/// through the catalogue), writes `reports/<profile>/`. Not planned while a two-stage tuning
+/// still waits for runs: the plan that follows them has it.
 fn report(p: &Profile, project: &Project) -> Result<Vec<Task>> {
+    if tuning(p, project)?
+        .iter()
+        .any(|t| t.waiting().next().is_some())
+    {
+        return Ok(Vec::new());
+    }
     let mut consumes: Vec<String> = Vec::new();
     for t in embeddings(p, project, "evaluate")? {
         consumes.extend(t.produces);

@@ -51,7 +51,7 @@ pub fn benchmark_runs(s: &SweepData) -> Vec<Shown> {
             .map(|(k, v)| format!("{k}={}", crate::pipeline::sweep::show(v)))
             .collect::<Vec<_>>()
             .join(", ");
-        for r in &p.runs {
+        for r in p.all_runs() {
             out.push(Shown {
                 run_id: r.run_id.clone(),
                 seed: r.seed,

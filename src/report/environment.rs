@@ -21,7 +21,7 @@ pub fn run_ids(data: &ReportData) -> Vec<String> {
         ids.extend(d.softmax.iter().map(|r| r.run_id.clone()));
         if let Some(s) = &d.sweep {
             for p in &s.points {
-                ids.extend(p.runs.iter().map(|r| r.run_id.clone()));
+                ids.extend(p.all_runs().map(|r| r.run_id.clone()));
             }
         }
     }

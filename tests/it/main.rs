@@ -41,4 +41,5 @@ mod sources;
 mod tracks;
 mod train;
 mod transform;
+mod tuning;
 mod weights;

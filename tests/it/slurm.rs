@@ -12,7 +12,7 @@ use crate::common::tiny_pipeline;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tiny_pipeline::{files, gl, project_with, ran, status};
+use tiny_pipeline::{files, gl, project_with, ran, sql_rows, status};
 
 /// A running harness; stopped (only what it started) when dropped.
 struct Harness {
@@ -103,19 +103,6 @@ const MORE_SEEDS: [&str; 7] = [
 const ROWS: &str = "select subject, model, metric, value from metrics order by all";
 const RUNS: &str = "select run_id, seed, objective, epochs_done, selected_epoch, test_r1_last, \
                     test_r1_val_selected, test_r1_best_on_test from runs order by run_id";
-
-/// The csv of `gl sql` as rows of fields.
-fn sql_rows(p: &Path, q: &str) -> Vec<Vec<String>> {
-    sql(p, q)
-        .lines()
-        .skip(1)
-        .map(|l| {
-            l.split(',')
-                .map(|f| f.trim_matches('"').to_string())
-                .collect()
-        })
-        .collect()
-}
 
 /// The sweep's table: a row per learning rate whose R@1 is the mean ± std of its runs in the
 /// catalogue over `seeds` seeds, and the one with the best mean validation R@1 (the first in

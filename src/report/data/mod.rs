@@ -216,6 +216,8 @@ struct ProfileRow {
     ablation: crate::pipeline::sweep::Ablation,
     /// The plan's task ids as last run (absent in catalogues written before they were kept).
     tasks: Option<Vec<String>>,
+    /// A benchmark tuned in two stages: its tuning and reported seeds.
+    two_stage: Option<sweep::TwoStage>,
 }
 
 /// The profile as last run, from `pipeline_profiles`.
@@ -265,6 +267,18 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
         .map(|t| serde_json::from_str(&t))
         .transpose()
         .with_context(|| format!("pipeline_profiles {profile:?}: tasks is not a list"))?;
+    let seeds = |key: &str| -> Vec<u64> {
+        v.get(key)
+            .and_then(|s| s.as_array())
+            .map_or(Vec::new(), |s| {
+                s.iter().filter_map(|x| x.as_u64()).collect()
+            })
+    };
+    let tuning = seeds("tuning_seeds");
+    let two_stage = (!tuning.is_empty()).then(|| sweep::TwoStage {
+        tuning,
+        reported: seeds("seeds"),
+    });
     Ok(ProfileRow {
         datasets,
         description: v["description"].as_str().unwrap_or("").to_string(),
@@ -272,6 +286,7 @@ fn profile_config(cat: &Catalog, profile: &str) -> Result<ProfileRow> {
         benchmark,
         ablation,
         tasks,
+        two_stage,
     })
 }
 
@@ -527,7 +542,10 @@ pub fn load(cat: &Catalog, profile: &str) -> Result<(ReportData, Vec<String>)> {
                 .iter()
                 .map(|(o, e)| (o.clone(), e.grid.keys().cloned().collect()))
                 .collect();
-            sweep::select(d, &prof.sweep, tuned, &mine);
+            sweep::select_two_stage(d, &prof.sweep, tuned, &mine, prof.two_stage.as_ref());
+            if let Some(t) = &prof.two_stage {
+                sweep::check_two_stage(d, t)?;
+            }
             if let Some(s) = d.sweep.as_mut() {
                 s.ablation = !prof.ablation.is_empty();
             }

@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 pub struct SweepPoint {
     /// Its value of each swept key, in key order.
     pub values: Vec<Value>,
+    /// The runs that compete for the point (with [`TwoStage`], those of the tuning seeds).
     pub runs: Vec<RunRow>,
+    /// With [`TwoStage`]: the runs of the reported seeds (a chosen point's); empty otherwise.
+    pub reported: Vec<RunRow>,
     pub ensemble: Option<String>,
     /// Validation R@1 (%) of each run at its selected epoch, where the run has a validation
     /// split.
@@ -59,6 +62,37 @@ pub struct SweepData {
     /// The points are an ablation's (one change at a time from each objective's base), not a
     /// grid: the report shows them as paired differences ([`crate::report::ablation`]).
     pub ablation: bool,
+    /// A benchmark tuned in two stages: the seeds that chose and the seeds reported.
+    pub two_stage: Option<TwoStage>,
+}
+
+impl SweepPoint {
+    /// The runs the tables report for this point: the reported seeds' where it has them
+    /// ([`TwoStage`]), else the runs that tuned it.
+    pub fn shown(&self) -> &[RunRow] {
+        match self.reported.is_empty() {
+            true => &self.runs,
+            false => &self.reported,
+        }
+    }
+
+    /// Every run of the point, tuning and reported, each once.
+    pub fn all_runs(&self) -> impl Iterator<Item = &RunRow> {
+        let extra = self
+            .reported
+            .iter()
+            .filter(|r| !self.runs.iter().any(|t| t.run_id == r.run_id));
+        self.runs.iter().chain(extra)
+    }
+}
+
+/// A benchmark tuned in two stages (the profile's `tuning_seeds`,
+/// [`crate::pipeline::tuning`]): points compete on the runs of `tuning`; the chosen point is
+/// reported on its runs of `reported`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TwoStage {
+    pub tuning: Vec<u64>,
+    pub reported: Vec<u64>,
 }
 
 impl SweepData {
@@ -84,6 +118,19 @@ pub fn select(
     tuned: BTreeMap<String, Vec<String>>,
     ensembles: &[(String, &[String])],
 ) {
+    select_two_stage(d, keys, tuned, ensembles, None)
+}
+
+/// [`select`], with the points of a two-stage benchmark competing on their tuning seeds'
+/// runs and each chosen point's reported seeds shown in the tables ([`check_two_stage`]
+/// refuses a chosen point without them).
+pub fn select_two_stage(
+    d: &mut DatasetData,
+    keys: &[String],
+    tuned: BTreeMap<String, Vec<String>>,
+    ensembles: &[(String, &[String])],
+    two_stage: Option<&TwoStage>,
+) {
     let mut points: Vec<SweepPoint> = Vec::new();
     for r in &d.group_loss {
         let val = d
@@ -97,6 +144,7 @@ pub fn select(
                 points.push(SweepPoint {
                     values: r.point.clone(),
                     runs: Vec::new(),
+                    reported: Vec::new(),
                     ensemble: None,
                     val_r1: Vec::new(),
                     val_map_r: Vec::new(),
@@ -104,6 +152,14 @@ pub fn select(
                 points.len() - 1
             }
         };
+        if let Some(t) = two_stage {
+            if t.reported.contains(&r.seed) {
+                points[i].reported.push(r.clone());
+            }
+            if !t.tuning.contains(&r.seed) {
+                continue;
+            }
+        }
         points[i].runs.push(r.clone());
         points[i].val_r1.extend(val.map(|v| 100.0 * v));
         points[i].val_map_r.extend(r.val_map_r);
@@ -229,13 +285,13 @@ pub fn select(
         .partition(|m| matches!(m.method, Method::GroupLoss | Method::Ensemble));
     d.metrics = kept;
     if let Some(p) = selected_softmax.and_then(|i| points.get(i)) {
-        d.softmax = p.runs.clone();
+        d.softmax = p.shown().to_vec();
         d.metrics.retain(|m| m.method != Method::Softmax);
         d.metrics.extend(
             swept
                 .iter()
                 .filter(|m| m.method == Method::GroupLoss)
-                .filter(|m| p.runs.iter().any(|r| r.run_id == m.subject))
+                .filter(|m| p.shown().iter().any(|r| r.run_id == m.subject))
                 .map(|m| MetricRow {
                     method: Method::Softmax,
                     ..m.clone()
@@ -247,12 +303,12 @@ pub fn select(
             swept
                 .iter()
                 .filter(|m| match m.method {
-                    Method::GroupLoss => p.runs.iter().any(|r| r.run_id == m.subject),
+                    Method::GroupLoss => p.shown().iter().any(|r| r.run_id == m.subject),
                     _ => p.ensemble.as_ref() == Some(&m.subject),
                 })
                 .cloned(),
         );
-        d.group_loss = p.runs.clone();
+        d.group_loss = p.shown().to_vec();
         d.ensemble = p.ensemble.clone();
         let shown = |id: &String| {
             d.group_loss
@@ -275,5 +331,35 @@ pub fn select(
         criterion,
         metrics: swept,
         ablation: false,
+        two_stage: two_stage.cloned(),
     });
+}
+
+/// A two-stage benchmark's report stands only on complete seeds: every objective's chosen point
+/// (in every track) has a run of every reported seed. Missing ones mean the plan's second stage
+/// has not run — or that it chose another point than the report does, which must not pass
+/// silently.
+pub fn check_two_stage(d: &DatasetData, two_stage: &TwoStage) -> anyhow::Result<()> {
+    let Some(s) = &d.sweep else {
+        return Ok(());
+    };
+    for ((track, objective), &i) in &s.by_objective {
+        let p = &s.points[i];
+        let have: Vec<u64> = p.reported.iter().map(|r| r.seed).collect();
+        let missing: Vec<u64> = two_stage
+            .reported
+            .iter()
+            .filter(|s| !have.contains(s))
+            .copied()
+            .collect();
+        anyhow::ensure!(
+            missing.is_empty(),
+            "{}: {track}/{objective}: the point chosen on tuning seeds {:?} ({}) has no run of \
+             seeds {missing:?}; `gl run` plans them once every tuning run is evaluated",
+            d.name,
+            two_stage.tuning,
+            s.label(i)
+        );
+    }
+    Ok(())
 }

@@ -165,14 +165,14 @@ fn entry(s: &SweepData, track: &str, objective: &str, i: usize) -> Entry {
     }
     let mut by_seed: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     for m in s.metrics.iter().filter(|m| m.method == Method::GroupLoss) {
-        if let Some(r) = p.runs.iter().find(|r| r.run_id == m.subject) {
+        if let Some(r) = p.shown().iter().find(|r| r.run_id == m.subject) {
             by_seed
                 .entry(m.metric.clone())
                 .or_default()
                 .insert(r.seed, m.value);
         }
     }
-    let mut runs: Vec<_> = p.runs.iter().collect();
+    let mut runs: Vec<_> = p.shown().iter().collect();
     runs.sort_by_key(|r| r.seed);
     Entry {
         objective: objective.to_string(),
@@ -188,6 +188,26 @@ fn entry(s: &SweepData, track: &str, objective: &str, i: usize) -> Entry {
         by_seed,
         rank: 0,
     }
+}
+
+/// Over which runs the point was selected: every seed's, or (a two-stage benchmark) the
+/// tuning seeds' before the chosen point trained on the reported seeds.
+fn seeds_note(s: &SweepData) -> String {
+    let Some(t) = &s.two_stage else {
+        return " over seeds".to_string();
+    };
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let fresh = t.reported.iter().all(|x| !t.tuning.contains(x));
+    format!(
+        " of its run(s) on seed(s) {} (one run per point and seed), the selected point then \
+         trained on seeds {}{}",
+        list(&t.tuning),
+        list(&t.reported),
+        match fresh {
+            true => ", which took no part in selecting it",
+            false => "",
+        }
+    )
 }
 
 /// The floor of `track`: the pretrained network untrained, or for the fine-tuned track the
@@ -320,17 +340,18 @@ pub fn table(d: &DatasetData, track: &str) -> Option<Table> {
         1 => "every objective at one fixed point (its recipe; chosen by another profile, if \
               tuned)"
             .to_string(),
-        b => format!(
+        b => {
+            format!(
             "every objective tuned over the same {b} points of its grid (its learning rate and \
              its main hyper-parameters), the point selected by {}",
             match s.criterion {
-                crate::report::data::sweep::Criterion::ValMapR =>
-                    "mean validation MAP@R over seeds",
-                crate::report::data::sweep::Criterion::ValR1 => "mean validation R@1 over seeds",
+                crate::report::data::sweep::Criterion::ValMapR => "mean validation MAP@R",
+                crate::report::data::sweep::Criterion::ValR1 => "mean validation R@1",
                 crate::report::data::sweep::Criterion::TestR1 =>
                     "mean TEST R@1 (no validation split: the optimistic protocol)",
             }
-        ),
+        ) + &seeds_note(s)
+        }
     };
     let caption = format!(
         "{}{start}: {tuned_here}; test metrics of the selected point's {seeds} seeds (%, mean ± \

@@ -155,6 +155,20 @@ pub fn status(p: &Path, extra: &[&str]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `gl sql` as rows of fields (the csv without its header; no field may hold a comma).
+pub fn sql_rows(p: &Path, q: &str) -> Vec<Vec<String>> {
+    let (code, out, err) = gl(p, &["sql", q, "--format", "csv"]);
+    assert_eq!(code, 0, "{q}: {err}");
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|f| f.trim_matches('"').to_string())
+                .collect()
+        })
+        .collect()
+}
+
 /// The stages of the `gl run` lines that say "ran".
 pub fn ran(out: &str) -> Vec<String> {
     out.lines()
