@@ -60,6 +60,20 @@ pub enum AugmentChoice {
     RandomCrop,
 }
 
+/// What a run evaluates after each epoch (the recipe key `epoch_eval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpochEval {
+    /// The validation and the test classes: per-epoch test curves, and the paper's best-on-test
+    /// selection (`selection = "test"`) next to the validation one.
+    #[default]
+    ValAndTest,
+    /// The validation classes only: the test classes are first embedded by the embed stage, for
+    /// the selected model. For a benchmark, where the test set decides nothing: it saves the
+    /// per-epoch test embedding (about a fifth of a demo run's time).
+    Val,
+}
+
 /// Which epoch's model a run reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -16,8 +16,8 @@ use crate::train::objective::LossKeys;
 pub use crate::train::objective::Objective;
 
 pub use crate::train::choices::{
-    AugmentChoice, BatchNormMode, LrDecay, OptimizerChoice, SamplerChoice, SelectMetric, Selection,
-    Start,
+    AugmentChoice, BatchNormMode, EpochEval, LrDecay, OptimizerChoice, SamplerChoice, SelectMetric,
+    Selection, Start,
 };
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -147,6 +147,10 @@ pub struct TrainConfig {
     pub recall_ks: Vec<usize>,
     /// Evaluate every N epochs (and always at the last); 1 = every epoch.
     pub eval_every: usize,
+    /// Which classes those evaluations embed: validation and test, or validation only. Left out
+    /// of `config.json` while both (stable run ids, as `optimizer`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub epoch_eval: EpochEval,
     pub loader_threads: usize,
     pub prefetch: usize,
     /// `channels_last`: convolution weights and input batches in NHWC strides
@@ -351,6 +355,11 @@ impl TrainConfig {
         ensure!(
             self.selection != Selection::Val || self.val_fraction > 0.0,
             "selection = \"val\" needs val_fraction > 0 (or use selection = \"test\", the paper's protocol, or \"last\")"
+        );
+        ensure!(
+            self.selection != Selection::Test || self.epoch_eval == EpochEval::ValAndTest,
+            "selection = \"test\" picks an epoch by its test metric, which epoch_eval = \"val\" \
+             does not compute"
         );
         if self.patience > 0 {
             ensure!(

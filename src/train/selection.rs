@@ -324,4 +324,19 @@ mod tests {
         // Without patience, test selection by MAP@R is fine.
         resolve(&["selection=\"test\"", "select_metric=\"map_at_r\""]).unwrap();
     }
+
+    /// `epoch_eval`: left out of `config.json` while both splits are evaluated (run ids of older
+    /// recipes unchanged); validation only cannot select on the test set.
+    #[test]
+    fn validation_only_epochs_are_a_recipe_key_that_refuses_test_selection() {
+        use crate::train::config::EpochEval;
+        let plain = serde_json::to_value(&*resolve(&[]).unwrap()).unwrap();
+        assert!(plain.get("epoch_eval").is_none(), "{plain}");
+        let set = resolve(&["epoch_eval=\"val\""]).unwrap();
+        assert_eq!(set.epoch_eval, EpochEval::Val);
+        let json = serde_json::to_value(&*set).unwrap();
+        assert_eq!(json["epoch_eval"].as_str(), Some("val"));
+        let e = resolve(&["epoch_eval=\"val\"", "selection=\"test\"", "patience=0"]).unwrap_err();
+        assert!(e.contains("epoch_eval = \"val\""), "{e}");
+    }
 }

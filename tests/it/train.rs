@@ -385,3 +385,43 @@ fn patience_stops_a_run_whose_validation_stops_improving() {
         serde_json::from_slice(&std::fs::read(run_dir(id).join("run.json")).unwrap()).unwrap();
     assert_eq!(again["stopped"], sum["stopped"]);
 }
+
+/// `epoch_eval = "val"` only leaves the test classes out of the per-epoch evaluations: the
+/// same seed trains to the same losses, validation numbers, selected epoch and selected weights
+/// as with both splits evaluated, and its epochs carry no test numbers.
+#[test]
+fn validation_only_epochs_change_nothing_but_the_missing_test_numbers() {
+    let _serial = serial();
+    let run = |id: &str, extra: &[&str]| {
+        let mut a = vec!["--set=epochs=2", "--set=lr_milestones=[]"];
+        a.extend_from_slice(extra);
+        let args = demo_project::tiny_train_args(id, &a);
+        let (code, out, err) = gl_cli::run(project(), &args, &[]);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    run("both_splits", &[]);
+    run("val_only", &["--set=epoch_eval=\"val\""]);
+    let (both, val) = (epochs("both_splits"), epochs("val_only"));
+    assert_eq!(both.len(), val.len());
+    for (b, v) in both.iter().zip(&val) {
+        assert!(b["test_recall"].is_array(), "{b}");
+        assert!(
+            v["test_recall"].is_null() && v["test_map_at_r"].is_null(),
+            "{v}"
+        );
+        for k in ["loss", "val_recall", "val_map_at_r"] {
+            assert_eq!(b[k], v[k], "{k}: {b} vs {v}");
+        }
+    }
+    let summary = |id: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(run_dir(id).join("run.json")).unwrap()).unwrap()
+    };
+    let e = summary("both_splits")["selected_epoch"].as_u64().unwrap();
+    assert_eq!(summary("val_only")["selected_epoch"].as_u64(), Some(e));
+    let weights =
+        |id: &str| std::fs::read(run_dir(id).join(format!("selected-e{e:03}.safetensors")));
+    assert!(
+        weights("both_splits").unwrap() == weights("val_only").unwrap(),
+        "the selected weights differ"
+    );
+}

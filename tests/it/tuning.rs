@@ -2,7 +2,8 @@
 //! tiny set: `gl run` trains every point on the tuning seed, plans each objective's point with
 //! the best validation MAP@R on it, trains that point on the reported seeds — in one command —
 //! and the leaderboard reports those seeds only; the dry run of a fresh project says which
-//! choices wait and plans no report.
+//! choices wait and plans no report. Like the benchmark profiles, the runs evaluate only the
+//! validation classes after each epoch (`epoch_eval = "val"`).
 
 use crate::common::tiny_pipeline::{gl, project_with, ran, sql_rows};
 use std::path::Path;
@@ -18,7 +19,7 @@ ensemble = false
 
 [train]
 recipe = "tiny"
-set = ["embedding_dim=16"]
+set = ["embedding_dim=16", "epoch_eval=\"val\""]
 
 [evaluate]
 kmeans_restarts = 1
@@ -116,6 +117,10 @@ fn the_chosen_point_trains_on_the_reported_seeds_in_one_run_and_only_they_are_re
         );
     }
     let readme = std::fs::read_to_string(p.join("reports/two/README.md")).unwrap();
+    assert!(
+        !readme.contains("NaN"),
+        "no per-epoch test numbers must not show as NaN:\n{readme}"
+    );
     assert!(
         readme.contains("seed(s) 0 (one run per point and seed), the selected point then trained on seeds 1, 2, which took no part in selecting it"),
         "{readme}"

@@ -11,7 +11,7 @@ use crate::data::transform::Augment;
 use crate::eval::{embed, retrieval};
 use crate::loss::proxy_anchor::ProxyAnchorLoss;
 use crate::model::net::EmbeddingNet;
-use crate::train::config::{AugmentChoice, Objective, OptimizerChoice, TrainConfig};
+use crate::train::config::{AugmentChoice, EpochEval, Objective, OptimizerChoice, TrainConfig};
 use crate::train::criterion::Criterion;
 use crate::train::epoch::{self, EpochInputs, StepRecord};
 use crate::train::init;
@@ -160,7 +160,10 @@ impl Trainee {
             false => Ok(None),
         };
         let val = retrieval(&splits.val).context("validation")?;
-        let test = retrieval(&splits.test).context("test")?;
+        let test = match cfg.epoch_eval {
+            EpochEval::ValAndTest => retrieval(&splits.test).context("test")?,
+            EpochEval::Val => None,
+        };
         Ok(EpochRecord {
             epoch: e,
             lr,
