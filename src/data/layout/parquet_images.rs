@@ -421,6 +421,19 @@ pub(crate) mod tests {
         assert_eq!(again, idx);
     }
 
+    /// The error of parsing `pattern` under `r` with `cols` and 0-based labels, as text.
+    fn parse_error(r: &Path, pattern: &str, cols: &Columns) -> String {
+        parse(
+            r,
+            &[pattern.into()],
+            cols,
+            &ClassIds::Index { base: 0 },
+            None,
+        )
+        .unwrap_err()
+        .to_string()
+    }
+
     #[test]
     fn bad_files_columns_and_images_are_named() {
         let d = tempfile::tempdir().unwrap();
@@ -429,15 +442,7 @@ pub(crate) mod tests {
             &r.join("a.parquet"),
             &[(png(1), 0), (b"GIF00 nope".to_vec(), 1)],
         );
-        let e = parse(
-            r,
-            &["a.parquet".into()],
-            &columns(),
-            &ClassIds::Index { base: 0 },
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_error(r, "a.parquet", &columns());
         assert!(
             e.contains("a.parquet") && e.contains("row 1, column `image`"),
             "{e}"
@@ -446,39 +451,15 @@ pub(crate) mod tests {
             image: "img",
             label: "label",
         };
-        let e = parse(
-            r,
-            &["a.parquet".into()],
-            &cols,
-            &ClassIds::Index { base: 0 },
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_error(r, "a.parquet", &cols);
         assert!(e.contains("no column `img` (columns: image, label)"), "{e}");
-        let e = parse(
-            r,
-            &["b-*.parquet".into()],
-            &columns(),
-            &ClassIds::Index { base: 0 },
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_error(r, "b-*.parquet", &columns());
         assert!(
             e.contains("b-*.parquet") && e.contains("no Parquet file matches"),
             "{e}"
         );
         std::fs::write(r.join("c.parquet"), b"PAR1 truncated").unwrap();
-        let e = parse(
-            r,
-            &["c.parquet".into()],
-            &columns(),
-            &ClassIds::Index { base: 0 },
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_error(r, "c.parquet", &columns());
         assert!(
             e.contains("c.parquet") && e.contains("not a readable Parquet file"),
             "{e}"
