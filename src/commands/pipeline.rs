@@ -302,6 +302,9 @@ pub fn status(args: StatusArgs, project: Project, threads: Option<i32>) -> Resul
                 count(Status::Missing),
                 count(Status::Failed)
             );
+            for line in plan.waiting() {
+                println!("waiting: {line}");
+            }
             print_environments(&project, &plan)?;
         }
     }

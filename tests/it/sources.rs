@@ -174,6 +174,46 @@ fn a_truncated_body_or_archive_moves_on_and_leaves_nothing_behind() {
     assert_eq!(staging_leftovers(&p), Vec::<String>::new());
 }
 
+/// A host that sends no Content-Length (the body ends when the connection closes) and stops
+/// early: only the size the registry publishes tells a cut body from a whole one.
+#[test]
+fn a_close_delimited_body_cut_short_is_caught_by_the_published_size() {
+    let archive = cub_archive(4, 3);
+    let server = Server::start(&[
+        (
+            "/nolen/CUB_200_2011.tgz",
+            Route::CutNoLength(archive.clone()),
+        ),
+        ("/ok/CUB_200_2011.tgz", Route::Bytes(archive.clone())),
+    ]);
+    let mut nolen = src(
+        "nolen",
+        "CUB_200_2011.tgz",
+        server.url("/nolen/CUB_200_2011.tgz"),
+    );
+    nolen.size = Some(archive.len());
+    let p = Project::new(&registry(&[
+        nolen,
+        src(
+            "whole",
+            "CUB_200_2011.tgz",
+            server.url("/ok/CUB_200_2011.tgz"),
+        ),
+    ]));
+    let (code, out, err) = p.gl(&["fetch", "tinycub", "--quiet", "--retries", "0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let json = dataset_json(&p);
+    assert_eq!(json["source"], "whole");
+    let error = json["failed_sources"][0]["error"].as_str().unwrap();
+    let want = format!(
+        "ended after {} of {} bytes",
+        archive.len() / 2,
+        archive.len()
+    );
+    assert!(error.contains(&want), "{error}");
+    assert_eq!(staging_leftovers(&p), Vec::<String>::new());
+}
+
 #[test]
 fn when_every_source_fails_the_error_is_the_way_out() {
     let archive = cub_archive(4, 3);

@@ -78,6 +78,13 @@ fn the_chosen_point_trains_on_the_reported_seeds_in_one_run_and_only_they_are_re
         );
     }
 
+    let (code, out, err) = gl(p, &["status", "--profile", "two"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("waiting: tiny_synth: contrastive: 0 of 2 tuning runs evaluated"),
+        "{out}"
+    );
+
     let (code, out, err) = gl(p, &["run", "--profile", "two"]);
     assert_eq!(code, 0, "{out}{err}");
     let trained = ran(&out).iter().filter(|s| *s == "train").count();

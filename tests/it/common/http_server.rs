@@ -26,6 +26,9 @@ pub enum Route {
     AlwaysCut(Vec<u8>),
     /// `HEAD` is refused with 405; other requests behave like `Bytes`.
     NoHead(Vec<u8>),
+    /// Every request gets a body without Content-Length (delimited by closing the connection,
+    /// as some download hosts send it) that stops after half of the bytes.
+    CutNoLength(Vec<u8>),
 }
 
 /// Every request seen: (method, path, Range header).
@@ -151,6 +154,14 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Route>, log: &Log) -> s
         Some(Route::CutOnce(d)) => (d, seen == 0, true),
         Some(Route::AlwaysCut(d)) => (d, true, false),
         Some(Route::IgnoreRange(d)) => (d, false, false),
+        Some(Route::CutNoLength(d)) => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+            if !head_only {
+                stream.write_all(&d[..d.len() / 2])?;
+            }
+            stream.flush()?;
+            return stream.shutdown(std::net::Shutdown::Both);
+        }
     };
     if head_only {
         let cl = format!(
