@@ -45,8 +45,11 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
     ];
     fetch_unpinned(&project, &args, &global)?;
     let mut plan = plan(&project, &args.profile, threads, args.jobs)?;
+    // `--force` is for the tasks of the first plan: a later one only adds tasks to it.
+    let mut force = args.force;
     loop {
-        let code = run_plan(&args, &project, &global, &plan)?;
+        let code = run_plan(&args, force, &project, &global, &plan)?;
+        force = false;
         let waiting = plan.waiting();
         if code != ExitCode::SUCCESS || waiting.is_empty() {
             return Ok(code);
@@ -77,8 +80,14 @@ pub fn run(args: RunArgs, project: Project, threads: Option<i32>) -> Result<Exit
     }
 }
 
-/// Runs one plan (or, with `--dry-run`, says what would run).
-fn run_plan(args: &RunArgs, project: &Project, global: &[String], plan: &Plan) -> Result<ExitCode> {
+/// Runs one plan (or, with `--dry-run`, says what would run); `force` runs fresh tasks too.
+fn run_plan(
+    args: &RunArgs,
+    force: bool,
+    project: &Project,
+    global: &[String],
+    plan: &Plan,
+) -> Result<ExitCode> {
     let jobs = plan.profile.jobs;
     // Tasks at once share the CPUs: each computing task's --threads, --kernels and --device
     // are in its own arguments (Profile::compute_args), so they are part of its fingerprint.
@@ -110,7 +119,7 @@ fn run_plan(args: &RunArgs, project: &Project, global: &[String], plan: &Plan) -
     };
     let opts = RunOptions {
         stage: args.stage.clone(),
-        force: args.force,
+        force,
         dry_run: args.dry_run,
         matching: args.matching.clone(),
         live: live.clone(),

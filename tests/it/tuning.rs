@@ -85,7 +85,8 @@ fn the_chosen_point_trains_on_the_reported_seeds_in_one_run_and_only_they_are_re
         "{out}"
     );
 
-    let (code, out, err) = gl(p, &["run", "--profile", "two"]);
+    // `--force` applies to the first plan: the second only adds the chosen points' seeds.
+    let (code, out, err) = gl(p, &["run", "--profile", "two", "--force"]);
     assert_eq!(code, 0, "{out}{err}");
     let trained = ran(&out).iter().filter(|s| *s == "train").count();
     assert_eq!(
