@@ -127,6 +127,25 @@ fn a_404_source_moves_on_to_the_next_and_dataset_json_names_it() {
     assert_eq!(server.total_requests(), before);
 }
 
+/// The source `whole`: the archive served whole at `/ok/`.
+fn whole(server: &Server) -> Src<'static> {
+    src(
+        "whole",
+        "CUB_200_2011.tgz",
+        server.url("/ok/CUB_200_2011.tgz"),
+    )
+}
+
+/// `gl fetch tinycub` without retries, which must succeed from the source `whole`; its
+/// `dataset.json`.
+fn fetched_from_whole(p: &Project) -> serde_json::Value {
+    let (code, out, err) = p.gl(&["fetch", "tinycub", "--quiet", "--retries", "0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let json = dataset_json(p);
+    assert_eq!(json["source"], "whole");
+    json
+}
+
 #[test]
 fn a_truncated_body_or_archive_moves_on_and_leaves_nothing_behind() {
     let archive = cub_archive(4, 3);
@@ -148,16 +167,9 @@ fn a_truncated_body_or_archive_moves_on_and_leaves_nothing_behind() {
             "CUB_200_2011.tgz",
             server.url("/half/CUB_200_2011.tgz"),
         ),
-        src(
-            "whole",
-            "CUB_200_2011.tgz",
-            server.url("/ok/CUB_200_2011.tgz"),
-        ),
+        whole(&server),
     ]));
-    let (code, out, err) = p.gl(&["fetch", "tinycub", "--quiet", "--retries", "0"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let json = dataset_json(&p);
-    assert_eq!(json["source"], "whole");
+    let json = fetched_from_whole(&p);
     let failed = json["failed_sources"].as_array().unwrap();
     let names: Vec<&str> = failed
         .iter()
@@ -192,18 +204,8 @@ fn a_close_delimited_body_cut_short_is_caught_by_the_published_size() {
         server.url("/nolen/CUB_200_2011.tgz"),
     );
     nolen.size = Some(archive.len());
-    let p = Project::new(&registry(&[
-        nolen,
-        src(
-            "whole",
-            "CUB_200_2011.tgz",
-            server.url("/ok/CUB_200_2011.tgz"),
-        ),
-    ]));
-    let (code, out, err) = p.gl(&["fetch", "tinycub", "--quiet", "--retries", "0"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let json = dataset_json(&p);
-    assert_eq!(json["source"], "whole");
+    let p = Project::new(&registry(&[nolen, whole(&server)]));
+    let json = fetched_from_whole(&p);
     let error = json["failed_sources"][0]["error"].as_str().unwrap();
     let want = format!(
         "ended after {} of {} bytes",
