@@ -209,29 +209,27 @@ pub fn select_two_stage(
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    // The best point by the criterion among those `admit` lets compete.
-    // With `only`, that point alone competes (and the score comes back with it).
-    let best =
-        |admit: &dyn Fn(Option<String>) -> bool, only: Option<usize>| -> Option<(usize, f64)> {
-            let mut best: Option<(usize, f64)> = None;
-            for (i, p) in points.iter().enumerate() {
-                if only.is_some_and(|j| j != i) || !evaluated(p) || !admit(objective_of(p)) {
-                    continue;
-                }
+    // The best point by the criterion among the evaluated ones `admit` lets compete: the rule
+    // by which a two-stage benchmark's plan chooses too ([`crate::pipeline::tuning::best`]).
+    let best = |admit: &dyn Fn(usize) -> bool| -> Option<usize> {
+        let scores: Vec<(usize, Vec<f64>)> = (0..points.len())
+            .filter(|&i| evaluated(&points[i]) && admit(i))
+            .map(|i| {
+                let p = &points[i];
                 let v = match criterion {
                     Criterion::ValMapR => p.val_map_r.clone(),
                     Criterion::ValR1 => p.val_r1.clone(),
                     Criterion::TestR1 => test_r1(p),
                 };
-                let score = v.iter().sum::<f64>() / v.len() as f64;
-                if best.is_none_or(|b| score > b.1) {
-                    best = Some((i, score));
-                }
-            }
-            best
-        };
-    let selected = best(&|o| o.is_none_or(|o| o == "group_loss"), None).map_or(0, |b| b.0);
-    let selected_softmax = best(&|o| o.as_deref() == Some("cross_entropy"), None).map(|b| b.0);
+                (i, v)
+            })
+            .collect();
+        crate::pipeline::tuning::best(scores.iter().map(|(i, v)| (*i, v.as_slice())))
+    };
+    let is = |i: usize, name: &str| objective_of(&points[i]).as_deref() == Some(name);
+    let selected =
+        best(&|i| objective_of(&points[i]).is_none_or(|o| o == "group_loss")).unwrap_or(0);
+    let selected_softmax = best(&|i| is(i, "cross_entropy"));
     // A benchmark with `start` among its keys that no objective tunes runs its grids once
     // per track (`validate_tracks`): each objective is selected within its track.
     let start = crate::pipeline::sweep::START;
@@ -255,18 +253,7 @@ pub fn select_two_stage(
         if by_objective.contains_key(&key) {
             continue;
         }
-        let mut best_in: Option<(usize, f64)> = None;
-        for i in (0..points.len()).filter(|&i| track_of(i) == track) {
-            if objective_of(&points[i]).as_deref() != Some(name.as_str()) {
-                continue;
-            }
-            if let Some(b) = best(&|o| o.as_deref() == Some(name.as_str()), Some(i)) {
-                if best_in.is_none_or(|x| b.1 > x.1) {
-                    best_in = Some(b);
-                }
-            }
-        }
-        if let Some((i, _)) = best_in {
+        if let Some(i) = best(&|i| track_of(i) == track && is(i, &name)) {
             by_objective.insert(key, i);
         }
     }
